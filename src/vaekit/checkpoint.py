@@ -1,0 +1,87 @@
+"""Safe files: atomic writes, and training checkpoints as one safetensors file.
+
+A checkpoint holds tensors (model, optimizer state, RNG states) in safetensors and
+everything else (step, epoch, scores, optimizer hyper-parameters) as JSON in the file's
+metadata, so nothing is ever unpickled. Each write goes to a temporary file that is
+fsynced and renamed over the old one: a crash leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaekit.errors import VaekitError
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Let write(tmp) fill a temporary file beside path, fsync it, then rename it onto path."""
+    path = Path(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as error:
+        raise VaekitError(f"cannot write to {path.parent}: {error.strerror}") from None
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        raise VaekitError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """Atomically write tensors and a JSON-able state dict to one safetensors file."""
+    from safetensors.torch import save_file
+
+    cpu_tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    metadata = {"state": json.dumps(state)}
+    atomic_write_with(Path(path), lambda tmp: save_file(cpu_tensors, str(tmp), metadata=metadata))
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read (tensors, state) back, with a clear error for a missing or damaged file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise VaekitError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        state = json.loads(metadata["state"])
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as error:
+        raise VaekitError(f"{path} is not a readable vaekit checkpoint: {error}") from None
+    return tensors, state

@@ -1,0 +1,375 @@
+"""Data sets as in-memory tensors with train / valid / test splits.
+
+Every loader returns a `Splits`: float32 examples flattened to (N, D) in [0, 1], optional
+integer labels, and the (channels, height, width) shape of one example for figures.
+
+- `digits`: scikit-learn's bundled 8x8 handwritten digits, the default that works offline.
+- `mnist`: the official IDX files, read from a folder or downloaded and checked by md5.
+- `binarized-mnist`: the static binarization of Larochelle & Murray (2011), `.amat` text.
+- a `.npy` / `.npz` file of arrays.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaekit.config import DataConfig
+from vaekit.errors import VaekitError
+
+SPLITS = ("train", "valid", "test")
+
+# The four official MNIST files and their published md5 checksums.
+MNIST_FILES = {
+    "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "train_labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+    "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+}
+BINARIZED_MNIST_FILES = {split: f"binarized_mnist_{split}.amat" for split in SPLITS}
+IDX_MAGIC = {2049: 1, 2051: 3}  # labels: 1 dimension, images: 3 dimensions (unsigned bytes)
+
+
+@dataclass
+class Split:
+    """One split: x (N, D) float32 in [0, 1], y (N,) int64 labels or None."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class Splits:
+    train: Split
+    valid: Split
+    test: Split
+    image_shape: tuple[int, int, int]  # (channels, height, width) of one example
+    name: str = ""
+
+    def __getitem__(self, split: str) -> Split:
+        if split not in SPLITS:
+            raise VaekitError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, split)
+
+    @property
+    def input_size(self) -> int:
+        return self.train.x.shape[1]
+
+
+def load_data(config: DataConfig) -> Splits:
+    """The data set that config names, checked for shape and for values in [0, 1]."""
+    source = config.data
+    if source == "digits":
+        splits = load_digits()
+    elif source == "mnist":
+        splits = load_mnist(config)
+    elif source == "binarized-mnist":
+        splits = load_binarized_mnist(data_folder(config, "binarized_mnist_train.amat"))
+    elif source.endswith((".npy", ".npz")):
+        splits = load_arrays(Path(source))
+    else:
+        raise VaekitError(
+            f"unknown data {source!r}: use digits, mnist, binarized-mnist, or a path to a .npy/.npz file"
+        )
+    for split in SPLITS:
+        check_values(splits[split].x, f"{source} ({split})")
+    return splits
+
+
+def check_values(x: torch.Tensor, what: str) -> None:
+    """Refuse NaN/Inf and values outside [0, 1], which a Bernoulli likelihood cannot model."""
+    if len(x) == 0:
+        raise VaekitError(f"{what} holds no examples")
+    if not torch.isfinite(x).all():
+        raise VaekitError(f"{what} contains NaN or Inf values")
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        raise VaekitError(f"{what} has values in [{low:g}, {high:g}]; a Bernoulli model needs data in [0, 1]")
+
+
+def data_folder(config: DataConfig, probe: str) -> Path:
+    """--data-dir, else $VAEKIT_DATA, else the cache: the first folder holding probe (or probe.gz)."""
+    candidates = [config.data_dir] if config.data_dir else [os.environ.get("VAEKIT_DATA"), str(cache_folder())]
+    for folder in filter(None, candidates):
+        if find_file(Path(folder), probe) is not None:
+            return Path(folder)
+    where = config.data_dir or " or ".join(filter(None, candidates))
+    raise VaekitError(f"cannot find {probe}(.gz) in {where}; pass the folder that holds it with --data-dir")
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("VAEKIT_CACHE", Path.home() / ".cache" / "vaekit"))
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    """folder/name with or without a .gz ending, whichever exists."""
+    stem = name[:-3] if name.endswith(".gz") else name
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped if it ends in .gz, with a clear error if it is damaged."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:
+        raise VaekitError(f"cannot read {path}: {error}") from None
+
+
+# -- digits ------------------------------------------------------------------------------------
+
+
+def load_digits(seed: int = 0) -> Splits:
+    """scikit-learn's 1,797 8x8 digits scaled to [0, 1]; a fixed split of 1,297 / 250 / 250."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    x = torch.tensor(bunch.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    x, y = x[order], y[order]
+    return Splits(
+        train=Split(x[500:], y[500:]),
+        valid=Split(x[:250], y[:250]),
+        test=Split(x[250:500], y[250:500]),
+        image_shape=(1, 8, 8),
+        name="digits",
+    )
+
+
+# -- MNIST (IDX) -------------------------------------------------------------------------------
+
+
+def parse_idx(data: bytes, source: str) -> np.ndarray:
+    """Decode an IDX file of unsigned bytes (labels or images), checking its header."""
+    if len(data) < 8:
+        raise VaekitError(f"{source} is too short to be an IDX file")
+    magic = int.from_bytes(data[:4], "big")
+    if magic not in IDX_MAGIC:
+        raise VaekitError(f"{source} is not an IDX file of unsigned bytes (magic number {magic:#010x})")
+    ndim = IDX_MAGIC[magic]
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise VaekitError(f"{source} has a truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(data) - header_size != expected:
+        raise VaekitError(
+            f"{source}: header promises {expected} bytes for shape {shape}, file holds {len(data) - header_size}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def load_mnist(config: DataConfig) -> Splits:
+    """MNIST with labels: valid = the first valid_size training images (as TensorFlow's reader)."""
+    paths = mnist_paths(config)
+    arrays = {key: parse_idx(read_bytes(path), str(path)) for key, path in paths.items()}
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if len(images) != len(labels):
+            raise VaekitError(f"MNIST {part}: {len(images)} images but {len(labels)} labels")
+    train_x = torch.tensor(arrays["train_images"].reshape(-1, 784), dtype=torch.float32) / 255.0
+    train_y = torch.tensor(arrays["train_labels"], dtype=torch.int64)
+    n_valid = config.valid_size
+    if n_valid >= len(train_x):
+        raise VaekitError(f"--valid-size {n_valid} leaves no training images (the file has {len(train_x)})")
+    return Splits(
+        train=Split(train_x[n_valid:], train_y[n_valid:]),
+        valid=Split(train_x[:n_valid], train_y[:n_valid]),
+        test=Split(
+            torch.tensor(arrays["test_images"].reshape(-1, 784), dtype=torch.float32) / 255.0,
+            torch.tensor(arrays["test_labels"], dtype=torch.int64),
+        ),
+        image_shape=(1, 28, 28),
+        name="mnist",
+    )
+
+
+def mnist_paths(config: DataConfig) -> dict[str, Path]:
+    """The four IDX files: found under their official names in --data-dir, or downloaded to the cache."""
+    if config.data_dir:
+        folder = Path(config.data_dir)
+        found = {key: find_file(folder, name) for key, (name, _) in MNIST_FILES.items()}
+        missing = [MNIST_FILES[key][0] for key, path in found.items() if path is None]
+        if missing:
+            raise VaekitError(f"{folder} lacks the MNIST files {', '.join(missing)} (gzipped or not)")
+        return found  # type: ignore[return-value]
+    folder = cache_folder() / "mnist"
+    return {key: download(config.mirror + name, folder / name, md5) for key, (name, md5) in MNIST_FILES.items()}
+
+
+def download(url: str, destination: Path, md5: str, timeout: float = 60.0) -> Path:
+    """Fetch url to destination unless a verified copy is there; verify md5; never leave a partial file."""
+    if destination.is_file() and file_md5(destination) == md5:
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            expected_length = response.headers.get("Content-Length")
+            shutil.copyfileobj(response, out)
+        if expected_length is not None and tmp.stat().st_size != int(expected_length):
+            raise VaekitError(f"download of {url} was cut short ({tmp.stat().st_size} of {expected_length} bytes)")
+        actual = file_md5(tmp)
+        if actual != md5:
+            raise VaekitError(f"checksum mismatch for {url}: md5 {actual}, expected {md5}")
+        os.replace(tmp, destination)
+    except urllib.error.HTTPError as error:
+        raise VaekitError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise VaekitError(f"cannot download {url}: {reason}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return destination
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- binarized MNIST (.amat) ---------------------------------------------------------------------
+
+
+def load_binarized_mnist(folder: Path) -> Splits:
+    """The static binarized MNIST: 50,000 / 10,000 / 10,000 images of 784 zeros and ones, no labels."""
+    splits = {}
+    for split, name in BINARIZED_MNIST_FILES.items():
+        path = find_file(folder, name)
+        if path is None:
+            raise VaekitError(f"cannot find {name}(.gz) in {folder}")
+        splits[split] = Split(torch.from_numpy(parse_amat(read_bytes(path), str(path))))
+    return Splits(**splits, image_shape=(1, 28, 28), name="binarized-mnist")
+
+
+def parse_amat(data: bytes, source: str, width: int = 784) -> np.ndarray:
+    """Rows of `width` space-separated numbers; a fast path for the usual 0/1 text."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    digits = (raw == ord("0")) | (raw == ord("1"))
+    separators = (raw == ord(" ")) | (raw == ord("\n")) | (raw == ord("\r")) | (raw == ord("\t"))
+    # Every value must be a single character between separators, or "01" would pass as two values.
+    if (digits | separators).all() and not (digits[1:] & digits[:-1]).any():
+        per_line = values_per_line(raw, digits)
+        if len(per_line) == 0 or (per_line != width).any():
+            raise VaekitError(f"{source}: expected rows of {width} values")
+        return (raw[digits] - ord("0")).astype(np.float32).reshape(len(per_line), width)
+    try:
+        values = np.array([[float(v) for v in line.split()] for line in data.decode().splitlines() if line.strip()], dtype=np.float32)
+    except (ValueError, UnicodeDecodeError):
+        raise VaekitError(f"{source} is not a text file of numbers") from None
+    if values.ndim != 2 or values.shape[1] != width:
+        raise VaekitError(f"{source}: expected rows of {width} values")
+    return values
+
+
+def values_per_line(raw: np.ndarray, is_value: np.ndarray) -> np.ndarray:
+    """How many values each non-blank line of the text holds."""
+    ends = np.flatnonzero(raw == ord("\n"))
+    if len(raw) and raw[-1] != ord("\n"):
+        ends = np.append(ends, len(raw) - 1)
+    counts = np.diff(np.concatenate([[0], np.cumsum(is_value)[ends]]))
+    return counts[counts > 0]
+
+
+# -- numpy arrays ------------------------------------------------------------------------------------
+
+
+def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Splits:
+    """A .npy of examples, or a .npz with `x` (and `y`), or `x_train`/`x_valid`/`x_test` (and `y_*`).
+
+    Images may be (N, H, W), (N, H, W, C), (N, C, H, W) or flat (N, D); uint8 is scaled by 1/255.
+    A single array is split 80 / 10 / 10 with a fixed seed.
+    """
+    if not path.is_file():
+        raise VaekitError(f"no such file: {path}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, EOFError, zlib.error) as error:
+        raise VaekitError(f"cannot read {path} as numpy arrays: {error}") from None
+    if all(f"x_{split}" in arrays for split in SPLITS):
+        parts = {split: (arrays[f"x_{split}"], arrays.get(f"y_{split}")) for split in SPLITS}
+    elif "x" in arrays:
+        parts = split_arrays(arrays["x"], arrays.get("y"), valid_fraction, test_fraction, seed, path)
+    else:
+        raise VaekitError(f"{path} needs an array `x` (and optionally `y`), or x_train, x_valid and x_test")
+    shape = None
+    splits = {}
+    for split, (x, y) in parts.items():
+        x_flat, this_shape = to_examples(x, f"{path} ({split})")
+        if shape is not None and this_shape != shape:
+            raise VaekitError(f"{path}: split {split} has examples of shape {this_shape}, others {shape}")
+        shape = this_shape
+        splits[split] = Split(x_flat, to_labels(y, len(x_flat), f"{path} ({split})"))
+    return Splits(**splits, image_shape=shape, name=path.name)
+
+
+def split_arrays(x: np.ndarray, y: np.ndarray | None, valid_fraction: float, test_fraction: float, seed: int, path: Path) -> dict:
+    n = len(x)
+    n_valid, n_test = max(1, int(n * valid_fraction)), max(1, int(n * test_fraction))
+    if n - n_valid - n_test < 1:
+        raise VaekitError(f"{path} holds {n} examples: too few to split into train, valid and test")
+    order = np.random.default_rng(seed).permutation(n)
+    pieces = {"valid": order[:n_valid], "test": order[n_valid : n_valid + n_test], "train": order[n_valid + n_test :]}
+    return {split: (x[idx], None if y is None else np.asarray(y)[idx]) for split, idx in pieces.items()}
+
+
+def to_examples(x: np.ndarray, what: str) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Flatten an array of examples to (N, D) float32 and name its image shape (C, H, W)."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "uifb":
+        raise VaekitError(f"{what} has dtype {x.dtype}; expected numbers")
+    if x.ndim < 2 or len(x) == 0:
+        raise VaekitError(f"{what} must be an array of examples (N, ...), got shape {x.shape}")
+    values = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    shape = image_shape_of(x.shape[1:])
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        values = values.transpose(0, 3, 1, 2)  # channels last -> (N, C, H, W)
+    return torch.from_numpy(np.ascontiguousarray(values.reshape(len(values), -1))), shape
+
+
+def image_shape_of(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, H, W) for one example's shape: flat squares become 1 x s x s, other flat vectors 1 x 1 x D."""
+    if len(shape) == 1:
+        side = int(round(shape[0] ** 0.5))
+        return (1, side, side) if side * side == shape[0] else (1, 1, shape[0])
+    if len(shape) == 2:
+        return (1, *shape)
+    if len(shape) == 3:
+        if shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+            return (shape[2], shape[0], shape[1])
+        return tuple(shape)  # type: ignore[return-value]
+    raise VaekitError(f"examples of shape {shape} are not vectors or images")
+
+
+def to_labels(y: np.ndarray | None, n: int, what: str) -> torch.Tensor | None:
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.shape != (n,) or y.dtype.kind not in "iub":
+        raise VaekitError(f"{what}: labels must be {n} integers, got shape {y.shape} of {y.dtype}")
+    return torch.from_numpy(y.astype(np.int64))

@@ -1,0 +1,229 @@
+"""The VAE: encode x into q(z|x), decode z into p(x|z), sample from the prior; save and load.
+
+The model computes distributions, not losses: objectives live in `objectives.py`.
+The user-facing methods (`encode`, `decode`, `reconstruct`, `sample`, `elbo`) take numpy
+arrays or tensors, work in batches, keep no gradients, and return the kind they were given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vaekit.config import ModelConfig, from_dict, to_dict, write_json
+from vaekit.distributions import Bernoulli, DiagonalGaussian, StandardNormal
+from vaekit.errors import VaekitError
+from vaekit.nn import NETWORKS
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+INFERENCE_BATCH = 4096
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+class VAE(nn.Module):
+    """A variational autoencoder with a symmetric MLP, as in vae-tf.
+
+    >>> vae = VAE([784, 500, 500, 2])            # ELU, Bernoulli output, no dropout
+    >>> mu, log_sigma = vae.encode(x)            # x: (N, 784) in [0, 1]
+    >>> x_mean = vae.decode(mu)                  # (N, 784) pixel probabilities
+    """
+
+    def __init__(self, architecture: list[int] | tuple[int, ...] | None = None, *, config: ModelConfig | None = None, **options: Any):
+        super().__init__()
+        if config is None:
+            config = ModelConfig(architecture=tuple(architecture or ()), **options)
+        elif architecture is not None or options:
+            raise VaekitError("give either an architecture with options or a config, not both")
+        self.config = config
+        encoder_cls, decoder_cls = NETWORKS["mlp"]
+        self.encoder = encoder_cls(config)
+        self.decoder = decoder_cls(config)
+        self.prior = StandardNormal(config.latent_size)
+
+    # -- distributions: used by the objectives, with gradients ------------------------------
+
+    def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
+        """q(z|x) for a batch x of shape (N, D)."""
+        mu, log_sigma = self.encoder(x)
+        return DiagonalGaussian(mu, log_sigma)
+
+    def likelihood(self, z: torch.Tensor) -> Bernoulli:
+        """p(x|z) for latent codes z of shape (..., latent)."""
+        return Bernoulli(self.decoder(z))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One stochastic pass: (logits of p(x|z), mu, log_sigma) with z drawn from q(z|x)."""
+        q = self.posterior(x)
+        return self.decoder(q.rsample()), q.mu, q.log_sigma
+
+    # -- the user's API: numpy or tensors in, the same kind out, no gradients ----------------
+
+    def encode(self, x: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
+        """(mu, log_sigma) of q(z|x), each (N, latent)."""
+        mu, log_sigma = self._batched(x, self.input_size, lambda batch: self.encoder(batch))
+        return mu, log_sigma
+
+    def decode(self, z: ArrayLike | None = None) -> ArrayLike:
+        """Pixel means of p(x|z), (N, D); with no z, decode one draw from the prior."""
+        if z is None:
+            z = self.prior.sample(1, device=self.device)
+        (x_mean,) = self._batched(z, self.latent_size, lambda batch: (self.likelihood(batch).mean,))
+        return x_mean
+
+    def reconstruct(self, x: ArrayLike, sample: bool = True) -> ArrayLike:
+        """Decode an encoding of x: a draw from q(z|x) as the original's `vae`, or its mean."""
+
+        def run(batch: torch.Tensor) -> tuple[torch.Tensor]:
+            q = self.posterior(batch)
+            z = q.rsample() if sample else q.mode()
+            return (self.likelihood(z).mean,)
+
+        (x_mean,) = self._batched(x, self.input_size, run)
+        return x_mean
+
+    def sample(self, n: int) -> torch.Tensor:
+        """n images decoded from draws of the prior, (n, D) on the CPU."""
+        if n < 1:
+            raise VaekitError(f"number of samples must be at least 1, got {n}")
+        z = self.prior.sample(n, device=self.device)
+        return self.decode(z).cpu()
+
+    def elbo(self, x: ArrayLike) -> ArrayLike:
+        """Per-example evidence lower bound on log p(x) in nats (one draw of z), shape (N,)."""
+        from vaekit.objectives import elbo_terms
+
+        (elbo,) = self._batched(x, self.input_size, lambda batch: (elbo_terms(self, batch).elbo,))
+        return elbo
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+    @property
+    def latent_size(self) -> int:
+        return self.config.latent_size
+
+    def _batched(self, data: ArrayLike, width: int, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]) -> tuple[ArrayLike, ...]:
+        """Apply fn in eval mode, without gradients, over batches of rows; return numpy for numpy input."""
+        as_numpy = isinstance(data, np.ndarray)
+        x = torch.as_tensor(np.asarray(data, dtype=np.float32) if as_numpy else data)
+        x = check_input(x, width)
+        parts: list[tuple[torch.Tensor, ...]] = []
+        with evaluating(self), torch.no_grad():
+            for start in range(0, len(x), INFERENCE_BATCH):
+                batch = x[start : start + INFERENCE_BATCH].to(self.device, torch.float32)
+                parts.append(fn(batch))
+        outputs = tuple(torch.cat(columns) for columns in zip(*parts))
+        if as_numpy:
+            return tuple(out.cpu().numpy() for out in outputs)
+        return tuple(out.to(x.device) for out in outputs)
+
+    # -- save and load --------------------------------------------------------------------------
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write config.json and model.safetensors into run_dir; return the folder."""
+        from safetensors.torch import save_file
+
+        from vaekit.checkpoint import atomic_write_with
+
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+        atomic_write_with(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION)}))
+        payload = read_run_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}
+        payload.update({"format_version": FORMAT_VERSION, "model": to_dict(self.config)})
+        write_json(run_dir / CONFIG_FILE, payload)
+        return run_dir
+
+
+def check_input(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Flatten images to (N, D) and check the width; a clear error for a wrong shape."""
+    if x.ndim == 1 and x.numel() == width:
+        x = x.reshape(1, width)
+    elif x.ndim > 2:
+        x = x.reshape(len(x), -1)
+    if x.ndim != 2 or x.shape[1] != width:
+        raise VaekitError(f"expected input of shape (N, {width}), got {tuple(x.shape)}")
+    return x
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Switch off dropout for the duration, then restore the model's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """config.json of a run as a dict, with a clear error if it is missing or broken."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise VaekitError(f"{run_dir} is not a vaekit run folder (no such folder)")
+    if not path.is_file():
+        raise VaekitError(f"{run_dir} is not a vaekit run folder (no {CONFIG_FILE})")
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise VaekitError(f"{path} is not readable JSON: {error}") from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise VaekitError(f"{path} is not a vaekit run config (no 'model' section)")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise VaekitError(f"{path} has format version {version!r}; this vaekit reads version {FORMAT_VERSION}")
+    return payload
+
+
+def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
+    """Rebuild the VAE from config.json and load model.safetensors, checking every tensor."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    payload = read_run_config(run_dir)
+    model = VAE(config=from_dict(ModelConfig, payload["model"]))
+    weights_path = Path(run_dir) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise VaekitError(f"{run_dir} has no {WEIGHTS_FILE}")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise VaekitError(f"{weights_path} is not a readable safetensors file: {error}") from None
+    load_checked_state(model, tensors, weights_path)
+    return model.to(device)
+
+
+def load_checked_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load tensors into model after checking names, shapes, dtypes and finiteness."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise VaekitError(f"{source} does not match config.json: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, tensor in tensors.items():
+        want = expected[name]
+        if tensor.shape != want.shape or tensor.dtype != want.dtype:
+            raise VaekitError(
+                f"{source}: tensor {name} is {tuple(tensor.shape)} {tensor.dtype}, config.json needs {tuple(want.shape)} {want.dtype}"
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise VaekitError(f"{source}: tensor {name} holds NaN or Inf values")
+    model.load_state_dict(tensors)
