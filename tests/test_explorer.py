@@ -313,9 +313,14 @@ def test_page_in_chromium(open_page, digits_model: VAE, digits: Splits, tmp_path
     assert js_decode_error(page, digits_model) < JS_TOLERANCE
     assert page.js("document.querySelectorAll('#legend button').length") == 10
 
+    for i in (3, 10):  # as a user would: pick two examples, then move over the pad
+        point = page.js(f"window.vaekitExplorer.examplePoint({i})")
+        page.page.mouse.click(point["x"], point["y"])
     point = page.js("window.vaekitExplorer.padPoint(0.4, -0.6)")
     page.page.mouse.move(point["x"], point["y"])
     page.settle()
+    shown = page.js("document.getElementById('z-value').textContent")  # e.g. "(0.40, -0.60)"
+    assert np.allclose([float(x) for x in shown.strip("()").split(",")], [0.4, -0.6], atol=0.02)
     ARTIFACTS.mkdir(exist_ok=True)
     page.page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
     assert page.errors == []

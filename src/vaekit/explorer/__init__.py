@@ -6,8 +6,9 @@
 
 The page embeds the decoder's weights and runs its forward pass in JavaScript (float32), so
 moving the pointer over the latent pad decodes live. `layers.py` exports the decoder,
-`page.py` writes the file, `server.py` serves it; the page itself is `template.html` with
-`decoder.js` (the forward pass) and `explorer.js` (the interface).
+`page.py` writes the file, `server.py` serves it. The page is `template.html` with its scripts
+inlined: `decoder.js` (the forward pass), `pixels.js` (examples to pixels), `pad.js` (the
+latent pad's drawing) and `explorer.js` (the interface that ties them together).
 """
 
 from vaekit.explorer.page import write_explorer

@@ -13,15 +13,14 @@
   const $ = (id) => document.getElementById(id);
 
   const [CHANNELS, HEIGHT, WIDTH] = DATA.model.image_shape;
+  const EXAMPLE_SIZE = CHANNELS * HEIGHT * WIDTH;
   const LATENT = DATA.model.latent_size;
   const decoder = new VaekitDecoder.Decoder(DATA.decoder, LATENT);
-  const TILE = [1, 3, 4].includes(CHANNELS)
-    ? { w: WIDTH, h: HEIGHT }
-    : { w: CHANNELS * WIDTH + CHANNELS - 1, h: HEIGHT }; // other channel counts: side by side, in grey
+  const pixels = VaekitPixels.imageWriter(DATA.model.image_shape);
+  const TILE = pixels.tile;
   const PALETTE = ["#4e9af1", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#a0785a", "#bab0ac"];
   const PICK_RADIUS = 8; // css pixels from a shown example for a click to pick it
   const SLIDER_SPREAD = 3; // sliders reach this many standard deviations (at least the prior's) either side
-  const MARGIN = { left: 38, right: 10, top: 10, bottom: 28 }; // css pixels around the pad's plot area
 
   // -- the plane and the data on it ---------------------------------------------------------------
 
@@ -115,262 +114,39 @@
     requestFrame();
   }
 
-  // -- pixels ----------------------------------------------------------------------------------------
-
-  // Write one example (C*H*W values, times scale to reach 0..255) into an ImageData at (left, top).
-  function writeImage(target, values, offset, scale, left, top) {
-    const out = target.data;
-    const size = HEIGHT * WIDTH;
-    for (let y = 0; y < HEIGHT; y++) {
-      for (let x = 0; x < WIDTH; x++) {
-        const p = offset + y * WIDTH + x;
-        if (CHANNELS === 1 || CHANNELS === 3 || CHANNELS === 4) {
-          const q = 4 * ((top + y) * target.width + left + x);
-          if (CHANNELS === 1) {
-            out[q] = out[q + 1] = out[q + 2] = values[p] * scale;
-          } else {
-            out[q] = values[p] * scale;
-            out[q + 1] = values[p + size] * scale;
-            out[q + 2] = values[p + 2 * size] * scale;
-          }
-          out[q + 3] = CHANNELS === 4 ? values[p + 3 * size] * scale : 255;
-        } else {
-          for (let c = 0; c < CHANNELS; c++) {
-            const q = 4 * ((top + y) * target.width + left + c * (WIDTH + 1) + x);
-            out[q] = out[q + 1] = out[q + 2] = values[p + c * size] * scale;
-            out[q + 3] = 255;
-          }
-        }
-      }
-    }
-  }
-
-  function fillGaps(image) { // the card's colour between the cells of a strip or grid
-    const [r, g, b] = [48, 54, 61];
-    for (let q = 0; q < image.data.length; q += 4) {
-      image.data[q] = r;
-      image.data[q + 1] = g;
-      image.data[q + 2] = b;
-      image.data[q + 3] = 255;
-    }
-  }
-
-  function paintSingle(canvas, values, offset, scale) {
-    const ctx = canvas.getContext("2d");
-    const image = ctx.createImageData(TILE.w, TILE.h);
-    writeImage(image, values, offset, scale, 0, 0);
-    ctx.putImageData(image, 0, 0);
-  }
-
-  for (const canvas of [$("decoded"), $("nearest")]) {
-    canvas.width = TILE.w;
-    canvas.height = TILE.h;
-  }
-
   // -- the pad ---------------------------------------------------------------------------------------
 
-  const pad = $("pad");
-  const padCtx = pad.getContext("2d");
-  const padBase = document.createElement("canvas"); // grid, axes and points, redrawn only on resize
-  let padSize = { w: 0, h: 0, ratio: 1 };
-
-  function plotBox() {
-    const w = padSize.w - MARGIN.left - MARGIN.right, h = padSize.h - MARGIN.top - MARGIN.bottom;
-    const unit = Math.min(w, h) / (2 * view.half); // css pixels per latent unit, the same on both axes
-    return { w, h, unit, cx: MARGIN.left + w / 2, cy: MARGIN.top + h / 2 };
-  }
-
-  function toPad(u, v) {
-    const box = plotBox();
-    return [box.cx + (u - view.cu) * box.unit, box.cy - (v - view.cv) * box.unit];
-  }
-
-  function fromPad(x, y) {
-    const box = plotBox();
-    return [view.cu + (x - box.cx) / box.unit, view.cv - (y - box.cy) / box.unit];
-  }
-
-  function niceStep(range) {
-    const raw = range / 6;
-    const power = 10 ** Math.floor(Math.log10(raw));
-    return power * (raw / power < 1.5 ? 1 : raw / power < 3.5 ? 2 : raw / power < 7.5 ? 5 : 10);
-  }
-
-  function resizePad() {
-    const rect = pad.getBoundingClientRect();
-    const ratio = window.devicePixelRatio || 1;
-    padSize = { w: rect.width, h: rect.height, ratio };
-    for (const canvas of [pad, padBase]) {
-      canvas.width = Math.round(rect.width * ratio);
-      canvas.height = Math.round(rect.height * ratio);
-    }
-    drawPadBase();
-    requestFrame();
-  }
-
-  function drawPadBase() {
-    const ctx = padBase.getContext("2d");
-    ctx.setTransform(padSize.ratio, 0, 0, padSize.ratio, 0, 0);
-    ctx.clearRect(0, 0, padSize.w, padSize.h);
-    const box = plotBox();
-    const [uLow, vHigh] = fromPad(MARGIN.left, MARGIN.top);
-    const [uHigh, vLow] = fromPad(MARGIN.left + box.w, MARGIN.top + box.h);
-    const step = niceStep(Math.max(uHigh - uLow, vHigh - vLow));
-    ctx.font = "11px system-ui, sans-serif";
-    ctx.lineWidth = 1;
-    ctx.textAlign = "center";
-    for (let u = Math.ceil(uLow / step) * step; u <= uHigh; u += step) {
-      const [x] = toPad(u, 0);
-      ctx.strokeStyle = Math.abs(u) < step / 2 ? "#3a4350" : "#1c232c";
-      line(ctx, x, MARGIN.top, x, MARGIN.top + box.h);
-      ctx.fillStyle = "#8b949e";
-      ctx.fillText(formatTick(u, step), x, MARGIN.top + box.h + 14);
-    }
-    ctx.textAlign = "right";
-    for (let v = Math.ceil(vLow / step) * step; v <= vHigh; v += step) {
-      const [, y] = toPad(0, v);
-      ctx.strokeStyle = Math.abs(v) < step / 2 ? "#3a4350" : "#1c232c";
-      line(ctx, MARGIN.left, y, MARGIN.left + box.w, y);
-      ctx.fillStyle = "#8b949e";
-      ctx.fillText(formatTick(v, step), MARGIN.left - 5, y + 4);
-    }
-    const [nameU, nameV] = axisNames();
-    ctx.fillStyle = "#c9d1d9";
-    ctx.textAlign = "right";
-    ctx.fillText(nameU, MARGIN.left + box.w, MARGIN.top + box.h + 26);
-    ctx.save();
-    ctx.translate(11, MARGIN.top);
-    ctx.rotate(-Math.PI / 2);
-    ctx.fillText(nameV, 0, 0);
-    ctx.restore();
-    drawPoints(ctx);
-  }
-
-  function drawPoints(ctx) {
-    const radius = Math.max(1.6, Math.min(3, 900 / Math.sqrt(points.n + 1) / 12));
-    ctx.globalAlpha = 0.72;
-    const byColour = new Map();
-    for (let i = 0; i < points.n; i++) {
-      if (!pointShown(i)) continue;
-      const colour = pointColour(i);
-      if (!byColour.has(colour)) byColour.set(colour, []);
-      byColour.get(colour).push(i);
-    }
-    for (const [colour, members] of byColour) {
-      ctx.fillStyle = colour;
-      ctx.beginPath();
-      for (const i of members) {
-        const [x, y] = toPad(points.u[i], points.v[i]);
-        ctx.moveTo(x + radius, y);
-        ctx.arc(x, y, radius, 0, 2 * Math.PI);
-      }
-      ctx.fill();
-    }
-    ctx.globalAlpha = 1;
-  }
+  const padCanvas = $("pad");
+  const pad = new VaekitPad.LatentPad(padCanvas, view, axisNames(), {
+    n: points.n,
+    u: points.u,
+    v: points.v,
+    colour: (i) => (pointShown(i) ? pointColour(i) : null),
+  });
 
   function axisNames() {
     if (LATENT === 1) return ["z₁", "(unused: 1-D latent)"];
-    if (LATENT === 2) return ["z₁", "z₂"];
-    if (!plane.explained) return ["z₁", "z₂"];
+    if (LATENT === 2 || !plane.explained) return ["z₁", "z₂"];
     const pct = (f) => `${(100 * f).toFixed(0)}% of variance`;
     return [`PC 1 (${pct(plane.explained[0])})`, `PC 2 (${pct(plane.explained[1])})`];
   }
 
-  function formatTick(value, step) {
-    const digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
-    return (Math.abs(value) < step / 2 ? 0 : value).toFixed(digits);
-  }
-
-  function line(ctx, x0, y0, x1, y1) {
-    ctx.beginPath();
-    ctx.moveTo(x0 + 0.5, y0 + 0.5);
-    ctx.lineTo(x1 + 0.5, y1 + 0.5);
-    ctx.stroke();
-  }
-
-  function drawPad() {
-    const ctx = padCtx;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, pad.width, pad.height);
-    ctx.drawImage(padBase, 0, 0);
-    ctx.setTransform(padSize.ratio, 0, 0, padSize.ratio, 0, 0);
-    const ends = state.endpoints.map((e) => toPad(...project(e.z)));
-    if (ends.length === 2) {
-      ctx.strokeStyle = "rgba(230, 237, 243, 0.8)";
-      ctx.setLineDash([5, 4]);
-      ctx.lineWidth = 1.5;
-      ctx.beginPath();
-      ctx.moveTo(...ends[0]);
-      ctx.lineTo(...ends[1]);
-      ctx.stroke();
-      ctx.setLineDash([]);
-    }
-    if (state.hoverExample >= 0) {
-      const [x, y] = toPad(points.u[state.hoverExample], points.v[state.hoverExample]);
-      ring(ctx, x, y, 6, "#ffffff", 2);
-    }
-    ends.forEach(([x, y], i) => marker(ctx, x, y, i === 0 ? "A" : "B", i === 0 ? "#ff7b72" : "#7ee787"));
-    const [x, y] = toPad(...project(state.z));
-    ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
-    ctx.lineWidth = 1.5;
-    line(ctx, x - 9, y, x - 3, y);
-    line(ctx, x + 3, y, x + 9, y);
-    line(ctx, x, y - 9, x, y - 3);
-    line(ctx, x, y + 3, x, y + 9);
-  }
-
-  function ring(ctx, x, y, r, colour, width) {
-    ctx.strokeStyle = colour;
-    ctx.lineWidth = width;
-    ctx.beginPath();
-    ctx.arc(x, y, r, 0, 2 * Math.PI);
-    ctx.stroke();
-  }
-
-  function marker(ctx, x, y, letter, colour) {
-    ctx.fillStyle = colour;
-    ctx.beginPath();
-    ctx.arc(x, y, 9, 0, 2 * Math.PI);
-    ctx.fill();
-    ctx.fillStyle = "#0d1117";
-    ctx.font = "bold 11px system-ui, sans-serif";
-    ctx.textAlign = "center";
-    ctx.fillText(letter, x, y + 4);
-  }
-
-  function pointerOnPad(event) {
-    const rect = pad.getBoundingClientRect();
-    return [event.clientX - rect.left, event.clientY - rect.top];
-  }
-
-  function exampleNear(x, y) { // the shown example within PICK_RADIUS css pixels of (x, y), or -1
-    let best = -1, bestDistance = PICK_RADIUS * PICK_RADIUS;
-    for (let i = 0; i < points.n; i++) {
-      if (!pointShown(i)) continue;
-      const [px, py] = toPad(points.u[i], points.v[i]);
-      const d = (px - x) ** 2 + (py - y) ** 2;
-      if (d < bestDistance) [best, bestDistance] = [i, d];
-    }
-    return best;
-  }
-
-  pad.addEventListener("pointermove", (event) => {
-    const [x, y] = pointerOnPad(event);
-    state.hoverExample = exampleNear(x, y);
-    onPlane(...fromPad(x, y), state.z);
+  padCanvas.addEventListener("pointermove", (event) => {
+    const [x, y] = pad.pointer(event);
+    state.hoverExample = pad.nearestDot(x, y, PICK_RADIUS);
+    onPlane(...pad.fromPad(x, y), state.z);
     requestFrame();
   });
 
-  pad.addEventListener("pointerleave", () => {
+  padCanvas.addEventListener("pointerleave", () => {
     state.hoverExample = -1;
     requestFrame();
   });
 
-  pad.addEventListener("click", (event) => {
-    const [x, y] = pointerOnPad(event);
-    const example = exampleNear(x, y);
-    const endpoint = example >= 0 ? exampleEndpoint(example) : pointEndpoint(onPlane(...fromPad(x, y)));
+  padCanvas.addEventListener("click", (event) => {
+    const [x, y] = pad.pointer(event);
+    const example = pad.nearestDot(x, y, PICK_RADIUS);
+    const endpoint = example >= 0 ? exampleEndpoint(example) : pointEndpoint(onPlane(...pad.fromPad(x, y)));
     state.endpoints = state.endpoints.length === 2 ? [endpoint] : [...state.endpoints, endpoint];
     state.lastClicked = endpoint;
     $("anchor-selected").disabled = false;
@@ -378,7 +154,7 @@
     updateStrip();
   });
 
-  pad.addEventListener("keydown", (event) => {
+  padCanvas.addEventListener("keydown", (event) => {
     const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] };
     if (event.key === "Escape") {
       clearEndpoints();
@@ -394,7 +170,7 @@
   });
 
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && event.target !== pad) clearEndpoints();
+    if (event.key === "Escape" && event.target !== padCanvas) clearEndpoints();
   });
 
   function exampleEndpoint(i) {
@@ -404,7 +180,7 @@
 
   function pointEndpoint(z) {
     const [u, v] = project(z);
-    const where = LATENT <= 2 ? formatVector(z) : `plane (${u.toFixed(2)}, ${v.toFixed(2)})`;
+    const where = LATENT <= 2 ? formatVector(z) : `plane (${fixed(u)}, ${fixed(v)})`;
     return { z, name: `z = ${where}`, example: -1 };
   }
 
@@ -428,7 +204,7 @@
         if (hiddenClasses.has(label)) hiddenClasses.delete(label);
         else hiddenClasses.add(label);
         button.classList.toggle("off", hiddenClasses.has(label));
-        drawPadBase();
+        pad.drawBase();
         requestFrame();
       });
       legend.append(button);
@@ -514,12 +290,16 @@
   function renderFrame(now) {
     framePending = false;
     const start = performance.now();
-    paintSingle($("decoded"), decoder.decode(state.z), 0, 255);
+    pixels.paint($("decoded"), decoder.decode(state.z), 0, 255);
     const took = performance.now() - start;
     decodeMs = decodeMs ? 0.9 * decodeMs + 0.1 * took : took;
     frameTimes.push(now);
     while (frameTimes.length && frameTimes[0] < now - 1000) frameTimes.shift();
-    drawPad();
+    pad.draw({
+      cursor: project(state.z),
+      ends: state.endpoints.map((e) => project(e.z)),
+      hoverDot: state.hoverExample,
+    });
     updateReadout();
   }
 
@@ -527,12 +307,12 @@
     const [u, v] = project(state.z);
     $("z-value").textContent = LATENT <= 6
       ? formatVector(state.z)
-      : `plane (${u.toFixed(2)}, ${v.toFixed(2)}), |z| = ${Math.hypot(...state.z).toFixed(2)}`;
+      : `plane (${fixed(u)}, ${fixed(v)}), |z| = ${fixed(Math.hypot(...state.z))}`;
     const fps = frameTimes.length >= 10 ? ` · ${frameTimes.length} frames/s` : ""; // only while z keeps changing
     $("stats").textContent = `decode ${decodeMs.toFixed(2)} ms${fps}`;
     sliders.forEach(({ input, output }, k) => {
       if (document.activeElement !== input) input.value = String(state.z[k]);
-      output.textContent = state.z[k].toFixed(2);
+      output.textContent = fixed(state.z[k]);
     });
     showNearest();
   }
@@ -547,13 +327,17 @@
     }
     const canvas = $("nearest");
     canvas.style.visibility = best < points.nImages ? "visible" : "hidden";
-    if (best < points.nImages) paintSingle(canvas, points.images, best * CHANNELS * HEIGHT * WIDTH, 1);
+    if (best < points.nImages) pixels.paint(canvas, points.images, best * EXAMPLE_SIZE, 1);
     const label = points.labels ? `label ${points.labels[best]} · ` : "";
     $("nearest-label").textContent = `${label}#${best} · ${Math.sqrt(bestDistance).toFixed(2)} away`;
   }
 
   function formatVector(z) {
-    return `(${Array.from(z, (x) => x.toFixed(2)).join(", ")})`;
+    return `(${Array.from(z, (x) => fixed(x)).join(", ")})`;
+  }
+
+  function fixed(x, digits = 2) { // no "-0.00" for a tiny negative number
+    return (Math.abs(x) < 0.5 * 10 ** -digits ? 0 : x).toFixed(digits);
   }
 
   // -- interpolation strip ---------------------------------------------------------------------------
@@ -603,14 +387,12 @@
     strip.width = layout.width;
     strip.height = layout.height;
     const ctx = strip.getContext("2d");
-    const image = ctx.createImageData(layout.width, layout.height);
-    fillGaps(image);
+    const image = pixels.sheet(ctx, layout.width, layout.height);
     const cells = layout.lefts.slice(layout.originals ? 1 : 0);
-    state.strip.forEach((z, i) => writeImage(image, decoder.decode(z), 0, 255, cells[i], 1));
+    state.strip.forEach((z, i) => pixels.write(image, decoder.decode(z), 0, 255, cells[i], 1));
     if (layout.originals) {
-      const size = CHANNELS * HEIGHT * WIDTH;
-      writeImage(image, points.images, a.example * size, 1, layout.lefts[0], 1);
-      writeImage(image, points.images, b.example * size, 1, layout.lefts[layout.lefts.length - 1], 1);
+      pixels.write(image, points.images, a.example * EXAMPLE_SIZE, 1, layout.lefts[0], 1);
+      pixels.write(image, points.images, b.example * EXAMPLE_SIZE, 1, layout.lefts[layout.lefts.length - 1], 1);
     }
     ctx.putImageData(image, 0, 0);
     strip.title = layout.originals ? "outer images: the two examples; inner: decoded steps from A to B" : "decoded steps from A to B";
@@ -651,15 +433,14 @@
     grid.width = n * (TILE.w + 1) + 1;
     grid.height = n * (TILE.h + 1) + 1;
     const ctx = grid.getContext("2d");
-    const image = ctx.createImageData(grid.width, grid.height);
-    fillGaps(image);
+    const image = pixels.sheet(ctx, grid.width, grid.height);
     const start = performance.now();
     let sliceStart = start;
     const z = new Float32Array(LATENT);
     for (let row = 0; row < n; row++) {
       for (let column = 0; column < n; column++) {
         onPlane(axes.us[column], axes.vs[row], z);
-        writeImage(image, decoder.decode(z), 0, 255, 1 + column * (TILE.w + 1), 1 + row * (TILE.h + 1));
+        pixels.write(image, decoder.decode(z), 0, 255, 1 + column * (TILE.w + 1), 1 + row * (TILE.h + 1));
       }
       if (performance.now() - sliceStart > 30) { // keep the page responsive while a large grid decodes
         ctx.putImageData(image, 0, 0);
@@ -724,8 +505,8 @@
     plane: () => ({ origin: Array.from(plane.origin), basis: [Array.from(plane.b1), Array.from(plane.b2)] }),
     anchor: () => Array.from(state.anchor.z),
     padPoint(u, v) { // page coordinates of the pad point (u, v), for moving a pointer there
-      const rect = pad.getBoundingClientRect();
-      const [x, y] = toPad(u, v);
+      const rect = padCanvas.getBoundingClientRect();
+      const [x, y] = pad.toPad(u, v);
       return { x: rect.left + x, y: rect.top + y };
     },
     examplePoint(i) { return this.padPoint(points.u[i], points.v[i]); },
@@ -737,7 +518,7 @@
       const start = performance.now();
       for (let f = 0; f < frames; f++) {
         onPlane(view.cu + view.half * Math.sin(f), view.cv + view.half * Math.cos(f), z);
-        paintSingle($("decoded"), decoder.decode(z), 0, 255);
+        pixels.paint($("decoded"), decoder.decode(z), 0, 255);
       }
       return (performance.now() - start) / frames;
     },
@@ -762,8 +543,11 @@
   buildSliders();
   $("anchor-name").textContent = state.anchor.name;
   describePlane();
-  new ResizeObserver(resizePad).observe(pad);
-  resizePad();
+  pad.resize();
+  new ResizeObserver(() => {
+    pad.resize();
+    requestFrame();
+  }).observe(padCanvas);
   renderGrid();
   document.body.dataset.ready = "true";
 })();

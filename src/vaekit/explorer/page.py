@@ -24,7 +24,7 @@ from vaekit.explorer.layers import export_decoder, float32_base64
 
 DEFAULT_MAX_POINTS = 2000
 IMAGE_BYTES_BUDGET = 3_000_000  # example images on the page, one byte a value; past it only the first few have theirs
-SCRIPTS = ("decoder.js", "explorer.js")
+SCRIPTS = ("decoder.js", "pixels.js", "pad.js", "explorer.js")  # in this order: each uses the ones before
 
 
 def write_explorer(
