@@ -52,6 +52,15 @@ def sharpened(model: VAE, gain: float = 2.5) -> VAE:
     return model.eval()
 
 
+def custom_decoder_model() -> VAE:
+    """A decoder with every activation parameter away from its default."""
+    model = VAE([6, 5, 2], image_shape=(1, 2, 3))
+    model.decoder = nn.Sequential(nn.Linear(2, 5), nn.ELU(alpha=0.5), nn.Linear(5, 5), nn.LeakyReLU(0.2),
+                                  nn.Linear(5, 5), nn.Softplus(beta=2.0, threshold=3.0), nn.Linear(5, 5),
+                                  nn.GELU(approximate="tanh"), nn.Dropout(0.3), nn.Linear(5, 6))
+    return sharpened(model)
+
+
 def tiny_data(n: int = 60, image_shape: tuple[int, int, int] = (1, 3, 4), labels: bool = True, seed: int = 0) -> Splits:
     generator = torch.Generator().manual_seed(seed)
     size = int(np.prod(image_shape))
@@ -101,11 +110,7 @@ def test_exported_layers_reproduce_decode(nonlinearity: str) -> None:
 
 
 def test_export_carries_activation_parameters() -> None:
-    model = VAE([6, 5, 2])
-    model.decoder = nn.Sequential(nn.Linear(2, 5), nn.ELU(alpha=0.5), nn.Linear(5, 5), nn.LeakyReLU(0.2),
-                                  nn.Linear(5, 5), nn.Softplus(beta=2.0, threshold=3.0), nn.Linear(5, 5),
-                                  nn.GELU(approximate="tanh"), nn.Dropout(0.3), nn.Linear(5, 6))
-    specs = export_decoder(sharpened(model))
+    specs = export_decoder(custom_decoder_model())
     activations = [s for s in specs if s["type"] == "activation"]
     assert activations[0] == {"type": "activation", "name": "elu", "alpha": 0.5}
     assert activations[1]["slope"] == 0.2
@@ -169,6 +174,13 @@ def test_page_is_one_file_that_needs_no_network(tmp_path: Path) -> None:
     assert all(np.abs(mu_all - code).max(axis=1).min() < 1e-6 for code in z)
     assert payload["plane"]["basis"] == [[1.0, 0.0], [0.0, 1.0]]
     assert payload["model"]["image_shape"] == [1, 3, 4]
+
+
+def test_example_images_stay_within_their_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("vaekit.explorer.page.IMAGE_BYTES_BUDGET", 12 * 10)
+    payload = page_payload(write_explorer(VAE([12, 9, 2]), tiny_data(), tmp_path / "page.html"))
+    assert payload["points"]["n"] == 60 and payload["points"]["n_images"] == 10
+    assert len(base64.b64decode(payload["points"]["images"])) == 12 * 10
 
 
 def test_page_without_labels_or_without_data(tmp_path: Path) -> None:
@@ -235,19 +247,28 @@ def test_server_serves_the_page_and_nothing_else(served: tuple[str, Path]) -> No
         urllib.request.urlopen(url.replace("page.html", "secret.txt"))
     with pytest.raises(VaekitError, match="no explorer page"):
         make_server(path.with_name("missing.html"), port=0)
+    with pytest.raises(VaekitError, match="choose another --port"):
+        make_server(path, port=int(url.split(":")[2].split("/")[0]))
 
 
 # -- in Chromium ------------------------------------------------------------------------------------
 
 
+def unavailable(message: str) -> None:
+    """Skip on a user's machine; fail under CI, where the browser tests must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("Playwright for Python is not installed (pip install -e '.[dev]')")
     if not Path(CHROMIUM).is_file():
-        message = f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set VAEKIT_CHROMIUM)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
+        unavailable(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set VAEKIT_CHROMIUM)")
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -328,6 +349,32 @@ def test_page_in_chromium(open_page, digits_model: VAE, digits: Splits, tmp_path
     url, _ = served  # the same page from `--serve`'s server: one request, the page itself
     over_http = open_page(url)
     assert over_http.errors == [] and over_http.requests == [url]
+
+
+@pytest.mark.parametrize("nonlinearity", [*sorted(ACTIVATIONS), "custom parameters"])
+def test_javascript_decoder_matches_pytorch_for_every_activation(open_page, tmp_path: Path, nonlinearity: str) -> None:
+    if nonlinearity == "custom parameters":
+        model = custom_decoder_model()
+    else:
+        model = sharpened(VAE([12, 9, 7, 3], image_shape=(1, 3, 4), nonlinearity=nonlinearity))
+    page = open_page(write_explorer(model, None, tmp_path / "explorer.html"))
+    assert js_decode_error(page, model, n=200, scale=3.0) < JS_TOLERANCE
+    assert page.errors == []
+
+
+def test_javascript_special_functions(open_page, tmp_path: Path) -> None:
+    """erf (for GELU) to double precision, and the normal quantile (for the grid) to 1e-9."""
+    import math
+
+    from scipy.stats import norm
+
+    page = open_page(write_explorer(VAE([4, 3, 2]), None, tmp_path / "explorer.html"))
+    x = np.linspace(-6, 6, 241).tolist()
+    erf = np.array(page.js("(xs) => xs.map(VaekitDecoder.erf)", x))
+    assert np.abs(erf - [math.erf(v) for v in x]).max() < 1e-11
+    p = np.linspace(1e-4, 1 - 1e-4, 301).tolist()
+    quantiles = np.array(page.js("(ps) => ps.map(VaekitDecoder.inverseNormalCdf)", p))
+    assert np.abs(quantiles - norm.ppf(p)).max() < 1e-8
 
 
 def test_pointer_moves_over_the_pad_decode_live(open_page, digits_model: VAE, digits: Splits, tmp_path: Path) -> None:
