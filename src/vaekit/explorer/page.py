@@ -80,7 +80,7 @@ def explorer_payload(
 
 
 def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points: int, seed: int) -> dict[str, Any]:
-    """The pad's points: codes, their 2-D coordinates on the plane, labels and images."""
+    """The pad's points (codes, labels, images) and the plane they are shown on; the page projects them."""
     latent = model.config.latent_size
     if data is None:
         origin, basis, explained = np.zeros(latent, np.float32), identity_plane(latent), None
