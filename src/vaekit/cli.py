@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the last line of defence: one line, the details on request
         if os.environ.get("VAEKIT_DEBUG"):
             raise
+        if type(error).__name__.startswith("Dist"):  # torch.distributed's errors: a peer died or hung
+            print("vaekit: error: another process of this torchrun job failed or stopped answering; "
+                  "the job stops (see --dist-timeout)", file=sys.stderr)
+            return 1
         first_line = (str(error).strip().splitlines() or [""])[0]
         print(f"vaekit: internal error: {type(error).__name__}: {first_line} (set VAEKIT_DEBUG=1 for details)", file=sys.stderr)
         return 1
@@ -207,6 +211,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from vaekit.data import load_data
+    from vaekit.distributed import is_main_process
     from vaekit.model import VAE
     from vaekit.train import resume_configs, train
 
@@ -227,9 +232,13 @@ def run_train(args: argparse.Namespace) -> int:
         model_values = given(args, ModelConfig)
         model_values.setdefault("architecture", (data.input_size, *DEFAULT_HIDDEN, DEFAULT_LATENT))
         model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
-    print(f"vaekit: training {'-'.join(map(str, model.config.architecture))} on {data.name} "
-          f"({len(data.train)} train / {len(data.valid)} valid examples)")
+    main_process = is_main_process()  # under torchrun, rank 0 alone speaks
+    if main_process:
+        print(f"vaekit: training {'-'.join(map(str, model.config.architecture))} on {data.name} "
+              f"({len(data.train)} train / {len(data.valid)} valid examples)")
     result = train(model, data, train_config, data_config, run_dir=run_dir)
+    if not main_process:
+        return 130 if result.interrupted else 0
     last = result.progress.history[-1]["valid_cost"] if result.progress.history else float("nan")
     state = "stopped early and saved" if result.interrupted else "done"
     print(f"vaekit: {state} after {result.progress.step} steps; validation cost {last:.2f} nats per example")

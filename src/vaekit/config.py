@@ -104,7 +104,7 @@ class TrainConfig:
 
     epochs: int | None = _help("stop after this many passes over the training set", default=10)
     max_steps: int | None = _help("stop after this many optimizer steps (whichever comes first)", default=None)
-    batch_size: int = _help("examples per step", default=128)
+    batch_size: int = _help("examples per step (per process under torchrun: the global batch is this times the processes)", default=128)
     lr: float = _help("Adam learning rate", default=1e-3)
     l2: float = _help("L2 penalty on weights, l2 * sum(w**2) / 2, the original's lambda_l2_reg", default=0.0)
     clip: float = _help("clip each gradient value to [-clip, clip]; 0 turns clipping off", default=5.0)
@@ -114,6 +114,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = _help("where to train", default="auto")
     out: str = _help("folder in which the run's own folder is created", default="runs")
     progress: bool = _help("show a progress bar", default=True)
+    dist_timeout: float = _help(
+        "torchrun: seconds a process waits for the others before the whole job fails", default=300.0
+    )
     on_nonfinite: Literal["stop", "skip"] = _help(
         "on a NaN/Inf loss or gradient: stop (the last checkpoint stays intact) or skip the batch and count it",
         default="stop",
@@ -130,6 +133,8 @@ class TrainConfig:
             raise VaekitError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise VaekitError(f"--lr must be positive, got {self.lr}")
+        if not self.dist_timeout > 0:
+            raise VaekitError(f"--dist-timeout must be positive, got {self.dist_timeout}")
         for name in ("l2", "clip", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise VaekitError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")

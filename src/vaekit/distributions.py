@@ -8,6 +8,7 @@ All log-densities are summed over the event dimensions and are in nats.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +19,10 @@ LOG_2PI = math.log(2 * math.pi)
 class DiagonalGaussian:
     """N(mu, diag(sigma^2)), parameterised by mu and log_sigma of shape (..., D)."""
 
-    def __init__(self, mu: torch.Tensor, log_sigma: torch.Tensor):
+    def __init__(self, mu: torch.Tensor, log_sigma: torch.Tensor, noise: Callable | None = None):
         self.mu = mu
         self.log_sigma = log_sigma
+        self.noise = noise  # (shape, dtype) -> eps; None: torch.randn (distributed training shares it)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -32,7 +34,10 @@ class DiagonalGaussian:
     def rsample(self, k: int | None = None) -> torch.Tensor:
         """Reparameterised draw z = mu + sigma * eps; with k, shape (k, ..., D)."""
         shape = self.mu.shape if k is None else (k, *self.mu.shape)
-        eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device)
+        if self.noise is not None:
+            eps = self.noise(shape, self.mu.dtype)
+        else:
+            eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device)
         return self.mu + self.sigma * eps
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:

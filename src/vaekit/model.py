@@ -49,13 +49,14 @@ class VAE(nn.Module):
         self.encoder = encoder_cls(config)
         self.decoder = decoder_cls(config)
         self.prior = StandardNormal(config.latent_size)
+        self.noise: Callable | None = None  # set by the trainer while a distributed step runs
 
     # -- distributions: used by the objectives, with gradients ------------------------------
 
     def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z|x) for a batch x of shape (N, D)."""
         mu, log_sigma = self.encoder(x)
-        return DiagonalGaussian(mu, log_sigma)
+        return DiagonalGaussian(mu, log_sigma, self.noise)
 
     def likelihood(self, z: torch.Tensor) -> Bernoulli:
         """p(x|z) for latent codes z of shape (..., latent)."""

@@ -25,7 +25,9 @@ from vaekit.data import Splits
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms
 from vaekit.model import CONFIG_FILE, FORMAT_VERSION, VAE, load_checked_state, read_run_config
-from vaekit.objectives import loss
+from vaekit import distributed
+from vaekit.distributed import Cluster, SharedNoise, any_rank, broadcast_text, check_world_size, gather_tensors, local_slice, sum_over_ranks
+from vaekit.objectives import l2_penalty, loss
 
 LOG_EVERY = 20  # steps between host syncs for the progress bar and TensorBoard
 
@@ -63,23 +65,37 @@ def train(
     Returns the trained model (on its device), the run folder and the final progress.
     """
     check_data_fits(model, data)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    cluster, device = distributed.setup(resolve_device(config.device), config.dist_timeout)
+    try:
+        return train_on(cluster, device, model, data, config, data_config, run_dir)
+    finally:
+        distributed.teardown(cluster)
+
+
+def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, config: TrainConfig,
+             data_config: DataConfig | None, run_dir: str | Path | None) -> TrainResult:
+    """The loop itself, on this process's device; with torchrun, one of several ranks."""
+    torch.manual_seed(config.seed)  # every rank starts alike; DDP also broadcasts rank 0's weights
     model.to(device).train()
+    batch_cost = distributed.wrap(BatchCost(model, config.l2, cluster.world_size), cluster, device)
     optimizer = make_optimizer(model, config)
+    noise = SharedNoise(config.seed, device)
     progress = Progress()
     if run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists():
-        progress = restore_checkpoint(Path(run_dir), model, optimizer)
+        progress = restore_checkpoint(Path(run_dir), model, optimizer, noise, cluster)
     else:
-        run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
-        write_run_config(run_dir, model, config, data_config)
+        if cluster.is_main:
+            run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
+            write_run_config(run_dir, model, config, data_config, cluster)
+        run_dir = broadcast_text(str(run_dir), cluster)
     run_dir = Path(run_dir)
 
     x_train = data.train.x.to(device)
     x_valid = data.valid.x.to(device)
-    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    global_batch = config.batch_size * cluster.world_size
+    steps_per_epoch = math.ceil(len(x_train) / global_batch)
     total_steps = planned_steps(config, steps_per_epoch)
-    logger = Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress)
+    logger = Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress, cluster.is_main)
     stop = StopRequest()
     interrupted = False
 
@@ -87,8 +103,10 @@ def train(
         while progress.step < total_steps and not interrupted:
             order = epoch_order(len(x_train), config.seed, progress.epoch, device)
             for i in range(progress.position, steps_per_epoch):
-                batch = x_train[order[i * config.batch_size : (i + 1) * config.batch_size]]
-                cost, terms, finite = train_step(model, optimizer, batch, config)
+                indices = order[i * global_batch : (i + 1) * global_batch]  # the global batch
+                rows = local_slice(len(indices), cluster)  # this rank's share of it
+                with noise.batch(model, len(indices), rows):
+                    cost, terms, finite = train_step(batch_cost, model, optimizer, x_train[indices[rows]], len(indices), config)
                 progress.step += 1
                 progress.position = i + 1
                 if finite:
@@ -96,37 +114,58 @@ def train(
                 else:
                     handle_nonfinite(config, progress, run_dir)
                 if config.eval_every and progress.step % config.eval_every == 0:
-                    validate(model, x_valid, progress, logger)
+                    validate(model, x_valid, progress, logger, cluster)
                 if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
-                    save_state(run_dir, model, optimizer, progress)
-                if stop.requested or progress.step >= total_steps:
-                    interrupted = stop.requested
+                    save_state(run_dir, model, optimizer, progress, noise, cluster)
+                if any_rank(stop.requested, cluster, device) or progress.step >= total_steps:
+                    interrupted = progress.step < total_steps
                     break
             if progress.position == steps_per_epoch:
                 progress.epoch += 1
                 progress.position = 0
-                validate(model, x_valid, progress, logger)
-                save_state(run_dir, model, optimizer, progress)
+                validate(model, x_valid, progress, logger, cluster)
+                save_state(run_dir, model, optimizer, progress, noise, cluster)
 
-        save_state(run_dir, model, optimizer, progress)
-        model.save(run_dir)
+        if not progress.history or progress.history[-1]["step"] != progress.step:
+            validate(model, x_valid, progress, logger, cluster)  # every run ends with a validation cost
+        save_state(run_dir, model, optimizer, progress, noise, cluster)
+        if cluster.is_main:
+            model.save(run_dir)
         logger.finish(progress.step)
+    distributed.finish_together(cluster)
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
 
 
-def train_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, Any, bool]:
-    """One optimizer step on a batch; returns the (detached) cost, the ELBO terms, and whether
-    the loss and gradients were finite (if not, the weights are left untouched)."""
-    cost, terms = loss(model, x, config.l2)
+class BatchCost(torch.nn.Module):
+    """The training cost of this rank's batch as a module, so that DDP (which hooks into
+    forward) can wrap it. Scaled so that DDP's average over ranks is the global batch's mean."""
+
+    def __init__(self, model: VAE, l2: float, world_size: int):
+        super().__init__()
+        self.model, self.l2, self.world_size = model, l2, world_size
+
+    def forward(self, x: torch.Tensor, global_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cost, terms = loss(self.model, x)
+        cost = cost * (len(x) * self.world_size / global_rows)  # exactly 1 when the ranks' shares are equal
+        if self.l2 > 0:
+            cost = cost + self.l2 * l2_penalty(self.model)
+        return cost, terms.reconstruction.detach().mean(), terms.kl.detach().mean()
+
+
+def train_step(batch_cost: torch.nn.Module, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+               global_rows: int, config: TrainConfig) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], bool]:
+    """One optimizer step; returns the (detached) cost, the mean reconstruction and KL terms, and
+    whether the loss and gradients were finite (if not, the weights are left untouched)."""
+    cost, reconstruction, kl = batch_cost(x, global_rows)
     optimizer.zero_grad(set_to_none=True)
     cost.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not bool(torch.isfinite(cost + torch.nn.utils.get_total_norm(grads))):
-        return cost.detach(), terms, False
+        return cost.detach(), (reconstruction, kl), False
     if config.clip > 0:
         torch.nn.utils.clip_grad_value_(model.parameters(), config.clip)
     optimizer.step()
-    return cost.detach(), terms, True
+    return cost.detach(), (reconstruction, kl), True
 
 
 def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path) -> None:
@@ -140,9 +179,14 @@ def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path) -> 
     )
 
 
-def validate(model: VAE, x_valid: torch.Tensor, progress: Progress, logger: "Logger") -> float:
-    """The validation cost -ELBO (nats per example), logged and kept in the history."""
-    terms = average_elbo_terms(model, x_valid)
+def validate(model: VAE, x_valid: torch.Tensor, progress: Progress, logger: "Logger", cluster: Cluster) -> float:
+    """The validation cost -ELBO (nats per example), each rank taking a share, logged and kept in the history."""
+    share = average_elbo_terms(model, x_valid[local_slice(len(x_valid), cluster)])
+    n, reconstruction, kl = sum_over_ranks(
+        torch.tensor([share["n"], share["reconstruction"] * share["n"], share["kl"] * share["n"]], dtype=torch.float64, device=model.device),
+        cluster,
+    ).tolist()
+    terms = {"elbo": -(reconstruction + kl) / n, "reconstruction": reconstruction / n, "kl": kl / n}
     cost = -terms["elbo"]
     progress.best_valid_cost = min(progress.best_valid_cost, cost)
     progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_cost": cost})
@@ -205,8 +249,13 @@ def create_run_dir(out: Path, architecture: tuple[int, ...]) -> Path:
     raise VaekitError(f"cannot find a free run folder name in {out}")
 
 
-def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config: DataConfig | None) -> None:
-    payload = {"format_version": FORMAT_VERSION, "model": to_dict(model.config), "train": to_dict(config)}
+def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config: DataConfig | None, cluster: Cluster) -> None:
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model": to_dict(model.config),
+        "train": to_dict(config),
+        "distributed": {"world_size": cluster.world_size, "global_batch_size": config.batch_size * cluster.world_size},
+    }
     if data_config is not None:
         payload["data"] = to_dict(data_config)
     write_json(run_dir / CONFIG_FILE, payload)
@@ -215,31 +264,46 @@ def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config
 # -- checkpoints -----------------------------------------------------------------------------------
 
 
-def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
-    """Write model, optimizer, progress and RNG state to run_dir/checkpoint.safetensors, atomically."""
-    tensors = {f"model.{name}": t for name, t in model.state_dict().items()}
+def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, progress: Progress,
+               noise: SharedNoise, cluster: Cluster) -> None:
+    """Write model, optimizer, progress and every RNG state to run_dir/checkpoint.safetensors, atomically.
+
+    Collective under torchrun (each rank's RNG state is gathered); only rank 0 writes.
+    """
+    rng_states = {"cpu": torch.get_rng_state()}
+    if model.device.type == "cuda":
+        rng_states["cuda"] = torch.cuda.get_rng_state(model.device)
+    tensors = {}
+    for kind, state in rng_states.items():
+        for rank, rank_state in enumerate(gather_tensors(state.to(model.device), cluster)):
+            tensors[f"rng.{kind}.{rank}"] = rank_state.cpu()
+    if not cluster.is_main:
+        return
+    tensors["rng.noise"] = noise.generator.get_state()
+    tensors.update({f"model.{name}": t for name, t in model.state_dict().items()})
     optimizer_state = optimizer.state_dict()
     for index, slots in optimizer_state["state"].items():
         for slot, value in slots.items():
             tensors[f"optimizer.{index}.{slot}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available() and model.device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(model.device)
     state = {
         "format_version": FORMAT_VERSION,
+        "world_size": cluster.world_size,
         "progress": progress.__dict__,
         "param_groups": optimizer_state["param_groups"],
     }
     save_checkpoint(run_dir / CHECKPOINT_FILE, tensors, state)
 
 
-def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer) -> Progress:
-    """Load what save_state wrote back into model and optimizer; return the saved progress."""
-    tensors, state = load_checkpoint(run_dir / CHECKPOINT_FILE)
+def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, noise: SharedNoise,
+                       cluster: Cluster) -> Progress:
+    """Load what save_state wrote back into model, optimizer and RNGs; return the saved progress."""
+    path = run_dir / CHECKPOINT_FILE
+    tensors, state = load_checkpoint(path)
     if state.get("format_version") != FORMAT_VERSION:
-        raise VaekitError(f"{run_dir / CHECKPOINT_FILE} was written by an incompatible vaekit version")
+        raise VaekitError(f"{path} was written by an incompatible vaekit version")
+    check_world_size(state.get("world_size", 1), cluster)
     model_state = {name[len("model.") :]: t for name, t in tensors.items() if name.startswith("model.")}
-    load_checked_state(model, model_state, run_dir / CHECKPOINT_FILE)
+    load_checked_state(model, model_state, path)
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for name, tensor in tensors.items():
         if name.startswith("optimizer."):
@@ -247,12 +311,13 @@ def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimiz
             slots.setdefault(int(index), {})[slot] = tensor
     try:
         optimizer.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
-    except (ValueError, KeyError) as error:
-        raise VaekitError(f"{run_dir / CHECKPOINT_FILE}: optimizer state does not fit the model: {error}") from None
-    torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and model.device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"], model.device)
-    return Progress(**state["progress"])
+        torch.set_rng_state(tensors[f"rng.cpu.{cluster.rank}"])
+        if model.device.type == "cuda" and f"rng.cuda.{cluster.rank}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.cuda.{cluster.rank}"], model.device)
+        noise.generator.set_state(tensors["rng.noise"])
+        return Progress(**state["progress"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise VaekitError(f"{path} does not fit this run: {error}") from None
 
 
 def resume_configs(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, DataConfig]:
@@ -272,26 +337,30 @@ def resume_configs(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, DataConf
 class Logger:
     """Progress bar and TensorBoard scalars; syncs with the device every LOG_EVERY steps only."""
 
-    def __init__(self, run_dir: Path, model: VAE, example: torch.Tensor, total_steps: int, start_step: int, show_bar: bool):
-        from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, run_dir: Path, model: VAE, example: torch.Tensor, total_steps: int, start_step: int,
+                 show_bar: bool, enabled: bool = True):
         from tqdm import tqdm
 
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-        if start_step == 0:
-            add_graph(self.writer, model, example)
-        self.bar = tqdm(total=total_steps, initial=start_step, disable=not show_bar, unit="step", dynamic_ncols=True)
+        self.writer = None
+        if enabled:  # under torchrun, rank 0 alone logs
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            if start_step == 0:
+                add_graph(self.writer, model, example)
+        self.bar = tqdm(total=total_steps, initial=start_step, disable=not (show_bar and enabled), unit="step", dynamic_ncols=True)
         self.sums = torch.zeros(3, device=example.device)
         self.count = 0
         self.last_valid = math.nan
 
-    def train_step(self, step: int, cost: torch.Tensor, terms: Any) -> None:
-        self.sums += torch.stack([cost, terms.reconstruction.detach().mean(), terms.kl.detach().mean()])
+    def train_step(self, step: int, cost: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.sums += torch.stack([cost, *terms])
         self.count += 1
         if step % LOG_EVERY == 0:
             self.flush(step)
 
     def flush(self, step: int) -> None:
-        if self.count == 0:
+        if self.count == 0 or self.writer is None:
             return
         total, reconstruction, kl = (self.sums / self.count).tolist()
         for name, value in (("total", total), ("reconstruction", reconstruction), ("kl", kl)):
@@ -303,6 +372,8 @@ class Logger:
 
     def valid(self, step: int, terms: dict[str, float]) -> None:
         self.last_valid = -terms["elbo"]
+        if self.writer is None:
+            return
         self.writer.add_scalar("valid/total", self.last_valid, step)
         self.writer.add_scalar("valid/reconstruction", terms["reconstruction"], step)
         self.writer.add_scalar("valid/kl", terms["kl"], step)
@@ -317,7 +388,8 @@ class Logger:
 
     def __exit__(self, *exc: Any) -> None:
         self.bar.close()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def add_graph(writer: Any, model: VAE, example: torch.Tensor) -> None:
