@@ -18,6 +18,10 @@ NONLINEARITIES = ("elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "g
 
 Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
 
+# The figures `vaekit plot` draws (see plots.py); named here so the CLI can list them without importing torch.
+FigureKind = Literal["reconstructions", "latent", "manifold", "manifold-ppf", "interpolation", "morph", "training", "example", "prior"]
+FIGURE_KINDS: tuple[str, ...] = get_args(FigureKind)
+
 
 def _help(text: str, **kwargs: Any) -> Any:
     """A dataclass field with a help text for the CLI."""
@@ -114,6 +118,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = _help("where to train", default="auto")
     out: str = _help("folder in which the run's own folder is created", default="runs")
     progress: bool = _help("show a progress bar", default=True)
+    snapshots: bool = _help(
+        "save the latent space at steps round(2^(k/2)) and make GIFs of it at the end", default=False
+    )
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from vaekit import animation
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from vaekit.config import DataConfig, TrainConfig, from_dict, to_dict, write_json
 from vaekit.data import Splits
@@ -95,6 +96,8 @@ def train(
                     validate(model, x_valid, progress, logger)
                 if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
                     save_state(run_dir, model, optimizer, progress)
+                if config.snapshots and animation.is_snapshot_step(progress.step):
+                    animation.save_snapshot(model, data, run_dir, progress.step)
                 if stop.requested or progress.step >= total_steps:
                     interrupted = stop.requested
                     break
@@ -106,6 +109,8 @@ def train(
 
     save_state(run_dir, model, optimizer, progress)
     model.save(run_dir)
+    if config.snapshots:
+        animation.snapshot_gifs(run_dir)
     logger.close(progress.step)
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
 
