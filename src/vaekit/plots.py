@@ -138,12 +138,10 @@ def canvas_figure(canvas: np.ndarray, title: str, extent: tuple[float, ...] | No
     ax.tick_params(labelsize=10 * grow)
     ax.xaxis.label.set_fontsize(10 * grow)
     ax.yaxis.label.set_fontsize(10 * grow)
-    image = np.clip(canvas, 0, 1)
-    kwargs: dict[str, Any] = dict(interpolation="nearest", extent=extent, aspect="auto")
-    if image.shape[-1] == 1:
-        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, **kwargs)
-    else:
-        ax.imshow(image, **kwargs)
+    pixels = to_pixels(canvas)  # 8-bit RGB(A), drawn as it is: no colour map, no resampling in floats
+    rgb = np.stack([pixels] * 3, -1) if pixels.ndim == 2 else pixels
+    # Above the axis (zorder 3), so that no tick mark's antialiased edge touches a pixel.
+    ax.imshow(rgb, interpolation="nearest", extent=extent, aspect="auto", zorder=3)
     for spine in ax.spines.values():
         spine.set_visible(False)  # a frame line would cover the outer pixels
     ax.set_title(title, fontsize=11 * grow)
@@ -244,7 +242,7 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, li
         cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
         ax.scatter(xs, ys, c=[cmap(i) for i in np.searchsorted(classes, labels)[order]], **style)
         handles = [Line2D([], [], ls="", marker="o", ms=8, color=cmap(i), label=str(c)) for i, c in enumerate(classes)]
-        fig.legend(handles=handles, title="label", loc="outside right center", frameon=False)
+        ax.legend(handles=handles, title="label", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     else:
         fig.colorbar(ax.scatter(xs, ys, c=labels[order], cmap="viridis", **style), ax=ax, label="label")
     if limits is not None:
