@@ -23,6 +23,7 @@ from vaekit.animation import (
 )
 from vaekit.cli import main
 from vaekit.data import Split, Splits
+from vaekit.images import AXIS_MARGINS, RIGHT, canvas_scale, decoded_images, to_pixels
 from vaekit.latent import (
     grid_codes,
     grid_coordinates,
@@ -34,14 +35,10 @@ from vaekit.latent import (
 )
 from vaekit.model import VAE
 from vaekit.plots import (
-    AXIS_MARGINS,
     KINDS,
-    RIGHT,
     WRITERS,
     PlotOptions,
     all_plots,
-    canvas_scale,
-    decoded_images,
     manifold_canvas,
     save_example,
     save_interpolation,
@@ -49,7 +46,6 @@ from vaekit.plots import (
     save_manifold_grid,
     save_prior_samples,
     save_reconstructions,
-    to_pixels,
 )
 
 GRAY, RGB = (1, 8, 8), (3, 8, 8)

@@ -21,7 +21,8 @@ import torch
 
 from vaekit.errors import VaekitError
 from vaekit.latent import latent_plane, loop_path
-from vaekit.plots import decoded_images, encoded_means, prepare_path, save_latent_scatter, save_manifold_grid, to_pixels
+from vaekit.images import decoded_images, encoded_means, prepare_path, to_pixels
+from vaekit.plots import save_latent_scatter, save_manifold_grid
 
 if TYPE_CHECKING:
     from PIL import Image
