@@ -289,6 +289,8 @@ def test_snapshot_leaves_the_random_stream_alone(tmp_path):
     paths = save_snapshot(model, data, tmp_path, 7)
     assert torch.equal(torch.get_rng_state(), before)
     assert [path.name for path in paths] == ["manifold_ppf30_step0000007.png", "latent_valid_step0000007.png"]
+    one_d = save_snapshot(tiny_model(GRAY, latent=1), data, tmp_path, 8)  # no plane for a grid: the scatter only
+    assert [path.name for path in one_d] == ["latent_valid_step0000008.png"]
 
 
 # -- the command line ---------------------------------------------------------------------------------------------

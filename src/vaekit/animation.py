@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from vaekit.errors import VaekitError
-from vaekit.latent import latent_plane, loop_path
 from vaekit.images import decoded_images, encoded_means, prepare_path, to_pixels
+from vaekit.latent import latent_plane, loop_path
 from vaekit.plots import save_latent_scatter, save_manifold_grid
 
 if TYPE_CHECKING:
-    from PIL import Image
+    from PIL import Image, ImageFont
 
     from vaekit.data import Split, Splits
     from vaekit.model import VAE
@@ -46,7 +46,10 @@ CAPTION_PX = 30
 
 
 def save_gif(frames: Sequence[Image.Image], path: str | Path, durations_ms: Sequence[int]) -> Path:
-    """Write frames (all one size) as a looping GIF, each shown for its duration."""
+    """Write frames (all one size) as a looping GIF, each shown for its duration.
+
+    Pillow stores a frame identical to the one before it as a longer showing of that frame.
+    """
     if not frames:
         raise VaekitError(f"no frames for {path}")
     path = prepare_path(path)
@@ -58,7 +61,7 @@ def save_gif(frames: Sequence[Image.Image], path: str | Path, durations_ms: Sequ
     return path
 
 
-def caption_font(size: int = 18):  # noqa: ANN201 - a PIL font
+def caption_font(size: int = 18) -> ImageFont.FreeTypeFont:
     """DejaVu Sans, which matplotlib ships: it has the arrows and subscripts the captions use."""
     from matplotlib import font_manager
     from PIL import ImageFont
@@ -66,7 +69,7 @@ def caption_font(size: int = 18):  # noqa: ANN201 - a PIL font
     return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
 
 
-def captioned(image: np.ndarray, caption: str, font) -> Image.Image:  # noqa: ANN001
+def captioned(image: np.ndarray, caption: str, font: ImageFont.FreeTypeFont) -> Image.Image:
     """An image (H, W, C) in [0, 1], enlarged towards MORPH_PX, above a white band with a caption."""
     from PIL import Image, ImageDraw
 
@@ -111,7 +114,8 @@ def morph_by_label(model: VAE, split: Split, out_dir: Path, order: Sequence[int]
         raise VaekitError("a morph by label needs labels, and this data has none")
     labels = split.y.numpy()
     order = list(order) if order is not None else sorted(np.unique(labels).tolist(), reverse=True)
-    missing = [label for label in order if label not in set(labels.tolist())]
+    present = set(labels.tolist())
+    missing = [label for label in order if label not in present]
     if missing:
         raise VaekitError(f"no example of label {', '.join(map(str, missing))} to morph through")
     mu = encoded_means(model, split.x)
@@ -156,14 +160,15 @@ def save_snapshot(model: VAE, data: Splits, run_dir: str | Path, step: int) -> l
     x = valid.x[:SNAPSHOT_POINTS]
     y = None if valid.y is None else valid.y[:SNAPSHOT_POINTS]
     devices = [model.device] if model.device.type == "cuda" else []
+    paths = []
     with torch.random.fork_rng(devices=devices):
-        mu = encoded_means(model, x) if model.latent_size > 2 else None
-        plane = latent_plane(model.latent_size, mu)
-        grid = save_manifold_grid(model, folder / f"{SNAPSHOT_KINDS['manifold']}_step{step:07d}.png", SNAPSHOT_GRID,
-                                  ppf=True, plane=plane, title=f"step {step}")
-        scatter = save_latent_scatter(model, x, folder / f"{SNAPSHOT_KINDS['latent']}_step{step:07d}.png", y,
-                                      f"step {step}, {data.name} valid".strip(", "), limits=SNAPSHOT_LIMITS)
-    return [grid, scatter]
+        if model.latent_size >= 2:  # a 1-D latent has no plane for a grid
+            mu = encoded_means(model, x) if model.latent_size > 2 else None
+            paths.append(save_manifold_grid(model, folder / f"{SNAPSHOT_KINDS['manifold']}_step{step:07d}.png",
+                                            SNAPSHOT_GRID, ppf=True, plane=latent_plane(model.latent_size, mu), title=f"step {step}"))
+        paths.append(save_latent_scatter(model, x, folder / f"{SNAPSHOT_KINDS['latent']}_step{step:07d}.png", y,
+                                         f"step {step}, {data.name} valid".strip(", "), limits=SNAPSHOT_LIMITS))
+    return paths
 
 
 def snapshot_files(run_dir: str | Path, prefix: str) -> list[tuple[int, Path]]:
