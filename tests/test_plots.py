@@ -84,17 +84,19 @@ def gif_frames(path: Path) -> int:
 
 
 @pytest.mark.parametrize("shape", [GRAY, RGB])
-@pytest.mark.parametrize("ppf", [False, True])
-def test_manifold_grid_pixels_are_the_decoder_output_at_the_grid_codes(shape, ppf):
+@pytest.mark.parametrize("ppf, padding", [(False, 0), (True, 0), (False, 1)])
+def test_manifold_grid_pixels_are_the_decoder_output_at_the_grid_codes(shape, ppf, padding):
     model = tiny_model(shape)
     coords = grid_coordinates(5, (-3.0, 3.0), ppf)
-    canvas, z = manifold_canvas(model, latent_plane(2), coords)
-    assert canvas.shape == (5 * 8, 5 * 8, shape[0])
+    canvas, z = manifold_canvas(model, latent_plane(2), coords, padding)
+    side = 5 * (8 + padding) + padding
+    assert canvas.shape == (side, side, shape[0])
     for row in range(5):
         for column in range(5):
             # columns grow along z1 to the right, rows along z2 upwards
             np.testing.assert_allclose(z[row, column], [coords[column], coords[4 - row]])
-            tile = canvas[row * 8 : (row + 1) * 8, column * 8 : (column + 1) * 8]
+            top, left = padding + row * (8 + padding), padding + column * (8 + padding)
+            tile = canvas[top : top + 8, left : left + 8]
             # one code alone through the decoder: equal but for float rounding in the batched matrix product
             np.testing.assert_allclose(tile, decoded_images(model, z[row, column][None])[0], rtol=0, atol=1e-6)
 
@@ -103,16 +105,17 @@ def test_manifold_grid_pixels_are_the_decoder_output_at_the_grid_codes(shape, pp
 def test_saved_manifold_png_holds_the_decoder_pixels_exactly(tmp_path, shape):
     model = tiny_model(shape)
     path = save_manifold_grid(model, tmp_path / "grid.png", n=5, span=(-2.0, 2.0))
-    canvas, _ = manifold_canvas(model, latent_plane(2), grid_coordinates(5, (-2.0, 2.0)))
+    # 8 x 8 images get 1-pixel gaps: 5 * 9 + 1 = 46 pixels a side, enlarged 17 times to 782
+    canvas, _ = manifold_canvas(model, latent_plane(2), grid_coordinates(5, (-2.0, 2.0)), padding=1)
     scale = canvas_scale(canvas)
-    assert scale == 20  # 40 pixels enlarged towards 800
+    assert scale == 17
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))
     left, bottom = AXIS_MARGINS
-    assert pixels.shape[1] == 800 + left + RIGHT
+    assert pixels.shape[1] == 782 + left + RIGHT
     # The image sits `bottom` pixels above the figure's lower edge, `left` pixels from its left edge.
-    shown = pixels[pixels.shape[0] - bottom - 800 : pixels.shape[0] - bottom, left : left + 800]
-    expected = np.kron(to_pixels(canvas).reshape(40, 40, -1), np.ones((scale, scale, 1), np.uint8))
+    shown = pixels[pixels.shape[0] - bottom - 782 : pixels.shape[0] - bottom, left : left + 782]
+    expected = np.kron(to_pixels(canvas).reshape(46, 46, -1), np.ones((scale, scale, 1), np.uint8))
     np.testing.assert_array_equal(shown, np.broadcast_to(expected, shown.shape))
 
 
@@ -186,8 +189,9 @@ def test_each_figure_is_written_with_its_expected_size(tmp_path, shape):
     left = AXIS_MARGINS[0]
     # 10 tiles of 8 pixels with 1-pixel gaps: 91 x 19, enlarged 8 times; 130 pixels for the row names.
     assert png_size(save_reconstructions(model, data.test.x, tmp_path / "r.png"))[0] == 91 * 8 + 130 + RIGHT
-    assert png_size(save_manifold_grid(model, tmp_path / "m.png", n=20))[0] == 160 * 5 + left + RIGHT
-    assert png_size(save_manifold_grid(model, tmp_path / "p.png", n=30, ppf=True))[0] == 240 * 3 + left + RIGHT
+    # 20 tiles with 1-pixel gaps: 181 pixels, enlarged 4 times; 30 tiles: 271 pixels, enlarged twice
+    assert png_size(save_manifold_grid(model, tmp_path / "m.png", n=20))[0] == 181 * 4 + left + RIGHT
+    assert png_size(save_manifold_grid(model, tmp_path / "p.png", n=30, ppf=True))[0] == 271 * 2 + left + RIGHT
     assert png_size(save_prior_samples(model, tmp_path / "s.png", n=100))[0] == 91 * 8 + 20 + RIGHT
     # inputs (10 pixels each with their gaps) and 4-pixel spacers around a strip of 10 tiles: 119 pixels, times 6
     assert png_size(save_interpolation(model, data.test.x[0], data.test.x[1], tmp_path / "i.png"))[0] == 119 * 6 + 20 + RIGHT

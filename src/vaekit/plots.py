@@ -132,24 +132,23 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, li
 # -- 3. manifold grid (exploreLatent) -----------------------------------------------------------------------
 
 
-def manifold_canvas(model: VAE, plane: LatentPlane, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def manifold_canvas(model: VAE, plane: LatentPlane, coords: np.ndarray, padding: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Decode the grid of codes on the plane (see latent.grid_codes).
 
-    Returns the canvas (n*H, n*W, C), tiles side by side without gaps, and z of shape (n, n, latent).
+    Returns the canvas, n x n tiles with `padding` white pixels between them, and z of shape (n, n, latent).
     """
     z = grid_codes(plane, coords)
     n = len(coords)
-    images = decoded_images(model, z.reshape(n * n, -1))
-    _, height, width, channels = images.shape
-    canvas = images.reshape(n, n, height, width, channels).transpose(0, 2, 1, 3, 4)  # (row, y, column, x, C)
-    return canvas.reshape(n * height, n * width, channels), z
+    return image_grid(decoded_images(model, z.reshape(n * n, -1)), columns=n, padding=padding), z
 
 
 def save_manifold_grid(model: VAE, path: str | Path, n: int = 20, span: tuple[float, float] = (-4.0, 4.0),
                        ppf: bool = False, plane: LatentPlane | None = None, title: str = "") -> Path:
     """Decode an n x n grid of z over a linear span, or (ppf) at percentiles of N(0, 1), into one image."""
     plane = plane or latent_plane(model.latent_size)
-    canvas, _ = manifold_canvas(model, plane, grid_coordinates(n, span, ppf))
+    # Tiny images (8 x 8 digits) have ink up to their edges: without a gap the tiles run together.
+    padding = 1 if max(image_shape_of(model)[1:]) < 16 else 0
+    canvas, _ = manifold_canvas(model, plane, grid_coordinates(n, span, ppf), padding)
     where = "at percentiles of N(0, 1)" if ppf else f"over [{span[0]:g}, {span[1]:g}]²"
     text = heading(title, f"decoded z on a {n}×{n} grid {where}" + (f", on {plane.description}" if plane.description else ""))
     if ppf:  # the axes are the prior's cumulative probability: every cell holds the same prior mass
