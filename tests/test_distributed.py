@@ -98,7 +98,7 @@ def test_resuming_with_another_number_of_processes_is_refused(ddp_run):
 def worker_pids(launcher: subprocess.Popen, count: int, timeout: float = 120) -> list[int]:
     """The launcher's training processes, once all have started."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and launcher.poll() is None:
         children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
         if len(children) == count:
             return [int(pid) for pid in children]
@@ -112,14 +112,26 @@ def test_a_failed_or_hung_rank_ends_the_job_within_the_timeout(fault, tmp_path):
                         "--no-progress", "--dist-timeout", "15", "--out", str(tmp_path))
     try:
         victim = worker_pids(launcher, 2)[1]
+        deadline = time.monotonic() + 120
         while not list(tmp_path.glob("*/checkpoint.safetensors")):  # training is under way
+            assert launcher.poll() is None and time.monotonic() < deadline, "the job ended before the fault"
             time.sleep(0.2)
         os.kill(victim, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
         start = time.monotonic()
         code, _, err = finished(launcher, timeout=120)
         assert code != 0
+        assert "another process of this torchrun job failed or stopped answering" in err
         assert time.monotonic() - start < 90
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
     assert the_run(tmp_path).joinpath("checkpoint.safetensors").is_file()  # the last good checkpoint stays
+
+
+def test_a_rank_left_without_examples_adds_nothing(tmp_path):
+    # digits: 1,297 training examples in global batches of 16 leave one example for the last batch.
+    args = ["--arch", "64,16,2", "--epochs", "1", "--batch-size", "8", "--seed", "1", "--device", "cpu", "--no-progress"]
+    code, _, err = finished(torchrun("train", *args, "--out", str(tmp_path / "ddp")))
+    assert code == 0, err
+    single("train", *[a if a != "8" else "16" for a in args], "--out", str(tmp_path / "one"))
+    assert max_difference(the_run(tmp_path / "ddp"), the_run(tmp_path / "one")) <= 1e-5

@@ -1,4 +1,4 @@
-"""The command line: `vaekit train | evaluate | sample | explore`.
+"""The command line: `vaekit train | evaluate | sample | plot | explore`.
 
 Flags are made from the config dataclasses' fields (one flag per field, help from the
 field), so the CLI maps one-to-one onto the configuration. A user's mistake ends in one
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-from vaekit.config import DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices, parse_architecture
+from vaekit.config import FIGURE_KINDS, DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices, parse_architecture
 from vaekit.errors import VaekitError
 
 RESUME_OVERRIDES = ("epochs", "max_steps", "progress", "device")  # what --resume may change
@@ -55,13 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the last line of defence: one line, the details on request
         if os.environ.get("VAEKIT_DEBUG"):
             raise
-        if type(error).__name__.startswith("Dist"):  # torch.distributed's errors: a peer died or hung
+        if is_peer_failure(error):
             print("vaekit: error: another process of this torchrun job failed or stopped answering; "
                   "the job stops (see --dist-timeout)", file=sys.stderr)
             return 1
         first_line = (str(error).strip().splitlines() or [""])[0]
         print(f"vaekit: internal error: {type(error).__name__}: {first_line} (set VAEKIT_DEBUG=1 for details)", file=sys.stderr)
         return 1
+
+
+def is_peer_failure(error: Exception) -> bool:
+    """torch.distributed's way of saying that another rank died or stopped answering."""
+    text = str(error)
+    return type(error).__name__.startswith("Dist") or (
+        os.environ.get("WORLD_SIZE", "1") != "1"
+        and any(sign in text for sign in ("gloo", "NCCL", "closed by peer", "timed out", "Timed out"))
+    )
 
 
 def build_parser() -> Parser:
@@ -96,6 +105,8 @@ def build_parser() -> Parser:
     sample.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.set_defaults(handler=run_sample)
+
+    add_plot_command(commands)
 
     explore = commands.add_parser("explore", help="write an interactive latent explorer: one offline HTML page",
                                   description=EXPLORE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -299,3 +310,112 @@ def run_explore(args: argparse.Namespace) -> int:
     if args.serve:
         serve(path, args.port)
     return 0
+
+
+# -- plot ------------------------------------------------------------------------------------------------
+
+PLOT_HELP = f"""Draw the figures of a trained model as PNG and GIF files. Examples:
+  vaekit plot RUN --all --out figures            # every kind, as the original's all_plots
+  vaekit plot RUN --kind manifold-ppf --ppf-sizes 30 --kind morph --order 0,1,2,3
+The kinds: {', '.join(FIGURE_KINDS)}.
+'training' needs a run trained with --snapshots. Data and labels default to the run's own."""
+
+
+def add_plot_command(commands: Any) -> None:
+    plot = commands.add_parser("plot", help="draw the figures of a trained model (PNG and GIF)", description=PLOT_HELP,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    plot.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
+    which = plot.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every kind of figure")
+    which.add_argument("--kind", action="append", choices=FIGURE_KINDS, metavar="KIND",
+                       help="one kind of figure (repeat for more): " + ", ".join(FIGURE_KINDS))
+    plot.add_argument("--out", help="folder for the figures (default: RUN/figures)")
+    add_config_flags(plot.add_argument_group("data (default: the run's own)"), DataConfig)
+    options = plot.add_argument_group("figures")
+    options.add_argument("--n", type=positive_int, default=10, help="examples per reconstruction figure (default: 10)")
+    options.add_argument("--projection", choices=["pca", "tsne"], default="pca",
+                         help="2-D view of a larger latent in the scatter (default: pca)")
+    options.add_argument("--dims", type=int_list_flag(2), metavar="I,J",
+                         help="latent dimensions (from 0) for the grids of a latent larger than 2-D "
+                         "(default: the top two principal directions of the encoded data)")
+    options.add_argument("--grid", type=positive_int, default=20, help="side of the linear grid (default: 20)")
+    options.add_argument("--range", type=range_flag, default=(-4.0, 4.0), metavar="LO,HI",
+                         help="range of the linear grid on both axes, e.g. --range=-6,6 (default: -4,4)")
+    options.add_argument("--ppf-sizes", type=int_list_flag(), default=(24, 30, 60, 100), metavar="N,...",
+                         help="sides of the grids at percentiles of N(0, 1) (default: 24,30,60,100)")
+    options.add_argument("--steps", type=int, default=10, help="images in the interpolation (default: 10)")
+    options.add_argument("--spherical", action="store_true", help="interpolate on the great circle, not the line")
+    options.add_argument("--order", type=int_list_flag(), metavar="LABEL,...",
+                         help="labels to morph through (default: every label, highest first: 9,8,...,0)")
+    options.add_argument("--frames", type=positive_int, default=10, help="morph frames per transition (default: 10)")
+    options.add_argument("--split", choices=["train", "valid", "test"], default="test",
+                         help="split for the example, interpolation, morph and the grids' plane (default: test)")
+    options.add_argument("--seed", type=int, default=0, help="random seed for picking examples (default: 0)")
+    options.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where to compute (default: cpu)")
+    plot.set_defaults(handler=run_plot)
+
+
+def int_list_flag(length: int | None = None) -> Any:
+    """A parser for comma-separated integers, of a fixed count when length is given."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if length is not None and len(values) != length:
+            raise argparse.ArgumentTypeError(f"expected {length} comma-separated integers, got {text!r}")
+        return values
+
+    return parse
+
+
+def range_flag(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LO,HI, got {text!r}")
+    low, high = (float_flag(part) for part in parts)
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"expected LO < HI, got {text!r}")
+    return low, high
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    import warnings
+
+    from vaekit.data import load_data
+    from vaekit.model import load, read_run_config
+    from vaekit.plots import KINDS, PlotOptions, all_plots
+    from vaekit.train import resolve_device
+
+    run_dir = Path(args.run)
+    model = load(run_dir, device=resolve_device(args.device))
+    data_values = read_run_config(run_dir).get("data", {})
+    data_values.update(given(args, DataConfig))
+    data = load_data(from_dict(DataConfig, data_values))
+    options = PlotOptions(n=args.n, projection=args.projection, dims=args.dims, grid=args.grid, span=args.range,
+                          ppf_sizes=args.ppf_sizes, steps=args.steps, spherical=args.spherical, order=args.order,
+                          frames=args.frames, split=args.split, seed=args.seed)
+    out = Path(args.out) if args.out else run_dir / "figures"
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        paths = all_plots(model, data, out, options, KINDS if args.all else args.kind, trained_steps(run_dir), run_dir)
+    for note in notes:
+        print(f"vaekit: note: {note.message}", file=sys.stderr)
+    for path in paths:
+        print(path)
+    print(f"vaekit: wrote {len(paths)} figures to {out}", file=sys.stderr)
+    return 0
+
+
+def trained_steps(run_dir: Path) -> int | None:
+    """The step of the run's last checkpoint (for file names), or None if it cannot be read."""
+    from safetensors import SafetensorError, safe_open
+
+    from vaekit.checkpoint import CHECKPOINT_FILE
+
+    try:
+        with safe_open(str(run_dir / CHECKPOINT_FILE), framework="pt") as handle:
+            return int(json.loads((handle.metadata() or {})["state"])["progress"]["step"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+        return None

@@ -18,6 +18,10 @@ NONLINEARITIES = ("elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "g
 
 Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
 
+# The figures `vaekit plot` draws (see plots.py); named here so the CLI can list them without importing torch.
+FigureKind = Literal["reconstructions", "latent", "manifold", "manifold-ppf", "interpolation", "morph", "training", "example", "prior"]
+FIGURE_KINDS: tuple[str, ...] = get_args(FigureKind)
+
 
 def _help(text: str, **kwargs: Any) -> Any:
     """A dataclass field with a help text for the CLI."""
@@ -120,6 +124,9 @@ class TrainConfig:
     on_nonfinite: Literal["stop", "skip"] = _help(
         "on a NaN/Inf loss or gradient: stop (the last checkpoint stays intact) or skip the batch and count it",
         default="stop",
+    )
+    snapshots: bool = _help(
+        "save the latent space at steps round(2^(k/2)) and make GIFs of it at the end", default=False
     )
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from vaekit import animation
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from vaekit.config import DataConfig, TrainConfig, from_dict, to_dict, write_json
 from vaekit.data import Splits
@@ -117,6 +118,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                     validate(model, x_valid, progress, logger, cluster)
                 if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
                     save_state(run_dir, model, optimizer, progress, noise, cluster)
+                if config.snapshots and cluster.is_main and animation.is_snapshot_step(progress.step):
+                    animation.save_snapshot(model, data, run_dir, progress.step)
                 if any_rank(stop.requested, cluster, device) or progress.step >= total_steps:
                     interrupted = progress.step < total_steps
                     break
@@ -131,6 +134,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
         save_state(run_dir, model, optimizer, progress, noise, cluster)
         if cluster.is_main:
             model.save(run_dir)
+            if config.snapshots:
+                animation.snapshot_gifs(run_dir)
         logger.finish(progress.step)
     distributed.finish_together(cluster)
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
@@ -145,11 +150,16 @@ class BatchCost(torch.nn.Module):
         self.model, self.l2, self.world_size = model, l2, world_size
 
     def forward(self, x: torch.Tensor, global_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        cost, terms = loss(self.model, x)
-        cost = cost * (len(x) * self.world_size / global_rows)  # exactly 1 when the ranks' shares are equal
+        if len(x) == 0:  # the last global batch of an epoch can leave a rank nothing: add no gradient
+            zero = sum(p.sum() for p in self.model.parameters()) * 0.0
+            cost, reconstruction, kl = zero, zero.detach(), zero.detach()
+        else:
+            cost, terms = loss(self.model, x)
+            cost = cost * (len(x) * self.world_size / global_rows)  # exactly 1 when the ranks' shares are equal
+            reconstruction, kl = terms.reconstruction.detach().mean(), terms.kl.detach().mean()
         if self.l2 > 0:
             cost = cost + self.l2 * l2_penalty(self.model)
-        return cost, terms.reconstruction.detach().mean(), terms.kl.detach().mean()
+        return cost, reconstruction, kl
 
 
 def train_step(batch_cost: torch.nn.Module, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
