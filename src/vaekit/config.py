@@ -93,6 +93,9 @@ class ModelConfig:
             object.__setattr__(self, name, tuple(int(a) for a in getattr(self, name)))
         if self.model not in MODEL_KINDS:
             raise VaekitError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KINDS)}")
+        conv_options = [name for name in ("conv_channels", "conv_kernels", "conv_strides") if getattr(self, name)]
+        if self.model != "conv" and conv_options:
+            raise VaekitError(f"--{conv_options[0].replace('_', '-')} applies to --model conv only")
         validate_architecture(self.architecture, min_length=2 if self.model == "conv" else 3)
         if self.nonlinearity not in NONLINEARITIES:
             raise VaekitError(f"unknown nonlinearity {self.nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}")
@@ -101,10 +104,6 @@ class ModelConfig:
         if self.model == "conv":
             self._fill_conv_defaults()
             validate_conv(self)
-        else:
-            given = [name for name in ("conv_channels", "conv_kernels", "conv_strides") if getattr(self, name)]
-            if given:
-                raise VaekitError(f"--{given[0].replace('_', '-')} applies to --model conv only")
         self._check_likelihood()
 
     def _fill_conv_defaults(self) -> None:
