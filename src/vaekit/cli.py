@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -17,6 +18,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from vaekit.config import DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices, parse_architecture
 from vaekit.errors import VaekitError
 
+RESUME_OVERRIDES = ("epochs", "max_steps", "progress", "device")  # what --resume may change
 FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
 DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": ()}  # by model kind: the conv model's latent heads sit on its features
@@ -44,6 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("vaekit: error: out of memory (try a smaller --batch-size)", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"vaekit: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, the details on request
+        if os.environ.get("VAEKIT_DEBUG"):
+            raise
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        print(f"vaekit: internal error: {type(error).__name__}: {first_line} (set VAEKIT_DEBUG=1 for details)", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> Parser:
@@ -176,6 +190,8 @@ def architecture_flag(text: str) -> tuple[int, ...]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import torch
+
     from vaekit.data import load_data
     from vaekit.model import VAE
     from vaekit.train import resume_configs, train
@@ -183,28 +199,32 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         model_values, train_config, data_config = resume_configs(run_dir)
-        overrides = given(args, TrainConfig)
-        train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if k in ("epochs", "max_steps", "progress", "device")})
-        model = VAE(config=from_dict(ModelConfig, model_values))
+        overrides = {k: v for k, v in given(args, TrainConfig).items() if k in RESUME_OVERRIDES}
+        train_config = dataclasses.replace(train_config, **overrides)
         data = load_data(data_config)
+        torch.manual_seed(train_config.seed)  # as the first start did, in case no checkpoint was written
+        model = VAE(config=from_dict(ModelConfig, model_values))
     else:
         run_dir = None
         data_config = DataConfig(**given(args, DataConfig))
         train_config = TrainConfig(**given(args, TrainConfig))
         data = load_data(data_config)
+        torch.manual_seed(train_config.seed)  # the initial weights come from the seed too
         model_values = given(args, ModelConfig)
         hidden = DEFAULT_HIDDEN[model_values.get("model", "mlp")]
         model_values.setdefault("architecture", (data.input_size, *hidden, DEFAULT_LATENT))
         model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
         check_data_suits(model, data.train.x)
     print(f"vaekit: training {model.config.model} {'-'.join(map(str, model.config.architecture))} on {data.name} "
-          f"({len(data.train)} train / {len(data.valid)} valid examples)", file=sys.stderr)
+          f"({len(data.train)} train / {len(data.valid)} valid examples)")
     result = train(model, data, train_config, data_config, run_dir=run_dir)
     if data.class_names:
         record_class_names(result.run_dir, data.class_names)
     last = result.progress.history[-1]["valid_cost"] if result.progress.history else float("nan")
     state = "stopped early and saved" if result.interrupted else "done"
     print(f"vaekit: {state} after {result.progress.step} steps; validation cost {last:.2f} nats per example")
+    if result.progress.skipped_batches:
+        print(f"vaekit: skipped {result.progress.skipped_batches} batches with a non-finite loss or gradient")
     print(f"vaekit: wrote {result.run_dir}")
     return 130 if result.interrupted else 0
 

@@ -274,6 +274,10 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = _help("where to train", default="auto")
     out: str = _help("folder in which the run's own folder is created", default="runs")
     progress: bool = _help("show a progress bar", default=True)
+    on_nonfinite: Literal["stop", "skip"] = _help(
+        "on a NaN/Inf loss or gradient: stop (the last checkpoint stays intact) or skip the batch and count it",
+        default="stop",
+    )
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
@@ -310,7 +314,7 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
         converted[key] = value
     try:
         return cls(**converted)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise VaekitError(f"bad {cls.__name__}: {error}") from None
 
 

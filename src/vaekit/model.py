@@ -188,14 +188,14 @@ class VAE(nn.Module):
 
     def save(self, run_dir: str | Path) -> Path:
         """Write config.json and model.safetensors into run_dir; return the folder."""
-        from safetensors.torch import save_file
-
-        from vaekit.checkpoint import atomic_write_with
+        from vaekit.checkpoint import save_tensors
 
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        atomic_write_with(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION)}))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise VaekitError(f"cannot create {run_dir}: {error.strerror}") from None
+        save_tensors(run_dir / WEIGHTS_FILE, self.state_dict(), {"format_version": str(FORMAT_VERSION)})
         payload = read_run_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}
         payload.update({"format_version": FORMAT_VERSION, "model": to_dict(self.config)})
         write_json(run_dir / CONFIG_FILE, payload)
@@ -241,7 +241,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         payload = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise VaekitError(f"{path} is not readable JSON: {error}") from None
-    if not isinstance(payload, dict) or "model" not in payload:
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise VaekitError(f"{path} is not a vaekit run config (no 'model' section)")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
@@ -251,18 +251,12 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     """Rebuild the VAE from config.json and load model.safetensors, checking every tensor."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from vaekit.checkpoint import load_tensors
 
     payload = read_run_config(run_dir)
     model = VAE(config=from_dict(ModelConfig, payload["model"]))
     weights_path = Path(run_dir) / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise VaekitError(f"{run_dir} has no {WEIGHTS_FILE}")
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise VaekitError(f"{weights_path} is not a readable safetensors file: {error}") from None
+    tensors, _ = load_tensors(weights_path, "safetensors weights file")
     load_checked_state(model, tensors, weights_path)
     return model.to(device)
 

@@ -38,6 +38,7 @@ class Progress:
     epoch: int = 0
     position: int = 0  # batches of the current epoch already done
     best_valid_cost: float = math.inf
+    skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped on request
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -82,15 +83,18 @@ def train(
     stop = StopRequest()
     interrupted = False
 
-    with stop:
+    with stop, logger:
         while progress.step < total_steps and not interrupted:
             order = epoch_order(len(x_train), config.seed, progress.epoch, device)
             for i in range(progress.position, steps_per_epoch):
                 batch = x_train[order[i * config.batch_size : (i + 1) * config.batch_size]]
-                cost, terms = train_step(model, optimizer, batch, config)
+                cost, terms, finite = train_step(model, optimizer, batch, config)
                 progress.step += 1
                 progress.position = i + 1
-                logger.train_step(progress.step, cost, terms)
+                if finite:
+                    logger.train_step(progress.step, cost, terms)
+                else:
+                    handle_nonfinite(config, progress, run_dir)
                 if config.eval_every and progress.step % config.eval_every == 0:
                     validate(model, x_valid, progress, logger)
                 if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
@@ -104,21 +108,36 @@ def train(
                 validate(model, x_valid, progress, logger)
                 save_state(run_dir, model, optimizer, progress)
 
-    save_state(run_dir, model, optimizer, progress)
-    model.save(run_dir)
-    logger.close(progress.step)
+        save_state(run_dir, model, optimizer, progress)
+        model.save(run_dir)
+        logger.finish(progress.step)
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
 
 
-def train_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, Any]:
-    """One optimizer step on a batch; returns the (detached) cost and the ELBO terms."""
+def train_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, Any, bool]:
+    """One optimizer step on a batch; returns the (detached) cost, the ELBO terms, and whether
+    the loss and gradients were finite (if not, the weights are left untouched)."""
     cost, terms = loss(model, x, config.l2)
     optimizer.zero_grad(set_to_none=True)
     cost.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not bool(torch.isfinite(cost + torch.nn.utils.get_total_norm(grads))):
+        return cost.detach(), terms, False
     if config.clip > 0:
         torch.nn.utils.clip_grad_value_(model.parameters(), config.clip)
     optimizer.step()
-    return cost.detach(), terms
+    return cost.detach(), terms, True
+
+
+def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path) -> None:
+    """Count a skipped batch, or stop the run, naming the step; the last checkpoint is left as it was."""
+    if config.on_nonfinite == "skip":
+        progress.skipped_batches += 1
+        return
+    raise VaekitError(
+        f"the loss or a gradient became NaN/Inf at step {progress.step}; the run stopped and its last good "
+        f"checkpoint in {run_dir} is intact (lower --lr, or pass --on-nonfinite skip to skip such batches)"
+    )
 
 
 def validate(model: VAE, x_valid: torch.Tensor, progress: Progress, logger: "Logger") -> float:
@@ -237,10 +256,13 @@ def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimiz
 
 
 def resume_configs(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, DataConfig]:
-    """The saved model config (as a dict), training and data configs of a run to resume."""
+    """The saved model config (as a dict), training and data configs of a run to resume.
+
+    A run killed before its first checkpoint has none: it then restarts from step 0 in the same folder.
+    """
     payload = read_run_config(run_dir)
-    if not (run_dir / CHECKPOINT_FILE).is_file():
-        raise VaekitError(f"{run_dir} has no {CHECKPOINT_FILE} to resume from")
+    if "train" not in payload:
+        raise VaekitError(f"{run_dir} holds a saved model but no training run to resume")
     return payload["model"], from_dict(TrainConfig, payload["train"]), from_dict(DataConfig, payload.get("data", {}))
 
 
@@ -286,9 +308,14 @@ class Logger:
         self.writer.add_scalar("valid/kl", terms["kl"], step)
         self.flush(step)
 
-    def close(self, step: int) -> None:
+    def finish(self, step: int) -> None:
         self.flush(step)
         self.bar.update(step - self.bar.n)
+
+    def __enter__(self) -> "Logger":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
         self.bar.close()
         self.writer.close()
 
