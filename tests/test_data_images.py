@@ -169,6 +169,14 @@ def test_a_damaged_cache_file_is_decoded_again(tmp_path: Path, isolated_cache: P
     assert torch.equal(load(root).train.x, first.train.x)
 
 
+def test_a_cache_that_cannot_be_written_only_costs_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    not_a_folder = tmp_path / "cache-is-a-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("VAEKIT_CACHE", str(not_a_folder))
+    root = folder_of(tmp_path, {f"{i}.png": RED for i in range(4)})
+    assert load(root).image_shape == (3, 4, 6)
+
+
 @pytest.mark.parametrize(
     ("layout", "message"),
     [

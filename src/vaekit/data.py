@@ -558,14 +558,14 @@ def read_image_cache(path: Path) -> np.ndarray | None:
 
 def write_image_cache(path: Path, pixels: np.ndarray) -> None:
     """Save the pixels atomically; a cache that cannot be written costs time on the next load, not this one."""
+    from vaekit.checkpoint import atomic_write_with
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file object, or numpy would append .npz to the name
+            np.savez(handle, pixels=pixels)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, pixels=pixels)
-        os.replace(tmp_name, path)
-    except OSError:
-        Path(tmp_name).unlink(missing_ok=True)
+        atomic_write_with(path, write)
+    except (OSError, VaekitError):
+        pass
