@@ -21,7 +21,7 @@ from vaekit.errors import VaekitError
 RESUME_OVERRIDES = ("epochs", "max_steps", "progress", "device")  # what --resume may change
 FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
-DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": ()}  # by model kind: the conv model's latent heads sit on its features
+DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST
 DEFAULT_LATENT = 2
 
 

@@ -44,7 +44,7 @@ class ModelConfig:
     architecture: tuple[int, ...] = _help(
         "layer sizes input,hidden...,latent, e.g. 784,500,500,2; with --model conv the hidden sizes are "
         "dense layers after the convolutions and may be left out, e.g. 3072,16",
-        shown_default="data size,500,500,2; with --model conv: data size,2",
+        shown_default="data size,500,500,2; with --model conv: data size,256,2",
         default=(),
     )
     nonlinearity: Nonlinearity = _help("hidden-unit nonlinearity", default="elu")
