@@ -64,6 +64,7 @@ def test_a_flat_folder_gives_unlabelled_examples_in_a_fixed_split(tmp_path: Path
     for i in range(20):
         save(root / f"{i:02d}.png", rng.integers(0, 256, (5, 7, 3), dtype=np.uint8))
     (root / "notes.txt").write_text("not an image: ignored")
+    (root / "._00.png").write_bytes(b"macOS metadata, hidden: ignored")
     first, second = load(root), load(root)
     assert first.train.y is None and first.class_names == ()
     assert first.image_shape == (3, 5, 7)

@@ -429,31 +429,32 @@ def load_image_folder(folder: Path, config: DataConfig, seed: int = 0) -> Splits
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[int], list[str]]:
-    """Image files (relative paths, sorted), their labels and the class names; a flat folder has no classes."""
-    def images_in(root: Path, recursive: bool) -> list[Path]:
-        found = root.rglob("*") if recursive else root.iterdir()
-        return sorted(
-            path.relative_to(folder) for path in found
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        )
-
-    top_level = images_in(folder, recursive=False)
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and images_in(d, recursive=True))
-    if class_dirs and top_level:
+    """Image files (paths relative to folder, sorted), their labels and the class names; a flat folder has no classes."""
+    top_level = sorted(path.relative_to(folder) for path in folder.iterdir() if is_image_file(path, folder))
+    per_class = {
+        sub.name: sorted(path.relative_to(folder) for path in sub.rglob("*") if is_image_file(path, folder))
+        for sub in sorted(folder.iterdir())
+        if sub.is_dir() and not sub.name.startswith(".")
+    }
+    per_class = {name: found for name, found in per_class.items() if found}
+    if per_class and top_level:
         raise VaekitError(
-            f"{folder} holds both images ({top_level[0]}, ...) and class folders ({class_dirs[0].name}, ...); "
+            f"{folder} holds both images ({top_level[0]}, ...) and class folders ({next(iter(per_class))}, ...); "
             "put every image in a class folder, or use a flat folder"
         )
-    if not class_dirs:
+    if not per_class:
         if not top_level:
             raise VaekitError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) nor class folders of images")
         return top_level, [0] * len(top_level), []
-    files, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        found = images_in(class_dir, recursive=True)
-        files += found
-        labels += [label] * len(found)
-    return files, labels, [d.name for d in class_dirs]
+    files = [path for found in per_class.values() for path in found]
+    labels = [label for label, found in enumerate(per_class.values()) for _ in found]
+    return files, labels, list(per_class)
+
+
+def is_image_file(path: Path, folder: Path) -> bool:
+    """A file with an image suffix, not hidden (no part of its path below folder starts with a dot)."""
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not hidden
 
 
 def image_cache_key(folder: Path, files: list[Path], config: DataConfig) -> str:
