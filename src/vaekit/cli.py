@@ -256,6 +256,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(f"  {key:<15} {report[key]:10.3f}")
         if bits is not None:
             print(f"  {'bits per dim':<15} {bits:10.4f}  (upper bound, from -elbo)")
+        if model.config.likelihood == "gaussian":
+            print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")
     return 0
 
 
