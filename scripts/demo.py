@@ -15,6 +15,7 @@ import torch
 
 import vaekit
 from vaekit.evaluate import average_elbo_terms
+from vaekit.explorer import write_explorer
 from vaekit.plots import save_image_grid
 
 
@@ -37,6 +38,7 @@ def main() -> None:
 
     figures = out / "figures"
     save_image_grid(model.sample(64), data.image_shape, figures / "prior_samples.png")
+    explorer = write_explorer(model, data, out / "explorer.html")
     report = average_elbo_terms(model, data.test.x)
     (out / "test_elbo.json").write_text(json.dumps(report, indent=2) + "\n")
 
@@ -44,6 +46,7 @@ def main() -> None:
     print(f"demo: test ELBO {report['elbo']:.2f} nats per example (reconstruction {report['reconstruction']:.2f}, KL {report['kl']:.2f})")
     print(f"demo: run folder  {result.run_dir}")
     print(f"demo: figures     {figures}/")
+    print(f"demo: explorer    {explorer}  (open it in a browser; it works offline)")
 
 
 if __name__ == "__main__":

@@ -217,7 +217,6 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
     env["VAEKIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    env["OMP_NUM_THREADS"] = "1"  # tiny convolutions: threads only contend on a shared CI machine
     return env
 
 

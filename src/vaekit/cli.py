@@ -1,4 +1,4 @@
-"""The command line: `vaekit train | evaluate | sample`.
+"""The command line: `vaekit train | evaluate | sample | explore`.
 
 Flags are made from the config dataclasses' fields (one flag per field, help from the
 field), so the CLI maps one-to-one onto the configuration. A user's mistake ends in one
@@ -92,6 +92,17 @@ def build_parser() -> Parser:
     sample.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.set_defaults(handler=run_sample)
+
+    explore = commands.add_parser("explore", help="write an interactive latent explorer: one offline HTML page",
+                                  description=EXPLORE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    explore.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
+    add_config_flags(explore.add_argument_group("data on the pad (default: the run's own)"), DataConfig)
+    explore.add_argument("--split", choices=["train", "valid", "test"], default="train", help="which split to encode (default: train)")
+    explore.add_argument("--points", type=positive_int, default=2000, help="encode at most this many examples (default: 2000)")
+    explore.add_argument("--out", default="explorer.html", help="HTML file to write (default: explorer.html)")
+    explore.add_argument("--serve", action="store_true", help="then serve the page on 127.0.0.1 until Ctrl-C")
+    explore.add_argument("--port", type=port_number, default=8000, help="port for --serve; 0 picks a free one (default: 8000)")
+    explore.set_defaults(handler=run_explore)
     return parser
 
 
@@ -100,6 +111,12 @@ TRAIN_HELP = """Train a VAE. Examples:
   vaekit train --data binarized-mnist --data-dir ../shared/data --arch 784,500,500,50 --epochs 10
   vaekit train --resume runs/251121_134500_vae_784_500_500_50
 The run folder (config.json, model.safetensors, checkpoint, TensorBoard logs) is created under --out."""
+
+EXPLORE_HELP = """Write one self-contained HTML page (works offline) to walk the model's latent space:
+a pad of the encoded data that decodes under the pointer, interpolation between two clicked
+points, one slider per latent dimension, and a manifold grid. Examples:
+  vaekit explore runs/251121_134500_vae_64_500_500_2 --out explorer.html
+  vaekit explore RUN --split test --serve          # then open the printed http://127.0.0.1 address"""
 
 
 # -- dataclass fields -> flags -------------------------------------------------------------------------
@@ -177,6 +194,13 @@ def int_tuple_flag(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.replace(" ", "").split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,64,128, got {text!r}") from None
+
+
+def port_number(text: str) -> int:
+    value = int_flag(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return value
 
 
 def architecture_flag(text: str) -> tuple[int, ...]:
@@ -289,4 +313,20 @@ def run_sample(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     path = save_image_grid(model.sample(args.n), model.config.image_shape, args.out)
     print(f"vaekit: wrote {path}")
+    return 0
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    from vaekit.data import load_data
+    from vaekit.explorer import serve, write_explorer
+    from vaekit.model import load, read_run_config
+
+    model = load(args.run)
+    data_values = read_run_config(args.run).get("data", {})
+    data_values.update(given(args, DataConfig))
+    data = load_data(from_dict(DataConfig, data_values))
+    path = write_explorer(model, data, args.out, split=args.split, max_points=args.points, title=Path(args.run).resolve().name)
+    print(f"vaekit: wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
+    if args.serve:
+        serve(path, args.port)
     return 0

@@ -104,8 +104,8 @@ def load_data(config: DataConfig) -> Splits:
 
 def check_values(x: torch.Tensor, what: str) -> None:
     """Refuse NaN/Inf and values outside [0, 1], which a Bernoulli likelihood cannot model."""
-    if len(x) == 0:
-        raise VaekitError(f"{what} holds no examples")
+    if x.numel() == 0:
+        raise VaekitError(f"{what} holds no examples, or examples of size 0")
     if not torch.isfinite(x).all():
         raise VaekitError(f"{what} contains NaN or Inf values")
     low, high = float(x.min()), float(x.max())
@@ -347,7 +347,9 @@ def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 
 
 
 def split_arrays(x: np.ndarray, y: np.ndarray | None, valid_fraction: float, test_fraction: float, seed: int, path: Path) -> dict:
-    n = len(x)
+    n = len(x) if x.ndim else 0
+    if y is not None and np.shape(y)[:1] != (n,):
+        raise VaekitError(f"{path}: {n} examples but labels of shape {np.shape(y)}")
     n_valid, n_test = max(1, int(n * valid_fraction)), max(1, int(n * test_fraction))
     if n - n_valid - n_test < 1:
         raise VaekitError(f"{path} holds {n} examples: too few to split into train, valid and test")
@@ -363,7 +365,8 @@ def to_examples(x: np.ndarray, what: str) -> tuple[torch.Tensor, tuple[int, int,
         raise VaekitError(f"{what} has dtype {x.dtype}; expected numbers")
     if x.ndim < 2 or len(x) == 0:
         raise VaekitError(f"{what} must be an array of examples (N, ...), got shape {x.shape}")
-    values = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    with np.errstate(over="ignore"):  # huge values become Inf here and are refused by check_values
+        values = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     shape = image_shape_of(x.shape[1:])
     if x.ndim == 4 and is_channels_last(x.shape[1:]):
         values = values.transpose(0, 3, 1, 2)  # -> (N, C, H, W)
