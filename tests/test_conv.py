@@ -245,13 +245,14 @@ def test_a_conv_vae_trained_from_the_cli_beats_the_mean_image_by_far(shapes: Pat
     vae = load(shapes_run)
     mse = float((vae.reconstruct(x, sample=False) - x).pow(2).mean())
     # Measured 0.24 of the baseline's squared error (0.014 vs 0.058 per pixel); asked: at most a third.
+    # (So short a run places and sizes the shapes but draws them grey; colour comes after ~1,000 steps.)
     assert mse < baseline_mse / 3, (mse, baseline_mse)
 
     report = json.loads(vaekit(cli_env, "evaluate", str(shapes_run), "--split", "test", "--json"))
     p = mean_image.reshape(1, -1).clamp(1e-6, 1 - 1e-6)
     flat = x.reshape(len(x), -1)
     baseline_nats = float(-(flat * p.log() + (1 - flat) * (1 - p).log()).sum(1).mean())
-    # Bernoulli cross-entropy per image, nats: measured ~410 (model) vs ~960 (mean image); asked: under 60%.
+    # Bernoulli cross-entropy per image, nats: measured 444 (model, one z) vs 958 (mean image); asked: under 60%.
     assert report["reconstruction"] < 0.6 * baseline_nats, (report, baseline_nats)
     assert report["units"] == "nats per example" and "bits_per_dim" not in report  # grey levels: no such figure
     assert json.loads((shapes_run / "config.json").read_text())["class_names"] == list(SHAPE_KINDS)
