@@ -149,6 +149,9 @@ def test_bits_per_dim_is_reported_only_where_it_is_a_likelihood_of_the_data() ->
     assert dequantized.bits_per_dim(0.0, grey) == pytest.approx(8.0)
 
 
+CONV_12x10 = {"architecture": (360, 6), "model": "conv", "image_shape": (3, 12, 10)}
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -156,9 +159,9 @@ def test_bits_per_dim_is_reported_only_where_it_is_a_likelihood_of_the_data() ->
         ({"architecture": (360, 6)}, "needs at least an input size, one hidden layer and a latent size"),
         ({"architecture": (360, 6), "model": "conv"}, r"--model conv needs the image shape"),
         ({"architecture": (300, 6), "model": "conv", "image_shape": (3, 12, 10)}, "images of shape .* hold 360 values"),
-        ({"architecture": (360, 6), "model": "conv", "image_shape": (3, 12, 10), "conv_channels": (4, 8, 16), "conv_kernels": (3, 3)}, "--conv-kernels needs 1 value or 3"),
-        ({"architecture": (360, 6), "model": "conv", "image_shape": (3, 12, 10), "conv_strides": (0,)}, "--conv-strides must be positive"),
-        ({"architecture": (360, 6), "model": "conv", "image_shape": (3, 12, 10), "conv_channels": (4, 8, 16, 32)}, r"images of 12x10 are too small for 4 convolutions .* layer 4 would get 1x1"),
+        ({**CONV_12x10, "conv_channels": (4, 8, 16), "conv_kernels": (3, 3)}, "--conv-kernels needs 1 value or 3"),
+        ({**CONV_12x10, "conv_strides": (0,)}, "--conv-strides must be positive"),
+        ({**CONV_12x10, "conv_channels": (4, 8, 16, 32)}, r"images of 12x10 are too small for 4 convolutions .* layer 4 would get 1x1"),
         ({"architecture": (360, 20, 6), "sigma": 0.1}, "--sigma applies to --likelihood gaussian only"),
         ({"architecture": (360, 20, 6), "dequantize": True}, "--dequantize applies to --likelihood gaussian only"),
         ({"architecture": (360, 20, 6), "likelihood": "gaussian", "sigma": 0.0}, "--sigma must be a positive number"),
@@ -235,7 +238,9 @@ def shapes_run(shapes: Path, cli_env: dict[str, str], tmp_path_factory: pytest.T
     return run
 
 
-def test_a_conv_vae_trained_from_the_cli_beats_the_mean_image_by_far(shapes: Path, shapes_run: Path, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_conv_vae_trained_from_the_cli_beats_the_mean_image_by_far(
+    shapes: Path, shapes_run: Path, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VAEKIT_CACHE", cli_env["VAEKIT_CACHE"])
     data = load_data(DataConfig(data=str(shapes)))
     assert (len(data.train), len(data.valid), len(data.test)) == (1600, 200, 200)
@@ -271,7 +276,8 @@ def test_a_dequantized_gaussian_conv_vae_reports_bits_per_dim(
     shapes: Path, cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     vaekit(cli_env, "train", "--data", str(shapes), "--model", "conv", "--conv-channels", "8,16", "--arch", "3072,8",
-           "--likelihood", "gaussian", "--learn-sigma", "--dequantize", "--max-steps", "20", "--no-progress", "--out", str(tmp_path))
+           "--likelihood", "gaussian", "--learn-sigma", "--dequantize", "--max-steps", "20", "--no-progress",
+           "--out", str(tmp_path))
     (run,) = tmp_path.iterdir()
     monkeypatch.setenv("VAEKIT_CACHE", cli_env["VAEKIT_CACHE"])
     assert main(["evaluate", str(run), "--json"]) == 0

@@ -204,7 +204,11 @@ def test_image_options_apply_to_image_folders_only(isolated_cache: Path) -> None
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"image_size": (4, 4, 4)}, "--image-size must be HEIGHT,WIDTH"), ({"channels": 2}, "--channels must be 1"), ({"fit": "pad"}, "--fit")],
+    [
+        ({"image_size": (4, 4, 4)}, "--image-size must be HEIGHT,WIDTH"),
+        ({"channels": 2}, "--channels must be 1"),
+        ({"fit": "pad"}, "--fit"),
+    ],
 )
 def test_bad_image_options_are_clear_errors(options: dict, message: str) -> None:
     with pytest.raises(VaekitError, match=message):

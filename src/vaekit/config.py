@@ -107,7 +107,11 @@ class ModelConfig:
         self._check_likelihood()
 
     def _fill_conv_defaults(self) -> None:
-        defaults = {"conv_channels": DEFAULT_CONV_CHANNELS, "conv_kernels": DEFAULT_CONV_KERNELS, "conv_strides": DEFAULT_CONV_STRIDES}
+        defaults = {
+            "conv_channels": DEFAULT_CONV_CHANNELS,
+            "conv_kernels": DEFAULT_CONV_KERNELS,
+            "conv_strides": DEFAULT_CONV_STRIDES,
+        }
         for name, default in defaults.items():
             if not getattr(self, name):
                 object.__setattr__(self, name, default)
@@ -116,7 +120,8 @@ class ModelConfig:
         if self.likelihood not in LIKELIHOODS:
             raise VaekitError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
         if self.likelihood == "bernoulli":
-            for name, is_set in (("sigma", self.sigma is not None), ("learn_sigma", self.learn_sigma), ("dequantize", self.dequantize)):
+            gaussian_only = {"sigma": self.sigma is not None, "learn_sigma": self.learn_sigma, "dequantize": self.dequantize}
+            for name, is_set in gaussian_only.items():
                 if is_set:
                     raise VaekitError(f"--{name.replace('_', '-')} applies to --likelihood gaussian only")
             return

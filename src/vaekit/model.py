@@ -209,7 +209,8 @@ def check_input(x: torch.Tensor, width: int, image_shape: tuple[int, ...] | None
     to the right width with its pixels in the wrong places.
     """
     if image_shape is not None and x.ndim == 4 and tuple(x.shape[1:]) != tuple(image_shape):
-        raise VaekitError(f"expected images of shape (N, {', '.join(map(str, image_shape))}), channels first; got {tuple(x.shape)}")
+        expected = ", ".join(map(str, image_shape))
+        raise VaekitError(f"expected images of shape (N, {expected}), channels first; got {tuple(x.shape)}")
     if x.ndim == 1 and x.numel() == width:
         x = x.reshape(1, width)
     elif x.ndim > 2:

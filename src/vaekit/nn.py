@@ -108,7 +108,8 @@ class ConvDecoder(nn.Module):
         height, width = sizes[-1]
         self.feature_shape = (config.conv_channels[-1], height, width)
         *hidden, latent = config.architecture[1:]
-        self.hidden = mlp([latent, *reversed(hidden), config.conv_channels[-1] * height * width], config.nonlinearity, config.dropout)
+        dense_sizes = [latent, *reversed(hidden), config.conv_channels[-1] * height * width]
+        self.hidden = mlp(dense_sizes, config.nonlinearity, config.dropout)
         channels_out = [config.image_shape[0]] + [c for c, _, _ in config.conv_layers[:-1]]
         layers: list[nn.Module] = []
         for index in reversed(range(len(config.conv_layers))):
