@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from vaekit.config import FIGURE_KINDS, DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices, parse_architecture
 from vaekit.errors import VaekitError
@@ -21,7 +21,7 @@ from vaekit.errors import VaekitError
 RESUME_OVERRIDES = ("epochs", "max_steps", "progress", "device")  # what --resume may change
 FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
-DEFAULT_HIDDEN = (500, 500)
+DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST
 DEFAULT_LATENT = 2
 
 
@@ -144,7 +144,7 @@ def add_config_flags(group: Any, cls: type) -> None:
         if f.name in CLI_HIDDEN:
             continue
         flag = "--" + FLAG_NAMES.get(f.name, f.name).replace("_", "-")
-        default = f.default
+        default = f.metadata.get("shown_default", f.default)
         help_text = f"{f.metadata.get('help', '')} (default: {format_default(default)})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         annotation = hints[f.name]
@@ -154,6 +154,8 @@ def add_config_flags(group: Any, cls: type) -> None:
             kwargs.update(type=architecture_flag, metavar="SIZES")
         elif literal_choices(annotation):
             kwargs["choices"] = literal_choices(annotation)
+        elif get_origin(annotation) is tuple:
+            kwargs.update(type=int_tuple_flag, metavar="N[,N...]")
         else:
             kwargs["type"] = flag_type(annotation)
         group.add_argument(flag, **kwargs)
@@ -201,6 +203,14 @@ def float_flag(text: str) -> float:
     return value
 
 
+def int_tuple_flag(text: str) -> tuple[int, ...]:
+    """'32,64,128' -> (32, 64, 128)."""
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,64,128, got {text!r}") from None
+
+
 def port_number(text: str) -> int:
     value = int_flag(text)
     if not 0 <= value <= 65535:
@@ -241,15 +251,19 @@ def run_train(args: argparse.Namespace) -> int:
         data = load_data(data_config)
         torch.manual_seed(train_config.seed)  # the initial weights come from the seed too
         model_values = given(args, ModelConfig)
-        model_values.setdefault("architecture", (data.input_size, *DEFAULT_HIDDEN, DEFAULT_LATENT))
+        hidden = DEFAULT_HIDDEN[model_values.get("model", "mlp")]
+        model_values.setdefault("architecture", (data.input_size, *hidden, DEFAULT_LATENT))
         model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
+        check_data_suits(model, data.train.x)
     main_process = is_main_process()  # under torchrun, rank 0 alone speaks
     if main_process:
-        print(f"vaekit: training {'-'.join(map(str, model.config.architecture))} on {data.name} "
+        print(f"vaekit: training {model.config.model} {'-'.join(map(str, model.config.architecture))} on {data.name} "
               f"({len(data.train)} train / {len(data.valid)} valid examples)")
     result = train(model, data, train_config, data_config, run_dir=run_dir)
     if not main_process:
         return 130 if result.interrupted else 0
+    if data.class_names:
+        record_class_names(result.run_dir, data.class_names)
     last = result.progress.history[-1]["valid_cost"] if result.progress.history else float("nan")
     state = "stopped early and saved" if result.interrupted else "done"
     print(f"vaekit: {state} after {result.progress.step} steps; validation cost {last:.2f} nats per example")
@@ -272,15 +286,41 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split = load_data(data_config)[args.split]
     if split.x.shape[1] != model.input_size:
         raise VaekitError(f"{data_config.data} has {split.x.shape[1]} values per example; the model takes {model.input_size}")
+    check_data_suits(model, split.x)
     report = average_elbo_terms(model, split.x)
     report.update(split=args.split, data=data_config.data, units="nats per example")
+    bits = model.bits_per_dim(-report["elbo"], split.x)  # from the ELBO: an upper bound
+    if bits is not None:
+        report["bits_per_dim"] = bits
     if args.json:
         print(json.dumps(report))
     else:
         print(f"{data_config.data} {args.split} ({report['n']} examples), nats per example:")
         for key in ("elbo", "reconstruction", "kl"):
             print(f"  {key:<15} {report[key]:10.3f}")
+        if bits is not None:
+            print(f"  {'bits per dim':<15} {bits:10.4f}  (upper bound, from -elbo)")
+        if model.config.likelihood == "gaussian":
+            print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")
     return 0
+
+
+def check_data_suits(model: Any, x: Any) -> None:
+    """Dequantisation assumes 8-bit pixels: refuse data that are not multiples of 1/255."""
+    from vaekit.data import is_8bit
+
+    if model.config.dequantize and not is_8bit(x):
+        raise VaekitError("--dequantize needs 8-bit images (pixel values k/255); these data have other values")
+
+
+def record_class_names(run_dir: Path, class_names: tuple[str, ...]) -> None:
+    """Keep the image folder's class names (label k is class_names[k]) in the run's config.json."""
+    from vaekit.config import write_json
+    from vaekit.model import CONFIG_FILE, read_run_config
+
+    payload = read_run_config(run_dir)
+    payload["class_names"] = list(class_names)
+    write_json(Path(run_dir) / CONFIG_FILE, payload)
 
 
 def run_sample(args: argparse.Namespace) -> int:
