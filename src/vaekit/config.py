@@ -293,6 +293,12 @@ class TrainConfig:
     snapshots: bool = _help(
         "save the latent space at steps round(2^(k/2)) and make GIFs of it at the end", default=False
     )
+    precision: Literal["fp32", "bf16"] = _help(
+        "fp32, or bf16 mixed precision: the networks' matrix products in bfloat16, the weights, the optimizer "
+        "and the loss in float32 (2-3x faster where the hardware has bf16: CPUs with AVX-512 BF16 or AMX, "
+        "NVIDIA GPUs from Ampere on)",
+        default="fp32",
+    )
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
@@ -305,6 +311,8 @@ class TrainConfig:
             raise VaekitError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise VaekitError(f"--lr must be positive, got {self.lr}")
+        if self.precision not in ("fp32", "bf16"):
+            raise VaekitError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if not self.dist_timeout > 0:
             raise VaekitError(f"--dist-timeout must be positive, got {self.dist_timeout}")
         for name in ("l2", "clip", "eval_every", "checkpoint_every"):

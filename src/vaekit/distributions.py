@@ -15,14 +15,23 @@ import torch
 import torch.nn.functional as F
 
 LOG_2PI = math.log(2 * math.pi)
+HALF_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """t as float32 if it is a half-precision network output (mixed-precision training), else unchanged.
+
+    The log-densities sum hundreds of terms: in bfloat16 (8 significant bits) they would be off by nats.
+    """
+    return t.float() if t.dtype in HALF_PRECISION else t
 
 
 class DiagonalGaussian:
     """N(mu, diag(sigma^2)), parameterised by mu and log_sigma of shape (..., D)."""
 
     def __init__(self, mu: torch.Tensor, log_sigma: torch.Tensor, noise: Callable | None = None):
-        self.mu = mu
-        self.log_sigma = log_sigma
+        self.mu = full_precision(mu)
+        self.log_sigma = full_precision(log_sigma)
         self.noise = noise  # (shape, dtype) -> eps; None: torch.randn (distributed training shares it)
 
     @property
@@ -68,7 +77,7 @@ class Bernoulli:
     """p(x|z) with independent Bernoulli pixels, parameterised by logits of shape (..., D) for stability."""
 
     def __init__(self, logits: torch.Tensor):
-        self.logits = logits
+        self.logits = full_precision(logits)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -91,6 +100,7 @@ class Gaussian(DiagonalGaussian):
     """
 
     def __init__(self, logits: torch.Tensor, log_sigma: torch.Tensor, levels: int | None = None):
+        logits = full_precision(logits)
         super().__init__(torch.sigmoid(logits), log_sigma.to(logits.dtype).expand_as(logits))
         self.logits = logits
         self.levels = levels

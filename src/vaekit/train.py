@@ -42,6 +42,7 @@ class Progress:
     position: int = 0  # batches of the current epoch already done
     best_valid_cost: float = math.inf
     skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped on request
+    train_seconds: float = 0.0  # wall time of the training steps over all sessions (validation and checkpoints not counted)
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -78,8 +79,9 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     """The loop itself, on this process's device; with torchrun, one of several ranks."""
     torch.manual_seed(config.seed)  # every rank starts alike; DDP also broadcasts rank 0's weights
     model.to(device).train()
-    batch_cost = distributed.wrap(BatchCost(model, config.l2, cluster.world_size), cluster, device)
+    batch_cost = distributed.wrap(BatchCost(model, config.l2, cluster.world_size, config.precision), cluster, device)
     optimizer = make_optimizer(model, config)
+    nonfinite = NonFiniteSteps(device)
     noise = SharedNoise(config.seed, device)
     progress = Progress()
     if run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists():
@@ -102,6 +104,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
 
     with stop, logger:
         while progress.step < total_steps and not interrupted:
+            started = time.perf_counter()
             order = epoch_order(len(x_train), config.seed, progress.epoch, device)
             for i in range(progress.position, steps_per_epoch):
                 indices = order[i * global_batch : (i + 1) * global_batch]  # the global batch
@@ -110,25 +113,28 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                     cost, terms, finite = train_step(batch_cost, model, optimizer, x_train[indices[rows]], len(indices), config)
                 progress.step += 1
                 progress.position = i + 1
-                if finite:
-                    logger.train_step(progress.step, cost, terms)
-                else:
-                    handle_nonfinite(config, progress, run_dir)
+                logger.train_step(progress.step, cost, terms, finite)
+                nonfinite.note(finite, progress.step)
+                checkpoint_now = bool(config.checkpoint_every) and progress.step % config.checkpoint_every == 0
+                if nonfinite.due(progress.step) or checkpoint_now or i == steps_per_epoch - 1:
+                    handle_nonfinite(config, progress, run_dir, nonfinite.take())
                 if config.eval_every and progress.step % config.eval_every == 0:
                     validate(model, x_valid, progress, logger, cluster)
-                if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
+                if checkpoint_now:
                     save_state(run_dir, model, optimizer, progress, noise, cluster)
                 if config.snapshots and cluster.is_main and animation.is_snapshot_step(progress.step):
                     animation.save_snapshot(model, data, run_dir, progress.step)
                 if any_rank(stop.requested, cluster, device) or progress.step >= total_steps:
                     interrupted = progress.step < total_steps
                     break
+            progress.train_seconds += seconds_since(started, device)
             if progress.position == steps_per_epoch:
                 progress.epoch += 1
                 progress.position = 0
                 validate(model, x_valid, progress, logger, cluster)
                 save_state(run_dir, model, optimizer, progress, noise, cluster)
 
+        handle_nonfinite(config, progress, run_dir, nonfinite.take())
         if not progress.history or progress.history[-1]["step"] != progress.step:
             validate(model, x_valid, progress, logger, cluster)  # every run ends with a validation cost
         save_state(run_dir, model, optimizer, progress, noise, cluster)
@@ -143,18 +149,24 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
 
 class BatchCost(torch.nn.Module):
     """The training cost of this rank's batch as a module, so that DDP (which hooks into
-    forward) can wrap it. Scaled so that DDP's average over ranks is the global batch's mean."""
+    forward) can wrap it. Scaled so that DDP's average over ranks is the global batch's mean.
 
-    def __init__(self, model: VAE, l2: float, world_size: int):
+    With precision "bf16" the forward pass runs under autocast: the networks' matrix products in
+    bfloat16, while the distributions take their outputs back to float32 (`full_precision`), so
+    the cost, the weights and the optimizer stay float32 (Micikevicius et al. 2018, "Mixed Precision Training").
+    """
+
+    def __init__(self, model: VAE, l2: float, world_size: int, precision: str = "fp32"):
         super().__init__()
-        self.model, self.l2, self.world_size = model, l2, world_size
+        self.model, self.l2, self.world_size, self.precision = model, l2, world_size, precision
 
     def forward(self, x: torch.Tensor, global_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if len(x) == 0:  # the last global batch of an epoch can leave a rank nothing: add no gradient
             zero = sum(p.sum() for p in self.model.parameters()) * 0.0
             cost, reconstruction, kl = zero, zero.detach(), zero.detach()
         else:
-            cost, terms = loss(self.model, x)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                cost, terms = loss(self.model, x)
             cost = cost * (len(x) * self.world_size / global_rows)  # exactly 1 when the ranks' shares are equal
             reconstruction, kl = terms.reconstruction.detach().mean(), terms.kl.detach().mean()
         if self.l2 > 0:
@@ -163,28 +175,79 @@ class BatchCost(torch.nn.Module):
 
 
 def train_step(batch_cost: torch.nn.Module, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               global_rows: int, config: TrainConfig) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], bool]:
+               global_rows: int, config: TrainConfig) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """One optimizer step; returns the (detached) cost, the mean reconstruction and KL terms, and
-    whether the loss and gradients were finite (if not, the weights are left untouched)."""
+    `finite`, a boolean tensor: whether the loss and every gradient were finite. A step that was not
+    leaves the weights and the optimizer untouched. Nothing here waits for the device."""
     cost, reconstruction, kl = batch_cost(x, global_rows)
     optimizer.zero_grad(set_to_none=True)
     cost.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not bool(torch.isfinite(cost + torch.nn.utils.get_total_norm(grads))):
-        return cost.detach(), (reconstruction, kl), False
+    finite = torch.isfinite(cost.detach() + torch.nn.utils.get_total_norm(grads))
     if config.clip > 0:
-        torch.nn.utils.clip_grad_value_(model.parameters(), config.clip)
-    optimizer.step()
-    return cost.detach(), (reconstruction, kl), True
+        torch.nn.utils.clip_grad_value_(model.parameters(), config.clip)  # harmless where the step is then skipped
+    step_if_finite(optimizer, finite)
+    return cost.detach(), (reconstruction, kl), finite
 
 
-def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path) -> None:
-    """Count a skipped batch, or stop the run, naming the step; the last checkpoint is left as it was."""
+def step_if_finite(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
+    """optimizer.step() unless `finite` is false. A fused optimizer skips on the device, as it does for
+    torch.amp.GradScaler (whose protocol this is: a `found_inf` tensor set for the step); others on the host."""
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf = (~finite).float()  # type: ignore[attr-defined]
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf  # type: ignore[attr-defined]
+    elif bool(finite):
+        optimizer.step()
+
+
+class NonFiniteSteps:
+    """Notes on the device which steps had a non-finite loss or gradient, so that the host need not wait.
+
+    The host looks (`take`) after every step on a CPU, where looking costs nothing, so a run stops at
+    the very step; on a GPU every LOG_EVERY steps, at epoch ends and before each checkpoint, naming
+    the first bad step. The updates of such steps were skipped on the device either way.
+    """
+
+    def __init__(self, device: torch.device):
+        self.every = 1 if device.type == "cpu" else LOG_EVERY
+        self.count = torch.zeros((), dtype=torch.int64, device=device)  # since the host last looked
+        self.first = torch.zeros((), dtype=torch.int64, device=device)  # the first of them
+
+    def note(self, finite: torch.Tensor, step: int) -> None:
+        bad = ~finite
+        self.first = torch.where(bad & (self.count == 0), step, self.first)
+        self.count += bad
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def take(self) -> tuple[int, int]:
+        """(how many bad steps, the first of them) since the last look; waits for the device."""
+        count, first = torch.stack([self.count, self.first]).tolist()
+        self.count.zero_()
+        return count, first
+
+
+def seconds_since(start: float, device: torch.device) -> float:
+    """Wall time since `start` (time.perf_counter), once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path, bad_steps: tuple[int, int]) -> None:
+    """Count skipped batches, or stop the run naming the first bad step; the last checkpoint is left as it was."""
+    count, first = bad_steps
+    if count == 0:
+        return
     if config.on_nonfinite == "skip":
-        progress.skipped_batches += 1
+        progress.skipped_batches += count
         return
     raise VaekitError(
-        f"the loss or a gradient became NaN/Inf at step {progress.step}; the run stopped and its last good "
+        f"the loss or a gradient became NaN/Inf at step {first}; the run stopped and its last good "
         f"checkpoint in {run_dir} is intact (lower --lr, or pass --on-nonfinite skip to skip such batches)"
     )
 
@@ -218,7 +281,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_optimizer(model: VAE, config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=config.lr)
+    """Adam with PyTorch's fused kernel (CPU and CUDA): one pass over the weights where the default
+    takes about ten, and it can skip a non-finite step without the host looking."""
+    return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
 
 
 def check_data_fits(model: VAE, data: Splits) -> None:
@@ -359,26 +424,28 @@ class Logger:
             if start_step == 0:
                 add_graph(self.writer, model, example)
         self.bar = tqdm(total=total_steps, initial=start_step, disable=not (show_bar and enabled), unit="step", dynamic_ncols=True)
-        self.sums = torch.zeros(3, device=example.device)
-        self.count = 0
+        self.sums = torch.zeros(4, device=example.device)  # cost, reconstruction, kl, steps
         self.last_valid = math.nan
 
-    def train_step(self, step: int, cost: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor]) -> None:
-        self.sums += torch.stack([cost, *terms])
-        self.count += 1
+    def train_step(self, step: int, cost: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor], finite: torch.Tensor) -> None:
+        """Add a step's figures to the running sums on the device, unless they were not finite."""
+        values = torch.stack([cost, *terms, torch.ones_like(cost)])
+        self.sums += torch.where(finite, values, torch.zeros_like(values))
         if step % LOG_EVERY == 0:
             self.flush(step)
 
     def flush(self, step: int) -> None:
-        if self.count == 0 or self.writer is None:
+        if self.writer is None:
             return
-        total, reconstruction, kl = (self.sums / self.count).tolist()
+        *sums, count = self.sums.tolist()
+        if count == 0:
+            return
+        total, reconstruction, kl = (value / count for value in sums)
         for name, value in (("total", total), ("reconstruction", reconstruction), ("kl", kl)):
             self.writer.add_scalar(f"train/{name}", value, step)
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix(cost=f"{total:.2f}", valid=f"{self.last_valid:.2f}")
         self.sums.zero_()
-        self.count = 0
 
     def valid(self, step: int, terms: dict[str, float]) -> None:
         self.last_valid = -terms["elbo"]

@@ -1,0 +1,232 @@
+"""The fast paths of the training step: fused Adam, the on-device finiteness check, bf16 mixed precision.
+
+Functional tests only (what the paths compute, not how fast): benchmarks/throughput.py measures speed.
+"""
+
+import importlib
+
+import pytest
+import torch
+
+from vaekit import VAE, DataConfig, TrainConfig, VaekitError, load_data
+from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from vaekit.objectives import loss
+from vaekit.train import LOG_EVERY, BatchCost, Logger, NonFiniteSteps, make_optimizer, train, train_step
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(DataConfig())
+
+
+def quick(tmp_path, **overrides) -> TrainConfig:
+    options = dict(epochs=2, batch_size=64, out=str(tmp_path), progress=False, device="cpu")
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def state_of(model: VAE, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every weight and every optimizer slot, copied."""
+    slots = [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    return [t.detach().clone() for t in [*model.parameters(), *slots]]
+
+
+class PoisonedCost(BatchCost):
+    """The batch cost times `factor` (NaN or Inf), as a numerical blow-up would make it."""
+
+    def __init__(self, model: VAE, factor: float):
+        super().__init__(model, l2=0.0, world_size=1)
+        self.factor = factor
+
+    def forward(self, x, global_rows):
+        cost, reconstruction, kl = super().forward(x, global_rows)
+        return cost * self.factor, reconstruction, kl
+
+
+def poison_call(monkeypatch, bad_call: int) -> None:
+    """Make the training loss NaN on one call (`vaekit.train` is also the function: import the module)."""
+    train_module = importlib.import_module("vaekit.train")
+    real_loss, calls = train_module.loss, {"n": 0}
+
+    def loss_with_a_nan(model, x, l2=0.0):
+        calls["n"] += 1
+        cost, terms = real_loss(model, x, l2)
+        return (cost * float("nan"), terms) if calls["n"] == bad_call else (cost, terms)
+
+    monkeypatch.setattr(train_module, "loss", loss_with_a_nan)
+
+
+def test_the_optimizer_is_fused_adam():
+    optimizer = make_optimizer(VAE([16, 8, 2]), TrainConfig(lr=3e-4))
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.defaults["fused"] and optimizer.defaults["lr"] == 3e-4
+
+
+def test_fused_adam_takes_the_same_steps_as_the_default_adam(digits):
+    x = digits.train.x[:64]
+    results = []
+    for make in (lambda m: make_optimizer(m, TrainConfig()), lambda m: torch.optim.Adam(m.parameters(), lr=1e-3)):
+        torch.manual_seed(0)
+        model = VAE([64, 32, 2])
+        optimizer = make(model)
+        for _ in range(5):
+            torch.manual_seed(1)
+            train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(results[0], results[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [float("nan"), float("inf")])
+def test_a_non_finite_step_changes_neither_weights_nor_optimizer(digits, factor):
+    model = VAE([64, 16, 2])
+    optimizer = make_optimizer(model, TrainConfig())
+    x = digits.train.x[:32]
+    _, _, finite = train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())  # optimizer state exists now
+    assert bool(finite)
+    before = state_of(model, optimizer)
+    _, _, finite = train_step(PoisonedCost(model, factor), model, optimizer, x, len(x), TrainConfig())
+    assert not bool(finite)
+    after = state_of(model, optimizer)
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    _, _, finite = train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())
+    assert bool(finite) and not torch.equal(before[0], model.encoder.hidden[0].weight)
+    assert optimizer.state[model.encoder.hidden[0].weight]["step"].item() == 2  # the skipped step did not count
+
+
+def test_an_infinite_gradient_with_a_finite_loss_is_caught(digits):
+    model = VAE([64, 16, 2])
+    optimizer = make_optimizer(model, TrainConfig())
+    x = digits.train.x[:32]
+    hook = model.decoder.logits.weight.register_hook(lambda g: g * float("inf"))
+    before = state_of(model, optimizer)
+    cost, _, finite = train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())
+    hook.remove()
+    assert torch.isfinite(cost) and not bool(finite)
+    assert all(torch.equal(a, b) for a, b in zip(before, state_of(model, optimizer)))
+
+
+def test_the_host_reads_non_finite_steps_late_on_a_gpu_and_names_the_first():
+    checks = NonFiniteSteps(torch.device("cpu"))
+    assert checks.every == 1  # on a CPU the host looks after every step
+    checks.every = LOG_EVERY  # as on a GPU
+    good, bad = torch.tensor(True), torch.tensor(False)
+    for step in range(1, LOG_EVERY + 1):
+        checks.note(bad if step in (4, 9) else good, step)
+        assert checks.due(step) == (step == LOG_EVERY)
+    assert checks.take() == (2, 4)
+    assert checks.take() == (0, 4)  # nothing new; the caller ignores `first` when the count is 0
+    checks.note(bad, LOG_EVERY + 3)
+    assert checks.take() == (1, LOG_EVERY + 3)
+
+
+def test_skipped_steps_do_not_reach_the_logged_costs(digits, tmp_path, monkeypatch):
+    poison_call(monkeypatch, bad_call=2)
+    logged = []
+    monkeypatch.setattr(Logger, "flush", lambda self, step: logged.append(self.sums.tolist()))
+    result = train(VAE([64, 16, 2]), digits, quick(tmp_path, epochs=None, max_steps=LOG_EVERY, on_nonfinite="skip"))
+    assert result.progress.skipped_batches == 1
+    total, reconstruction, kl, steps = logged[0]
+    assert steps == LOG_EVERY - 1 and all(map(torch.isfinite, torch.tensor([total, reconstruction, kl])))
+
+
+# -- bf16 mixed precision --------------------------------------------------------------------------------
+
+
+def test_bf16_computes_the_distributions_and_the_cost_in_float32(digits):
+    model = VAE([64, 32, 2])
+    x = digits.train.x[:16]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.encoder(x)[0].dtype == torch.bfloat16  # the networks run in bf16...
+        q = model.posterior(x)
+        p = model.likelihood(q.rsample())
+        cost, terms = loss(model, x)
+    assert q.mu.dtype == q.log_sigma.dtype == p.logits.dtype == torch.float32  # ...the maths in float32
+    assert cost.dtype == terms.kl.dtype == terms.reconstruction.dtype == torch.float32
+    torch.manual_seed(0)
+    fp32_cost, _ = loss(model, x)
+    assert abs(cost.item() - fp32_cost.item()) < 0.01 * abs(fp32_cost.item())
+
+
+def test_bf16_training_learns_and_keeps_float32_weights_and_optimizer(digits, tmp_path):
+    torch.manual_seed(0)
+    model = VAE([64, 64, 2])
+    before = -float(model.elbo(digits.valid.x).mean())
+    result = train(model, digits, quick(tmp_path, epochs=5, precision="bf16"))
+    history = [h["valid_cost"] for h in result.progress.history]
+    assert history[-1] < before - 5 and history[-1] < history[0]
+    tensors, _ = load_checkpoint(result.run_dir / CHECKPOINT_FILE)
+    assert {t.dtype for name, t in tensors.items() if name.startswith(("model.", "optimizer."))} == {torch.float32}
+
+
+def test_bf16_and_fp32_reach_similar_costs(digits, tmp_path):
+    costs = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        result = train(VAE([64, 64, 2]), digits, quick(tmp_path, epochs=5, precision=precision))
+        costs[precision] = result.progress.history[-1]["valid_cost"]
+    assert abs(costs["bf16"] - costs["fp32"]) < 0.5, costs  # nats per example, on 360 validation digits
+
+
+def test_bf16_resume_is_bit_identical_on_cpu(digits, tmp_path):
+    config = quick(tmp_path, epochs=2, precision="bf16", seed=4)
+    torch.manual_seed(4)
+    whole = train(VAE([64, 32, 2]), digits, config).model
+    torch.manual_seed(4)
+    first = train(VAE([64, 32, 2]), digits, quick(tmp_path, epochs=1, precision="bf16", seed=4))
+    resumed = train(VAE([64, 32, 2]), digits, config, run_dir=first.run_dir).model
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_an_unknown_precision_is_a_clear_error():
+    with pytest.raises(VaekitError, match="--precision must be fp32 or bf16"):
+        TrainConfig(precision="fp16")
+
+
+def test_training_time_is_recorded_apart_from_validation(digits, tmp_path):
+    result = train(VAE([64, 16, 2]), digits, quick(tmp_path, epochs=1))
+    assert 0 < result.progress.train_seconds < 60
+
+
+# -- CUDA ---------------------------------------------------------------------------------------------------
+
+
+@CUDA
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_steps_never_wait_for_the_gpu(digits, tmp_path, precision):
+    device = torch.device("cuda")
+    model = VAE([64, 32, 2]).to(device)
+    optimizer = make_optimizer(model, TrainConfig())
+    x = digits.train.x[:64].to(device)
+    checks = NonFiniteSteps(device)
+    logger = Logger(tmp_path, model, x[:1], total_steps=LOG_EVERY, start_step=0, show_bar=False, enabled=False)
+    batch_cost = BatchCost(model, 0.0, 1, precision)
+    train_step(batch_cost, model, optimizer, x, len(x), TrainConfig())  # the optimizer's state is created
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation now raises
+    try:
+        for step in range(1, LOG_EVERY):
+            cost, terms, finite = train_step(batch_cost, model, optimizer, x, len(x), TrainConfig())
+            logger.train_step(step, cost, terms, finite)
+            checks.note(finite, step)
+            assert not checks.due(step)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert checks.take()[0] == 0 and logger.sums[3].item() == LOG_EVERY - 1
+
+
+@CUDA
+def test_cuda_bf16_training_learns(digits, tmp_path):
+    model = VAE([64, 64, 2])
+    before = -float(model.elbo(digits.valid.x).mean())
+    result = train(model, digits, quick(tmp_path, epochs=5, precision="bf16", device="cuda"))
+    assert result.progress.history[-1]["valid_cost"] < before - 5
+
+
+@CUDA
+def test_cuda_skips_a_nan_step_and_stops_naming_it(digits, tmp_path, monkeypatch):
+    poison_call(monkeypatch, bad_call=5)
+    with pytest.raises(VaekitError, match="at step 5"):
+        train(VAE([64, 16, 2]), digits, quick(tmp_path, device="cuda"))
