@@ -11,7 +11,8 @@ import torch
 from vaekit import VAE, DataConfig, TrainConfig, VaekitError, load_data
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from vaekit.objectives import loss
-from vaekit.train import LOG_EVERY, BatchCost, Logger, NonFiniteSteps, make_optimizer, train, train_step
+from vaekit.train import (LOG_EVERY, BatchCost, Logger, NonFiniteSteps, make_optimizer, step_on_device_if_finite, train,
+                          train_step)
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -93,6 +94,21 @@ def test_a_non_finite_step_changes_neither_weights_nor_optimizer(digits, factor)
     _, _, finite = train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())
     assert bool(finite) and not torch.equal(before[0], model.encoder.hidden[0].weight)
     assert optimizer.state[model.encoder.hidden[0].weight]["step"].item() == 2  # the skipped step did not count
+
+
+def test_the_fused_optimizer_skips_on_the_device_when_told(digits):
+    """The GPU path: the host never reads the flag; the fused kernel skips (checked here on the CPU kernel)."""
+    model = VAE([64, 16, 2])
+    optimizer = make_optimizer(model, TrainConfig())
+    x = digits.train.x[:32]
+    train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())
+    before = state_of(model, optimizer)
+    step_on_device_if_finite(optimizer, torch.tensor(False))
+    assert all(torch.equal(a, b) for a, b in zip(before, state_of(model, optimizer)))
+    step_on_device_if_finite(optimizer, torch.tensor(True))
+    assert not torch.equal(before[0], model.encoder.hidden[0].weight)
+    assert optimizer.state[model.encoder.hidden[0].weight]["step"].item() == 2
+    assert not hasattr(optimizer, "found_inf")
 
 
 def test_an_infinite_gradient_with_a_finite_loss_is_caught(digits):
@@ -230,3 +246,12 @@ def test_cuda_skips_a_nan_step_and_stops_naming_it(digits, tmp_path, monkeypatch
     poison_call(monkeypatch, bad_call=5)
     with pytest.raises(VaekitError, match="at step 5"):
         train(VAE([64, 16, 2]), digits, quick(tmp_path, device="cuda"))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_gradients_are_clipped_by_value(digits, device):
+    model = VAE([64, 16, 2]).to(device)
+    x = digits.train.x[:32].to(device)
+    train_step(BatchCost(model, 0.0, 1), model, make_optimizer(model, TrainConfig()), x, len(x), TrainConfig(clip=1e-4))
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert grads.abs().max().item() == pytest.approx(1e-4) and (grads.abs() < 1e-4).any()

@@ -299,6 +299,12 @@ class TrainConfig:
         "NVIDIA GPUs from Ampere on)",
         default="fp32",
     )
+    threads: int | None = _help(
+        "CPU threads for PyTorch's kernels; on a machine busy with other work, 1 can be far faster than one "
+        "per core, whose threads wait for each other",
+        shown_default="PyTorch's own: one per core",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
@@ -311,6 +317,8 @@ class TrainConfig:
             raise VaekitError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise VaekitError(f"--lr must be positive, got {self.lr}")
+        if self.threads is not None and self.threads < 1:
+            raise VaekitError(f"--threads must be at least 1, got {self.threads}")
         if self.precision not in ("fp32", "bf16"):
             raise VaekitError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if not self.dist_timeout > 0:
