@@ -295,8 +295,8 @@ class TrainConfig:
     )
     precision: Literal["fp32", "bf16"] = _help(
         "fp32, or bf16 mixed precision: the networks' matrix products in bfloat16, the weights, the optimizer "
-        "and the loss in float32 (2-3x faster where the hardware has bf16: CPUs with AVX-512 BF16 or AMX, "
-        "NVIDIA GPUs from Ampere on)",
+        "and the loss in float32; for hardware with fast bf16 (CPUs with AVX-512 BF16 or AMX, NVIDIA GPUs "
+        "from Ampere on), where the products run 2x or more faster",
         default="fp32",
     )
     threads: int | None = _help(
