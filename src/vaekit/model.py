@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vaekit.config import ModelConfig, from_dict, to_dict, write_json
-from vaekit.distributions import Bernoulli, DiagonalGaussian, StandardNormal
+from vaekit.distributions import Bernoulli, DiagonalGaussian, StandardNormal, VampPrior
 from vaekit.errors import VaekitError
 from vaekit.nn import NETWORKS
 
@@ -48,7 +48,7 @@ class VAE(nn.Module):
         encoder_cls, decoder_cls = NETWORKS["mlp"]
         self.encoder = encoder_cls(config)
         self.decoder = decoder_cls(config)
-        self.prior = StandardNormal(config.latent_size)
+        self.prior = make_prior(config, self.encoder)
 
     # -- distributions: used by the objectives, with gradients ------------------------------
 
@@ -76,7 +76,8 @@ class VAE(nn.Module):
     def decode(self, z: ArrayLike | None = None) -> ArrayLike:
         """Pixel means of p(x|z), (N, D); with no z, decode one draw from the prior."""
         if z is None:
-            z = self.prior.sample(1, device=self.device)
+            with evaluating(self), torch.no_grad():
+                z = self.prior.sample(1)
         (x_mean,) = self._batched(z, self.latent_size, lambda batch: (self.likelihood(batch).mean,))
         return x_mean
 
@@ -95,7 +96,8 @@ class VAE(nn.Module):
         """n images decoded from draws of the prior, (n, D) on the CPU."""
         if n < 1:
             raise VaekitError(f"number of samples must be at least 1, got {n}")
-        z = self.prior.sample(n, device=self.device)
+        with evaluating(self), torch.no_grad():
+            z = self.prior.sample(n)
         return self.decode(z).cpu()
 
     def elbo(self, x: ArrayLike) -> ArrayLike:
@@ -150,6 +152,13 @@ class VAE(nn.Module):
         payload.update({"format_version": FORMAT_VERSION, "model": to_dict(self.config)})
         write_json(run_dir / CONFIG_FILE, payload)
         return run_dir
+
+
+def make_prior(config: ModelConfig, encoder: nn.Module) -> StandardNormal | VampPrior:
+    """p(z) as the config names it; a VampPrior shares the encoder."""
+    if config.prior == "vamp":
+        return VampPrior(encoder.forward, config.pseudo_inputs, config.input_size)
+    return StandardNormal(config.latent_size)
 
 
 def check_input(x: torch.Tensor, width: int) -> torch.Tensor:
