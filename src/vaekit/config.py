@@ -127,11 +127,11 @@ class TrainConfig:
     )
     lr_schedule: Literal["constant", "burda", "plateau"] = _help(
         "constant; burda: 3^i epochs at lr * 10^(-i/7) for i = 0..7 (Burda et al. 2015); "
-        "plateau: multiply lr by --lr-decay after --lr-patience epochs without a better validation cost",
+        "plateau: multiply lr by --lr-decay when the validation cost has not improved for more than --lr-patience epochs",
         default="constant",
     )
     lr_decay: float = _help("plateau schedule: factor applied to the learning rate", default=0.5)
-    lr_patience: int = _help("plateau schedule: epochs without improvement before the learning rate drops", default=10)
+    lr_patience: int = _help("plateau schedule: epochs without improvement to tolerate; the next one lowers the learning rate", default=10)
     min_lr: float = _help("plateau schedule: the learning rate never drops below this", default=1e-6)
     patience: int = _help(
         "early stopping: stop after this many epochs without a better validation cost, and make the run's "
