@@ -32,6 +32,7 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
         raise VaekitError(f"cannot write to {path.parent}: {error.strerror}") from None
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual mode
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -41,6 +42,12 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_folder(path.parent)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -179,6 +179,8 @@ def architecture_flag(text: str) -> tuple[int, ...]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import torch
+
     from vaekit.data import load_data
     from vaekit.model import VAE
     from vaekit.train import resume_configs, stopped_early, train
@@ -195,11 +197,12 @@ def run_train(args: argparse.Namespace) -> int:
         data_config = DataConfig(**given(args, DataConfig))
         train_config = TrainConfig(**given(args, TrainConfig))
         data = load_data(data_config)
+        torch.manual_seed(train_config.seed)  # the initial weights come from the seed too
         model_values = given(args, ModelConfig)
         model_values.setdefault("architecture", (data.input_size, *DEFAULT_HIDDEN, DEFAULT_LATENT))
         model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
     print(f"vaekit: training {'-'.join(map(str, model.config.architecture))} on {data.name} "
-          f"({len(data.train)} train / {len(data.valid)} valid examples)", file=sys.stderr)
+          f"({len(data.train)} train / {len(data.valid)} valid examples)")
     result = train(model, data, train_config, data_config, run_dir=run_dir)
     last = result.progress.history[-1]["valid_cost"] if result.progress.history else float("nan")
     state = "stopped early and saved" if result.interrupted else "done"

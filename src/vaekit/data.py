@@ -347,8 +347,8 @@ def to_examples(x: np.ndarray, what: str) -> tuple[torch.Tensor, tuple[int, int,
         raise VaekitError(f"{what} must be an array of examples (N, ...), got shape {x.shape}")
     values = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     shape = image_shape_of(x.shape[1:])
-    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-        values = values.transpose(0, 3, 1, 2)  # channels last -> (N, C, H, W)
+    if x.ndim == 4 and is_channels_last(x.shape[1:]):
+        values = values.transpose(0, 3, 1, 2)  # -> (N, C, H, W)
     return torch.from_numpy(np.ascontiguousarray(values.reshape(len(values), -1))), shape
 
 
@@ -360,10 +360,15 @@ def image_shape_of(shape: tuple[int, ...]) -> tuple[int, int, int]:
     if len(shape) == 2:
         return (1, *shape)
     if len(shape) == 3:
-        if shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+        if is_channels_last(shape):
             return (shape[2], shape[0], shape[1])
         return tuple(shape)  # type: ignore[return-value]
     raise VaekitError(f"examples of shape {shape} are not vectors or images")
+
+
+def is_channels_last(shape: tuple[int, ...]) -> bool:
+    """(H, W, C) rather than (C, H, W): 1 or 3 channels last and not first; ties read as (C, H, W)."""
+    return shape[-1] in (1, 3) and shape[0] not in (1, 3)
 
 
 def to_labels(y: np.ndarray | None, n: int, what: str) -> torch.Tensor | None:

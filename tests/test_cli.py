@@ -1,0 +1,90 @@
+"""The command line end to end, in subprocesses as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def vaekit(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", "vaekit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"vaekit {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    result = vaekit("train", "--arch", "64,64,2", "--epochs", "3", "--seed", "1", "--out", str(out), "--no-progress")
+    written = [line.split("wrote ", 1)[1] for line in result.stdout.splitlines() if "wrote " in line]
+    assert written and Path(written[0]).parent == out
+    return Path(written[0])
+
+
+def test_train_writes_a_named_run(run_dir):
+    assert run_dir.name.endswith("_vae_64_64_2")
+    assert (run_dir / "model.safetensors").is_file()
+
+
+def test_same_seed_gives_the_same_weights(run_dir, tmp_path):
+    vaekit("train", "--arch", "64,64,2", "--epochs", "3", "--seed", "1", "--out", str(tmp_path), "--no-progress")
+    (again,) = tmp_path.iterdir()
+    assert (again / "model.safetensors").read_bytes() == (run_dir / "model.safetensors").read_bytes()
+
+
+def test_evaluate_json_reports_nats_per_example(run_dir):
+    report = json.loads(vaekit("evaluate", str(run_dir), "--split", "test", "--json").stdout)
+    assert report["split"] == "test" and report["n"] == 250
+    assert report["elbo"] < 0 and report["reconstruction"] > 0 and report["kl"] > 0
+    assert abs(report["elbo"] + report["reconstruction"] + report["kl"]) < 1e-6
+
+
+def test_evaluate_table(run_dir):
+    assert "reconstruction" in vaekit("evaluate", str(run_dir)).stdout
+
+
+def test_sample_writes_a_png(run_dir, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    vaekit("sample", str(run_dir), "-n", "16", "--out", str(out))
+    image = Image.open(out)
+    assert image.size == (4 * (4 * 9 + 1), 4 * (4 * 9 + 1))  # 4x4 grid of 8x8 digits, 1 px padding, x4
+
+
+def test_help_is_useful():
+    text = vaekit("--help").stdout
+    for command in ("train", "evaluate", "sample"):
+        assert command in text
+    train_help = vaekit("train", "--help").stdout
+    for flag in ("--data", "--data-dir", "--arch", "--epochs", "--batch-size", "--lr", "--seed", "--out", "--device", "--resume"):
+        assert flag in train_help
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--arch", "64,abc,2"], "bad architecture"),
+        (["train", "--arch", "64,2"], "at least an input size"),
+        (["train", "--epochs", "x"], "expected an integer"),
+        (["train", "--batch-size", "0"], "batch-size must be at least 1"),
+        (["train", "--lr", "nan"], "finite number"),
+        (["train", "--bogus"], "unrecognized arguments"),
+        (["train", "--data", "nowhere.npz"], "no such file"),
+        (["train", "--arch", "784,32,2", "--epochs", "1"], "64 values per example"),
+        (["evaluate", "/nonexistent/run"], "not a vaekit run folder"),
+        (["sample", "/nonexistent/run"], "not a vaekit run folder"),
+        (["train", "--resume", "/nonexistent/run"], "not a vaekit run folder"),
+    ],
+)
+def test_mistakes_give_one_line_and_a_nonzero_exit(args, message, tmp_path):
+    result = vaekit(*args, "--out", str(tmp_path), check=False) if args[0] == "train" else vaekit(*args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

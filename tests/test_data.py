@@ -1,0 +1,179 @@
+"""Data loaders on the real reference files, the download path through a local server, and bad files."""
+
+import functools
+import gzip
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit import DataConfig, VaekitError
+from vaekit.data import MNIST_FILES, download, load_data, parse_amat, parse_idx
+
+
+def test_digits_is_the_offline_default():
+    data = load_data(DataConfig())
+    assert data.image_shape == (1, 8, 8)
+    assert (len(data.train), len(data.valid), len(data.test)) == (1297, 250, 250)
+    assert data.train.x.shape[1] == 64 and 0 <= data.train.x.min() and data.train.x.max() == 1
+    assert set(data.train.y.tolist()) == set(range(10))
+
+
+@pytest.fixture(scope="module")
+def mnist14k(tmp_path_factory, shared_data) -> Path:
+    """The 14,000-image training subset presented under the official MNIST names."""
+    folder = tmp_path_factory.mktemp("mnist14k")
+    (folder / "train-images-idx3-ubyte.gz").symlink_to(shared_data / "mnist-train-first14000-images-idx3-ubyte.gz")
+    (folder / "train-labels-idx1-ubyte.gz").symlink_to(shared_data / "mnist-train-first14000-labels-idx1-ubyte.gz")
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).symlink_to(shared_data / name)
+    return folder
+
+
+def test_mnist_from_a_folder_with_official_names(mnist14k):
+    data = load_data(DataConfig(data="mnist", data_dir=str(mnist14k)))
+    assert (len(data.train), len(data.valid), len(data.test)) == (9000, 5000, 10000)
+    assert data.image_shape == (1, 28, 28) and data.train.x.shape[1] == 784
+    assert data.test.y.shape == (10000,) and set(data.test.y.tolist()) == set(range(10))
+    assert 0 <= float(data.train.x.min()) and float(data.train.x.max()) == 1.0
+    # As TensorFlow's reader: validation is the start of the training file.
+    assert int(data.valid.y[0]) == 5  # the first MNIST training image is a 5
+
+
+def test_mnist_valid_size(mnist14k):
+    data = load_data(DataConfig(data="mnist", data_dir=str(mnist14k), valid_size=1000))
+    assert (len(data.train), len(data.valid)) == (13000, 1000)
+    with pytest.raises(VaekitError, match="leaves no training images"):
+        load_data(DataConfig(data="mnist", data_dir=str(mnist14k), valid_size=14000))
+
+
+def test_mnist_missing_files_are_named(tmp_path):
+    with pytest.raises(VaekitError, match="train-images-idx3-ubyte.gz"):
+        load_data(DataConfig(data="mnist", data_dir=str(tmp_path)))
+
+
+def test_binarized_mnist_splits(shared_data):
+    data = load_data(DataConfig(data="binarized-mnist", data_dir=str(shared_data)))
+    assert (len(data.train), len(data.valid), len(data.test)) == (50000, 10000, 10000)
+    assert data.train.y is None and data.image_shape == (1, 28, 28)
+    assert set(torch.unique(data.test.x).tolist()) == {0.0, 1.0}
+    assert abs(float(data.train.x.mean()) - 0.1306) < 0.001  # as the data README says
+
+
+def test_amat_parser_handles_plain_and_float_text():
+    assert parse_amat(b"0 1 1\n1 0 0\n", "x", width=3).tolist() == [[0, 1, 1], [1, 0, 0]]
+    assert parse_amat(b"0.5 1 0\n", "x", width=3).tolist() == [[0.5, 1, 0]]
+    with pytest.raises(VaekitError, match="rows of 3 values"):
+        parse_amat(b"0 1\n1 0 0\n", "x", width=3)
+    with pytest.raises(VaekitError, match="rows of 3 values"):
+        parse_amat(b"01 1\n", "x", width=3)
+
+
+def test_idx_parser_checks_the_header():
+    images = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    data = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (2, 3, 3)) + images.tobytes()
+    assert np.array_equal(parse_idx(data, "x"), images)
+    with pytest.raises(VaekitError, match="magic number"):
+        parse_idx(b"\x00\x00\x09\x99" + data[4:], "x")
+    with pytest.raises(VaekitError, match="header promises"):
+        parse_idx(data[:-1], "x")
+
+
+def test_truncated_gzip_is_a_clear_error(tmp_path, shared_data):
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).write_bytes((shared_data / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes((shared_data / "t10k-images-idx3-ubyte.gz").read_bytes()[:5000])
+    with pytest.raises(VaekitError, match="cannot read"):
+        load_data(DataConfig(data="mnist", data_dir=str(tmp_path)))
+
+
+def test_npz_with_one_array_is_split_and_shaped(tmp_path):
+    x = np.random.randint(0, 256, size=(100, 6, 5), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", x=x, y=np.arange(100) % 3)
+    data = load_data(DataConfig(data=str(tmp_path / "a.npz")))
+    assert (len(data.train), len(data.valid), len(data.test)) == (80, 10, 10)
+    assert data.image_shape == (1, 6, 5) and data.train.x.shape[1] == 30
+    assert float(data.train.x.max()) <= 1.0 and data.train.y is not None
+
+
+def test_npz_with_given_splits_and_channels_last(tmp_path):
+    make = lambda n: np.random.rand(n, 4, 4, 3).astype(np.float32)  # noqa: E731
+    np.savez(tmp_path / "b.npz", x_train=make(10), x_valid=make(3), x_test=make(2))
+    data = load_data(DataConfig(data=str(tmp_path / "b.npz")))
+    assert data.image_shape == (3, 4, 4) and (len(data.train), len(data.valid)) == (10, 3)
+
+
+def test_npy_rejects_nan_and_values_outside_unit_interval(tmp_path):
+    x = np.random.rand(50, 16).astype(np.float32)
+    x[3, 2] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    with pytest.raises(VaekitError, match="NaN"):
+        load_data(DataConfig(data=str(tmp_path / "nan.npy")))
+    np.save(tmp_path / "big.npy", np.full((50, 16), 3.0, np.float32))
+    with pytest.raises(VaekitError, match=r"\[0, 1\]"):
+        load_data(DataConfig(data=str(tmp_path / "big.npy")))
+
+
+def test_unknown_data_name_is_a_clear_error():
+    with pytest.raises(VaekitError, match="unknown data"):
+        load_data(DataConfig(data="cifar"))
+
+
+# -- downloads through a local HTTP server on 127.0.0.1 -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory, shared_data):
+    """Serve a folder on 127.0.0.1: the official test files, and the 14k subset under the official train names."""
+    root = tmp_path_factory.mktemp("mirror")
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(shared_data / name, root / name)
+    shutil.copy(shared_data / "mnist-train-first14000-images-idx3-ubyte.gz", root / "train-images-idx3-ubyte.gz")
+    shutil.copy(shared_data / "mnist-train-first14000-labels-idx1-ubyte.gz", root / "train-labels-idx1-ubyte.gz")
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_download_verifies_the_official_checksum(mirror, isolated_cache):
+    name, md5 = MNIST_FILES["test_images"]
+    path = download(mirror + name, isolated_cache / name, md5)
+    assert path.is_file() and len(gzip.decompress(path.read_bytes())) == 16 + 10000 * 784
+    assert download(mirror + name, isolated_cache / name, md5) == path  # cached: no second fetch needed
+
+
+def test_download_checksum_mismatch_leaves_no_file(mirror, isolated_cache):
+    name, md5 = MNIST_FILES["train_images"]  # the server holds the 14k subset: not the official bytes
+    with pytest.raises(VaekitError, match="checksum mismatch"):
+        download(mirror + name, isolated_cache / name, md5)
+    assert list(isolated_cache.iterdir()) == []
+
+
+def test_download_http_error_is_clear(mirror, isolated_cache):
+    with pytest.raises(VaekitError, match="HTTP 404"):
+        download(mirror + "missing.gz", isolated_cache / "missing.gz", "0" * 32)
+    assert list(isolated_cache.iterdir()) == []
+
+
+def test_download_without_network_is_clear(isolated_cache):
+    with pytest.raises(VaekitError, match="cannot download"):
+        download("http://127.0.0.1:9/x.gz", isolated_cache / "x.gz", "0" * 32, timeout=5)
+
+
+def test_mnist_without_data_dir_downloads_into_the_cache(mirror, isolated_cache):
+    # The mirror's training file is the subset, so the official checksum must stop the load.
+    with pytest.raises(VaekitError, match="checksum mismatch"):
+        load_data(DataConfig(data="mnist", mirror=mirror))
+    assert sorted(p.name for p in (isolated_cache / "mnist").iterdir()) == []

@@ -1,0 +1,122 @@
+"""The VAE's API: shapes, input kinds, gradients, save/load, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+
+import vaekit
+from vaekit import VAE, VaekitError
+from vaekit.config import ModelConfig
+from vaekit.objectives import loss
+
+
+@pytest.fixture
+def vae():
+    return VAE([64, 32, 16, 3])
+
+
+def test_architecture_builds_a_mirrored_mlp(vae):
+    linear = [m for m in vae.modules() if isinstance(m, torch.nn.Linear)]
+    shapes = [(m.in_features, m.out_features) for m in linear]
+    assert shapes == [(64, 32), (32, 16), (16, 3), (16, 3), (3, 16), (16, 32), (32, 64)]
+    assert isinstance(vae.encoder.hidden[1], torch.nn.ELU)
+
+
+@pytest.mark.parametrize("bad", [[784], [784, 2], [784, 0, 2], [784, -5, 2]])
+def test_bad_architectures_are_refused_clearly(bad):
+    with pytest.raises(VaekitError, match="architecture"):
+        VAE(bad)
+
+
+def test_other_nonlinearities_by_name():
+    assert isinstance(VAE([10, 8, 2], nonlinearity="tanh").encoder.hidden[1], torch.nn.Tanh)
+    with pytest.raises(VaekitError, match="nonlinearity"):
+        VAE([10, 8, 2], nonlinearity="swish2")
+
+
+def test_api_returns_the_kind_it_was_given(vae):
+    x_np = np.random.rand(5, 64).astype(np.float32)
+    mu, log_sigma = vae.encode(x_np)
+    assert isinstance(mu, np.ndarray) and mu.shape == (5, 3) and log_sigma.shape == (5, 3)
+    x_mean = vae.decode(mu)
+    assert isinstance(x_mean, np.ndarray) and x_mean.shape == (5, 64)
+    assert 0 <= x_mean.min() and x_mean.max() <= 1
+    assert torch.is_tensor(vae.encode(torch.from_numpy(x_np))[0])
+    assert vae.reconstruct(x_np).shape == (5, 64)
+    assert vae.decode().shape == (1, 64)  # one draw from the prior, as the original
+    assert vae.sample(7).shape == (7, 64)
+    assert vae.elbo(x_np).shape == (5,)
+
+
+def test_api_keeps_no_gradients_and_restores_training_mode(vae):
+    vae.train()
+    mu, _ = vae.encode(torch.rand(4, 64, requires_grad=True))
+    assert not mu.requires_grad
+    assert vae.training
+
+
+def test_large_inputs_are_processed_in_batches(vae, monkeypatch):
+    monkeypatch.setattr(vaekit.model, "INFERENCE_BATCH", 7)
+    x = torch.rand(20, 64)
+    mu_batched, _ = vae.encode(x)
+    monkeypatch.setattr(vaekit.model, "INFERENCE_BATCH", 4096)
+    torch.testing.assert_close(mu_batched, vae.encode(x)[0])
+
+
+def test_dropout_is_off_outside_training():
+    vae = VAE([20, 50, 2], dropout=0.5)
+    x = torch.rand(3, 20)
+    torch.testing.assert_close(vae.encode(x)[0], vae.encode(x)[0])
+
+
+def test_wrong_input_width_is_a_clear_error(vae):
+    with pytest.raises(VaekitError, match=r"expected input of shape \(N, 64\)"):
+        vae.encode(np.zeros((2, 63), np.float32))
+
+
+def test_gradients_flow_through_the_reparameterization(vae):
+    cost, _ = loss(vae, torch.rand(8, 64))
+    cost.backward()
+    for name, parameter in vae.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_save_and_load_round_trip_is_bit_identical(vae, tmp_path):
+    x = torch.rand(6, 64)
+    vae.save(tmp_path / "run")
+    loaded = vaekit.load(tmp_path / "run")
+    assert loaded.config == vae.config
+    for a, b in zip(vae.encode(x), loaded.encode(x)):
+        assert torch.equal(a, b)
+    z = torch.randn(6, 3)
+    assert torch.equal(vae.decode(z), loaded.decode(z))
+
+
+def test_load_refuses_a_mismatched_weights_file(tmp_path):
+    VAE([64, 32, 3]).save(tmp_path / "a")
+    VAE([64, 16, 3]).save(tmp_path / "b")
+    (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
+    with pytest.raises(VaekitError, match="config.json"):
+        vaekit.load(tmp_path / "a")
+
+
+def test_load_refuses_a_truncated_weights_file(tmp_path):
+    VAE([64, 32, 3]).save(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(VaekitError, match="safetensors"):
+        vaekit.load(tmp_path)
+
+
+def test_load_of_a_folder_that_is_no_run(tmp_path):
+    with pytest.raises(VaekitError, match="not a vaekit run"):
+        vaekit.load(tmp_path)
+
+
+def test_model_config_is_saved_as_json(vae, tmp_path):
+    import json
+
+    vae.save(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model"]["architecture"] == [64, 32, 16, 3]
+    assert ModelConfig(**{**saved["model"], "architecture": tuple(saved["model"]["architecture"])}) == vae.config
