@@ -71,9 +71,9 @@ class StandardNormal(nn.Module):
         self.latent_size = latent_size
         self.register_buffer("anchor", torch.zeros(()), persistent=False)  # carries device and dtype
 
-    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """n draws, (n, D)."""
-        return torch.randn(n, self.latent_size, device=device or self.anchor.device, dtype=self.anchor.dtype)
+    def sample(self, n: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """n draws, (n, D), on the prior's device unless another is given."""
+        return torch.randn(n, self.latent_size, device=device or self.anchor.device, dtype=dtype or self.anchor.dtype)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
@@ -101,12 +101,12 @@ class VampPrior(nn.Module):
         """q(z | u_k) for the K pseudo-inputs: mu and log_sigma of shape (K, D)."""
         return DiagonalGaussian(*self.encode(self.pseudo_inputs))
 
-    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    def sample(self, n: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """n draws, (n, D): pick a component uniformly, then draw from it."""
         components = self.components()
         index = torch.randint(len(self.pseudo_inputs_raw), (n,), device=self.pseudo_inputs_raw.device)
         z = DiagonalGaussian(components.mu[index], components.log_sigma[index]).rsample()
-        return z if device is None else z.to(device)
+        return z.to(device=device, dtype=dtype)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) = logsumexp_k log q(z | u_k) - log K, for z of shape (..., D)."""
