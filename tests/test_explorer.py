@@ -29,7 +29,7 @@ from vaekit.explorer import make_server, write_explorer
 from vaekit.explorer.layers import export_decoder, run_layers
 from vaekit.explorer.page import principal_plane
 from vaekit.nn import ACTIVATIONS, MLPDecoder
-from vaekit.train import make_optimizer, train_step
+from vaekit.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -78,19 +78,16 @@ def digits() -> Splits:
 
 
 @pytest.fixture(scope="module")
-def digits_model(digits: Splits) -> VAE:
+def digits_model(digits: Splits, tmp_path_factory) -> VAE:
     """A 64-128-128-2 VAE given a few hundred steps on the digits: enough for a latent map with structure."""
     torch.manual_seed(0)
     model = VAE([64, 128, 128, 2], image_shape=(1, 8, 8))
-    config = TrainConfig(lr=3e-3)
-    optimizer = make_optimizer(model, config)
-    x = digits.train.x
+    config = TrainConfig(lr=3e-3, epochs=None, max_steps=300, progress=False, device="cpu",
+                         out=str(tmp_path_factory.mktemp("runs")))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is faster, and many times faster on a busy machine
     try:
-        for step in range(300):
-            batch = x[torch.randint(0, len(x), (128,), generator=torch.Generator().manual_seed(step))]
-            train_step(model, optimizer, batch, config)
+        model = train(model, digits, config).model
     finally:
         torch.set_num_threads(threads)
     return model.eval()
