@@ -29,7 +29,7 @@ from vaekit.explorer import make_server, write_explorer
 from vaekit.explorer.layers import export_decoder, run_layers
 from vaekit.explorer.page import principal_plane
 from vaekit.nn import ACTIVATIONS, MLPDecoder
-from vaekit.train import make_optimizer, train_step
+from vaekit.train import BatchCost, make_optimizer, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -84,13 +84,14 @@ def digits_model(digits: Splits) -> VAE:
     model = VAE([64, 128, 128, 2], image_shape=(1, 8, 8))
     config = TrainConfig(lr=3e-3)
     optimizer = make_optimizer(model, config)
+    batch_cost = BatchCost(model, config.l2, world_size=1)
     x = digits.train.x
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is faster, and many times faster on a busy machine
     try:
         for step in range(300):
             batch = x[torch.randint(0, len(x), (128,), generator=torch.Generator().manual_seed(step))]
-            train_step(model, optimizer, batch, config)
+            train_step(batch_cost, model, optimizer, batch, len(batch), config)
     finally:
         torch.set_num_threads(threads)
     return model.eval()
