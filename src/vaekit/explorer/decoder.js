@@ -1,9 +1,9 @@
 "use strict";
 // The decoder's forward pass, run on the layer specs that vaekit/explorer/layers.py exports.
-// Weights are float32 (Float32Array); sums are accumulated in float64 (JavaScript numbers or a
-// Float64Array) and every layer's output is stored as float32, so results match PyTorch's float32
-// decode to ~1e-6. Between layers one example is a flat Float32Array in PyTorch's row-major order
-// (C, H, W for images), with its shape alongside; a reshape changes only the shape.
+// Weights are float32 (Float32Array); sums are accumulated in JavaScript numbers (float64) and
+// every layer's output is stored as float32, so results match PyTorch's float32 decode to ~1e-6.
+// Between layers one example is a flat Float32Array in PyTorch's row-major order (C, H, W for
+// images), with its shape alongside; a reshape changes only the shape.
 // A new layer type is one entry in LAYER_BUILDERS, matching one exporter in layers.py.
 
 const VaekitDecoder = (() => {
@@ -60,10 +60,10 @@ const VaekitDecoder = (() => {
     silu: () => (x) => x * sigmoid(x),
   };
 
-  // y = W x + b with W stored (out, in) row-major: each output is a dot product over one
-  // contiguous row, in four running sums so that the JIT can overlap the multiplications.
   const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
 
+  // y = W x + b with W stored (out, in) row-major: each output is a dot product over one
+  // contiguous row, in four running sums so that the JIT can overlap the multiplications.
   function linearLayer(spec, inShape) {
     const inSize = sizeOf(inShape);
     if (spec.in !== inSize) throw new Error(`linear layer takes ${spec.in} inputs, gets ${inSize}`);

@@ -21,7 +21,7 @@
   const TILE = pixels.tile;
   const PALETTE = ["#4e9af1", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#a0785a", "#bab0ac"];
   const PICK_RADIUS = 8; // css pixels from a shown example for a click to pick it
-  const GRID_SLICE_MS = 12; // the grid decodes for at most about this long in each animation frame
+  const GRID_SLICE_MS = 12; // the grid decodes for about this long before it lets the browser draw a frame or take input
   const SLIDER_SPREAD = 3; // sliders reach this many standard deviations (at least the prior's) either side
 
   // -- the plane and the data on it ---------------------------------------------------------------
@@ -447,11 +447,11 @@
       const row = Math.floor(cell / n), column = cell % n;
       onPlane(axes.us[column], axes.vs[row], z);
       pixels.write(image, decoder.decode(z), 0, 255, 1 + column * (TILE.w + 1), 1 + row * (TILE.h + 1));
-      // A conv decoder takes milliseconds a code: yield to the pad's frames after each short slice,
-      // checked after every cell, so that moving over the pad stays smooth while a large grid fills.
+      // A conv decoder takes milliseconds a code: after each short slice (checked after every cell)
+      // give the browser a turn, so that the pad's frames and input come in while a large grid fills.
       if (performance.now() - sliceStart > GRID_SLICE_MS && cell < n * n - 1) {
         ctx.putImageData(image, 0, 0);
-        await new Promise(requestAnimationFrame);
+        await nextTask();
         if (generation !== gridGeneration) return;
         sliceStart = performance.now();
       }
@@ -462,6 +462,17 @@
       : "covers the pad's view";
     $("grid-stats").textContent = `${n * n} codes decoded in ${(performance.now() - start).toFixed(0)} ms · ${where}`;
     grid.dataset.ready = String(generation);
+  }
+
+  // A new task, without setTimeout's 4 ms clamp: frames and input events due run before it.
+  const taskChannel = new MessageChannel();
+  const taskQueue = [];
+  taskChannel.port1.onmessage = () => taskQueue.shift()();
+  function nextTask() {
+    return new Promise((resolve) => {
+      taskQueue.push(resolve);
+      taskChannel.port2.postMessage(null);
+    });
   }
 
   $("grid-size").addEventListener("change", renderGrid);
