@@ -29,7 +29,7 @@ from vaekit.explorer import make_server, write_explorer
 from vaekit.explorer.layers import export_decoder, run_layers
 from vaekit.explorer.page import principal_plane
 from vaekit.nn import ACTIVATIONS, MLPDecoder
-from vaekit.train import BatchCost, make_optimizer, train_step
+from vaekit.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -77,17 +77,14 @@ def digits() -> Splits:
     return load_data(DataConfig("digits"))
 
 
-def trained(model: VAE, x: torch.Tensor, steps: int, batch_size: int = 128, lr: float = 3e-3) -> VAE:
-    """The model after a few Adam steps on random batches of x, as `vaekit train` takes them."""
-    config = TrainConfig(lr=lr)
-    optimizer = make_optimizer(model, config)
-    batch_cost = BatchCost(model, config.l2, world_size=1)
+def trained(model: VAE, data: Splits, steps: int, out: Path, batch_size: int = 128, lr: float = 3e-3) -> VAE:
+    """The model after a few Adam steps of `vaekit train` on data (its run folder under out)."""
+    config = TrainConfig(lr=lr, epochs=None, max_steps=steps, batch_size=batch_size, progress=False, device="cpu",
+                         out=str(out))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: one thread is faster, and many times faster on a busy machine
     try:
-        for step in range(steps):
-            batch = x[torch.randint(0, len(x), (batch_size,), generator=torch.Generator().manual_seed(step))]
-            train_step(batch_cost, model, optimizer, batch, len(batch), config)
+        model = train(model, data, config).model
     finally:
         torch.set_num_threads(threads)
     return model.eval()
@@ -115,10 +112,10 @@ def coloured_shapes(n: int, size: int, seed: int = 0) -> Splits:
 
 
 @pytest.fixture(scope="module")
-def digits_model(digits: Splits) -> VAE:
+def digits_model(digits: Splits, tmp_path_factory) -> VAE:
     """A 64-128-128-2 VAE given a few hundred steps on the digits: enough for a latent map with structure."""
     torch.manual_seed(0)
-    return trained(VAE([64, 128, 128, 2], image_shape=(1, 8, 8)), digits.train.x, steps=300)
+    return trained(VAE([64, 128, 128, 2], image_shape=(1, 8, 8)), digits, steps=300, out=tmp_path_factory.mktemp("runs"))
 
 
 def conv_model(image_shape: tuple[int, int, int], latent: int = 2, hidden: tuple[int, ...] = (16,),
@@ -656,11 +653,11 @@ def shapes() -> Splits:
 
 
 @pytest.fixture(scope="module")
-def shapes_model(shapes: Splits) -> VAE:
+def shapes_model(shapes: Splits, tmp_path_factory) -> VAE:
     """A small RGB conv VAE given a short training on coloured shapes: enough for a picture with colours."""
     torch.manual_seed(0)
     model = VAE([3 * 16 * 16, 32, 2], model="conv", image_shape=(3, 16, 16), conv_channels=(8, 16), likelihood="gaussian")
-    return trained(model, shapes.train.x, steps=250, batch_size=64, lr=5e-3)
+    return trained(model, shapes, steps=250, out=tmp_path_factory.mktemp("runs"), batch_size=64, lr=5e-3)
 
 
 def test_rgb_conv_page_in_chromium(open_page, shapes_model: VAE, shapes: Splits, tmp_path: Path) -> None:
