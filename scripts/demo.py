@@ -15,7 +15,8 @@ import torch
 
 import vaekit
 from vaekit.evaluate import average_elbo_terms
-from vaekit.plots import save_image_grid
+from vaekit.explorer import write_explorer
+from vaekit.plots import all_plots
 
 
 def main() -> None:
@@ -31,19 +32,21 @@ def main() -> None:
     data = vaekit.load_data(data_config)
     torch.manual_seed(0)
     model = vaekit.VAE([data.input_size, 500, 500, 2], image_shape=data.image_shape)
-    config = vaekit.TrainConfig(epochs=args.epochs, out=str(out / "runs"), seed=0)
+    config = vaekit.TrainConfig(epochs=args.epochs, out=str(out / "runs"), seed=0, snapshots=True)
     result = vaekit.train(model, data, config, data_config)
     model = result.model.cpu()
 
     figures = out / "figures"
-    save_image_grid(model.sample(64), data.image_shape, figures / "prior_samples.png")
+    all_plots(model, data, figures, run_dir=result.run_dir)
+    explorer = write_explorer(model, data, out / "explorer.html")
     report = average_elbo_terms(model, data.test.x)
     (out / "test_elbo.json").write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"\ndemo: trained {'-'.join(map(str, model.config.architecture))} on digits in {time.perf_counter() - start:.0f} s")
     print(f"demo: test ELBO {report['elbo']:.2f} nats per example (reconstruction {report['reconstruction']:.2f}, KL {report['kl']:.2f})")
     print(f"demo: run folder  {result.run_dir}")
-    print(f"demo: figures     {figures}/")
+    print(f"demo: figures     {figures}/ (and the latent space over training: {result.run_dir}/*.gif)")
+    print(f"demo: explorer    {explorer}  (open it in a browser; it works offline)")
 
 
 if __name__ == "__main__":

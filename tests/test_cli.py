@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def vaekit(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -33,8 +34,11 @@ def test_train_writes_a_named_run(run_dir):
 
 def test_same_seed_gives_the_same_weights(run_dir, tmp_path):
     vaekit("train", "--arch", "64,64,2", "--epochs", "3", "--seed", "1", "--out", str(tmp_path), "--no-progress")
+    from safetensors.torch import load_file
+
     (again,) = tmp_path.iterdir()
-    assert (again / "model.safetensors").read_bytes() == (run_dir / "model.safetensors").read_bytes()
+    first, second = (load_file(str(run / "model.safetensors")) for run in (run_dir, again))
+    assert all(torch.equal(first[name], second[name]) for name in first)
 
 
 def test_evaluate_json_reports_nats_per_example(run_dir):
@@ -88,3 +92,28 @@ def test_mistakes_give_one_line_and_a_nonzero_exit(args, message, tmp_path):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_data_of_the_wrong_size_for_a_saved_model(run_dir, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "wide.npy", np.random.rand(50, 100).astype(np.float32))
+    result = vaekit("evaluate", str(run_dir), "--data", str(tmp_path / "wide.npy"), check=False)
+    assert result.returncode == 1 and "the model takes 64" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY garbage"])
+def test_empty_or_broken_data_files(content, tmp_path):
+    (tmp_path / "bad.npy").write_bytes(content)
+    result = vaekit("train", "--data", str(tmp_path / "bad.npy"), "--out", str(tmp_path), check=False)
+    assert result.returncode == 1 and "cannot read" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_resume_of_a_saved_model_that_is_no_training_run(tmp_path):
+    from vaekit import VAE
+
+    VAE([64, 8, 2]).save(tmp_path / "model-only")
+    result = vaekit("train", "--resume", str(tmp_path / "model-only"), check=False)
+    assert result.returncode == 1 and "no training run to resume" in result.stderr

@@ -146,6 +146,23 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_GET(self):
+        if self.path.startswith("/truncated"):  # promise 1000 bytes, send 10, hang up
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+def test_truncated_transfer_is_clear_and_leaves_no_file(mirror, isolated_cache):
+    with pytest.raises(VaekitError, match="cut short|cannot download"):
+        download(mirror + "truncated.gz", isolated_cache / "t.gz", "0" * 32)
+    assert list(isolated_cache.iterdir()) == []
+
 
 def test_download_verifies_the_official_checksum(mirror, isolated_cache):
     name, md5 = MNIST_FILES["test_images"]

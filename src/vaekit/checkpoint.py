@@ -8,6 +8,7 @@ fsynced and renamed over the old one: a crash leaves the previous checkpoint who
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -68,27 +69,55 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """Atomically write tensors and a JSON-able state dict to one safetensors file."""
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A digest of every tensor's name, dtype, shape and bytes: safetensors itself has no checksum."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomically write tensors as safetensors, with their sha256 in the metadata."""
     from safetensors.torch import save_file
 
     cpu_tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    metadata = {"state": json.dumps(state)}
+    metadata = {**(metadata or {}), "sha256": tensors_sha256(cpu_tensors)}
     atomic_write_with(Path(path), lambda tmp: save_file(cpu_tensors, str(tmp), metadata=metadata))
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read (tensors, state) back, with a clear error for a missing or damaged file."""
+def load_tensors(path: Path, what: str = "safetensors file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read tensors and metadata back; refuse a missing, truncated or altered file clearly."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise VaekitError(f"no checkpoint at {path}")
+        raise VaekitError(f"no {what} at {path}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise VaekitError(f"{path} is not a readable {what}: {error}") from None
+    if "sha256" not in metadata:
+        raise VaekitError(f"{path} has no checksum: it was not written by vaekit")
+    if tensors_sha256(tensors) != metadata["sha256"]:
+        raise VaekitError(f"{path} is damaged: its tensors do not match their checksum")
+    return tensors, metadata
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """Atomically write tensors and a JSON-able state dict to one safetensors file."""
+    save_tensors(path, tensors, {"state": json.dumps(state)})
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read (tensors, state) back, with a clear error for a missing or damaged file."""
+    tensors, metadata = load_tensors(path, "vaekit checkpoint")
+    try:
         state = json.loads(metadata["state"])
-    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as error:
+    except (KeyError, ValueError) as error:
         raise VaekitError(f"{path} is not a readable vaekit checkpoint: {error}") from None
     return tensors, state

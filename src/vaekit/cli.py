@@ -1,4 +1,4 @@
-"""The command line: `vaekit train | evaluate | sample`.
+"""The command line: `vaekit train | evaluate | sample | plot | explore`.
 
 Flags are made from the config dataclasses' fields (one flag per field, help from the
 field), so the CLI maps one-to-one onto the configuration. A user's mistake ends in one
@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
-from vaekit.config import DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices, parse_architecture
+from vaekit.config import FIGURE_KINDS, DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices, parse_architecture
 from vaekit.errors import VaekitError
 
+RESUME_OVERRIDES = ("epochs", "max_steps", "progress", "device")  # what --resume may change
 FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
-DEFAULT_HIDDEN = (500, 500)
+DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST
 DEFAULT_LATENT = 2
 
 
@@ -44,6 +46,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("vaekit: error: out of memory (try a smaller --batch-size)", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"vaekit: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, the details on request
+        if os.environ.get("VAEKIT_DEBUG"):
+            raise
+        if is_peer_failure(error):
+            print("vaekit: error: another process of this torchrun job failed or stopped answering; "
+                  "the job stops (see --dist-timeout)", file=sys.stderr)
+            return 1
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        print(f"vaekit: internal error: {type(error).__name__}: {first_line} (set VAEKIT_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+def is_peer_failure(error: Exception) -> bool:
+    """torch.distributed's way of saying that another rank died or stopped answering."""
+    text = str(error)
+    return type(error).__name__.startswith("Dist") or (
+        os.environ.get("WORLD_SIZE", "1") != "1"
+        and any(sign in text for sign in ("gloo", "NCCL", "closed by peer", "timed out", "Timed out"))
+    )
 
 
 def build_parser() -> Parser:
@@ -82,6 +109,19 @@ def build_parser() -> Parser:
     sample.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.set_defaults(handler=run_sample)
+
+    add_plot_command(commands)
+
+    explore = commands.add_parser("explore", help="write an interactive latent explorer: one offline HTML page",
+                                  description=EXPLORE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    explore.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
+    add_config_flags(explore.add_argument_group("data on the pad (default: the run's own)"), DataConfig)
+    explore.add_argument("--split", choices=["train", "valid", "test"], default="train", help="which split to encode (default: train)")
+    explore.add_argument("--points", type=positive_int, default=2000, help="encode at most this many examples (default: 2000)")
+    explore.add_argument("--out", default="explorer.html", help="HTML file to write (default: explorer.html)")
+    explore.add_argument("--serve", action="store_true", help="then serve the page on 127.0.0.1 until Ctrl-C")
+    explore.add_argument("--port", type=port_number, default=8000, help="port for --serve; 0 picks a free one (default: 8000)")
+    explore.set_defaults(handler=run_explore)
     return parser
 
 
@@ -100,6 +140,12 @@ TRAIN_HELP = """Train a VAE. Examples:
   vaekit train --resume runs/251121_134500_vae_784_500_500_50
 The run folder (config.json, model.safetensors, checkpoint, TensorBoard logs) is created under --out."""
 
+EXPLORE_HELP = """Write one self-contained HTML page (works offline) to walk the model's latent space:
+a pad of the encoded data that decodes under the pointer, interpolation between two clicked
+points, one slider per latent dimension, and a manifold grid. Examples:
+  vaekit explore runs/251121_134500_vae_64_500_500_2 --out explorer.html
+  vaekit explore RUN --split test --serve          # then open the printed http://127.0.0.1 address"""
+
 
 # -- dataclass fields -> flags -------------------------------------------------------------------------
 
@@ -111,7 +157,7 @@ def add_config_flags(group: Any, cls: type) -> None:
         if f.name in CLI_HIDDEN:
             continue
         flag = "--" + FLAG_NAMES.get(f.name, f.name).replace("_", "-")
-        default = f.default
+        default = f.metadata.get("shown_default", f.default)
         help_text = f"{f.metadata.get('help', '')} (default: {format_default(default)})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         annotation = hints[f.name]
@@ -121,6 +167,8 @@ def add_config_flags(group: Any, cls: type) -> None:
             kwargs.update(type=architecture_flag, metavar="SIZES")
         elif literal_choices(annotation):
             kwargs["choices"] = literal_choices(annotation)
+        elif get_origin(annotation) is tuple:
+            kwargs.update(type=int_tuple_flag, metavar="N[,N...]")
         else:
             kwargs["type"] = flag_type(annotation)
         group.add_argument(flag, **kwargs)
@@ -168,6 +216,21 @@ def float_flag(text: str) -> float:
     return value
 
 
+def int_tuple_flag(text: str) -> tuple[int, ...]:
+    """'32,64,128' -> (32, 64, 128)."""
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,64,128, got {text!r}") from None
+
+
+def port_number(text: str) -> int:
+    value = int_flag(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return value
+
+
 def architecture_flag(text: str) -> tuple[int, ...]:
     try:
         return parse_architecture(text)
@@ -182,16 +245,18 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from vaekit.data import load_data
+    from vaekit.distributed import is_main_process
     from vaekit.model import VAE
     from vaekit.train import resume_configs, stopped_early, train
 
     if args.resume:
         run_dir = Path(args.resume)
         model_values, train_config, data_config = resume_configs(run_dir)
-        overrides = given(args, TrainConfig)
-        train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if k in ("epochs", "max_steps", "progress", "device")})
-        model = VAE(config=from_dict(ModelConfig, model_values))
+        overrides = {k: v for k, v in given(args, TrainConfig).items() if k in RESUME_OVERRIDES}
+        train_config = dataclasses.replace(train_config, **overrides)
         data = load_data(data_config)
+        torch.manual_seed(train_config.seed)  # as the first start did, in case no checkpoint was written
+        model = VAE(config=from_dict(ModelConfig, model_values))
     else:
         run_dir = None
         data_config = DataConfig(**given(args, DataConfig))
@@ -199,14 +264,24 @@ def run_train(args: argparse.Namespace) -> int:
         data = load_data(data_config)
         torch.manual_seed(train_config.seed)  # the initial weights come from the seed too
         model_values = given(args, ModelConfig)
-        model_values.setdefault("architecture", (data.input_size, *DEFAULT_HIDDEN, DEFAULT_LATENT))
+        hidden = DEFAULT_HIDDEN[model_values.get("model", "mlp")]
+        model_values.setdefault("architecture", (data.input_size, *hidden, DEFAULT_LATENT))
         model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
-    print(f"vaekit: training {'-'.join(map(str, model.config.architecture))} on {data.name} "
-          f"({len(data.train)} train / {len(data.valid)} valid examples)")
+        check_data_suits(model, data.train.x)
+    main_process = is_main_process()  # under torchrun, rank 0 alone speaks
+    if main_process:
+        print(f"vaekit: training {model.config.model} {'-'.join(map(str, model.config.architecture))} on {data.name} "
+              f"({len(data.train)} train / {len(data.valid)} valid examples)")
     result = train(model, data, train_config, data_config, run_dir=run_dir)
+    if not main_process:
+        return 130 if result.interrupted else 0
+    if data.class_names:
+        record_class_names(result.run_dir, data.class_names)
     last = result.progress.history[-1]["valid_cost"] if result.progress.history else float("nan")
     state = "stopped early and saved" if result.interrupted else "done"
     print(f"vaekit: {state} after {result.progress.step} steps; validation cost {last:.2f} nats per example")
+    if result.progress.skipped_batches:
+        print(f"vaekit: skipped {result.progress.skipped_batches} batches with a non-finite loss or gradient")
     if train_config.patience:
         stopped = "stopped early; " if stopped_early(result.progress, train_config) else ""
         print(f"vaekit: {stopped}best validation cost {result.progress.best_valid_cost:.2f} at epoch "
@@ -228,12 +303,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split = load_data(data_config)[args.split]
     if split.x.shape[1] != model.input_size:
         raise VaekitError(f"{data_config.data} has {split.x.shape[1]} values per example; the model takes {model.input_size}")
+    check_data_suits(model, split.x)
     x = split.x[: args.limit] if args.limit else split.x
     if args.nll:
         report = estimate_nll(model, x, k=args.k, seed=args.seed, progress=args.progress and not args.json)
     else:
         report = average_elbo_terms(model, x, seed=args.seed)
     report.update(split=args.split, data=data_config.data, units="nats per example")
+    bits = model.bits_per_dim(report["nll"] if args.nll else -report["elbo"], x)  # from -ELBO: an upper bound
+    if bits is not None:
+        report["bits_per_dim"] = bits
     if args.json:
         print(json.dumps(report))
         return 0
@@ -242,10 +321,32 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"  {'nll':<15} {report['nll']:10.3f}  (+- {report['nll_std_error']:.3f} over examples; k = {args.k})")
     for key in ("elbo", "reconstruction", "kl"):
         print(f"  {key:<15} {report[key]:10.3f}")
+    if bits is not None:
+        print(f"  {'bits per dim':<15} {bits:10.4f}  ({'from the nll' if args.nll else 'upper bound, from -elbo'})")
     if args.nll:
         print(f"  {'active units':<15} {report['active_units']:>10} of {report['latent_size']}")
         print(f"  ({report['seconds']:.1f} s, peak memory {report['peak_memory_mb']:.0f} MB: {report['memory_measure']})")
+    if model.config.likelihood == "gaussian":
+        print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")
     return 0
+
+
+def check_data_suits(model: Any, x: Any) -> None:
+    """Dequantisation assumes 8-bit pixels: refuse data that are not multiples of 1/255."""
+    from vaekit.data import is_8bit
+
+    if model.config.dequantize and not is_8bit(x):
+        raise VaekitError("--dequantize needs 8-bit images (pixel values k/255); these data have other values")
+
+
+def record_class_names(run_dir: Path, class_names: tuple[str, ...]) -> None:
+    """Keep the image folder's class names (label k is class_names[k]) in the run's config.json."""
+    from vaekit.config import write_json
+    from vaekit.model import CONFIG_FILE, read_run_config
+
+    payload = read_run_config(run_dir)
+    payload["class_names"] = list(class_names)
+    write_json(Path(run_dir) / CONFIG_FILE, payload)
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -259,3 +360,128 @@ def run_sample(args: argparse.Namespace) -> int:
     path = save_image_grid(model.sample(args.n), model.config.image_shape, args.out)
     print(f"vaekit: wrote {path}")
     return 0
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    from vaekit.data import load_data
+    from vaekit.explorer import serve, write_explorer
+    from vaekit.model import load, read_run_config
+
+    model = load(args.run)
+    data_values = read_run_config(args.run).get("data", {})
+    data_values.update(given(args, DataConfig))
+    data = load_data(from_dict(DataConfig, data_values))
+    path = write_explorer(model, data, args.out, split=args.split, max_points=args.points, title=Path(args.run).resolve().name)
+    print(f"vaekit: wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
+    if args.serve:
+        serve(path, args.port)
+    return 0
+
+
+# -- plot ------------------------------------------------------------------------------------------------
+
+PLOT_HELP = f"""Draw the figures of a trained model as PNG and GIF files. Examples:
+  vaekit plot RUN --all --out figures            # every kind, as the original's all_plots
+  vaekit plot RUN --kind manifold-ppf --ppf-sizes 30 --kind morph --order 0,1,2,3
+The kinds: {', '.join(FIGURE_KINDS)}.
+'training' needs a run trained with --snapshots. Data and labels default to the run's own."""
+
+
+def add_plot_command(commands: Any) -> None:
+    plot = commands.add_parser("plot", help="draw the figures of a trained model (PNG and GIF)", description=PLOT_HELP,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    plot.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
+    which = plot.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every kind of figure")
+    which.add_argument("--kind", action="append", choices=FIGURE_KINDS, metavar="KIND",
+                       help="one kind of figure (repeat for more): " + ", ".join(FIGURE_KINDS))
+    plot.add_argument("--out", help="folder for the figures (default: RUN/figures)")
+    add_config_flags(plot.add_argument_group("data (default: the run's own)"), DataConfig)
+    options = plot.add_argument_group("figures")
+    options.add_argument("--n", type=positive_int, default=10, help="examples per reconstruction figure (default: 10)")
+    options.add_argument("--projection", choices=["pca", "tsne"], default="pca",
+                         help="2-D view of a larger latent in the scatter (default: pca)")
+    options.add_argument("--dims", type=int_list_flag(2), metavar="I,J",
+                         help="latent dimensions (from 0) for the grids of a latent larger than 2-D "
+                         "(default: the top two principal directions of the encoded data)")
+    options.add_argument("--grid", type=positive_int, default=20, help="side of the linear grid (default: 20)")
+    options.add_argument("--range", type=range_flag, default=(-4.0, 4.0), metavar="LO,HI",
+                         help="range of the linear grid on both axes, e.g. --range=-6,6 (default: -4,4)")
+    options.add_argument("--ppf-sizes", type=int_list_flag(), default=(24, 30, 60, 100), metavar="N,...",
+                         help="sides of the grids at percentiles of N(0, 1) (default: 24,30,60,100)")
+    options.add_argument("--steps", type=int, default=10, help="images in the interpolation (default: 10)")
+    options.add_argument("--spherical", action="store_true", help="interpolate on the great circle, not the line")
+    options.add_argument("--order", type=int_list_flag(), metavar="LABEL,...",
+                         help="labels to morph through (default: every label, highest first: 9,8,...,0)")
+    options.add_argument("--frames", type=positive_int, default=10, help="morph frames per transition (default: 10)")
+    options.add_argument("--split", choices=["train", "valid", "test"], default="test",
+                         help="split for the example, interpolation, morph and the grids' plane (default: test)")
+    options.add_argument("--seed", type=int, default=0, help="random seed for picking examples (default: 0)")
+    options.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where to compute (default: cpu)")
+    plot.set_defaults(handler=run_plot)
+
+
+def int_list_flag(length: int | None = None) -> Any:
+    """A parser for comma-separated integers, of a fixed count when length is given."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if length is not None and len(values) != length:
+            raise argparse.ArgumentTypeError(f"expected {length} comma-separated integers, got {text!r}")
+        return values
+
+    return parse
+
+
+def range_flag(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LO,HI, got {text!r}")
+    low, high = (float_flag(part) for part in parts)
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"expected LO < HI, got {text!r}")
+    return low, high
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    import warnings
+
+    from vaekit.data import load_data
+    from vaekit.model import load, read_run_config
+    from vaekit.plots import KINDS, PlotOptions, all_plots
+    from vaekit.train import resolve_device
+
+    run_dir = Path(args.run)
+    model = load(run_dir, device=resolve_device(args.device))
+    data_values = read_run_config(run_dir).get("data", {})
+    data_values.update(given(args, DataConfig))
+    data = load_data(from_dict(DataConfig, data_values))
+    options = PlotOptions(n=args.n, projection=args.projection, dims=args.dims, grid=args.grid, span=args.range,
+                          ppf_sizes=args.ppf_sizes, steps=args.steps, spherical=args.spherical, order=args.order,
+                          frames=args.frames, split=args.split, seed=args.seed)
+    out = Path(args.out) if args.out else run_dir / "figures"
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        paths = all_plots(model, data, out, options, KINDS if args.all else args.kind, trained_steps(run_dir), run_dir)
+    for note in notes:
+        print(f"vaekit: note: {note.message}", file=sys.stderr)
+    for path in paths:
+        print(path)
+    print(f"vaekit: wrote {len(paths)} figures to {out}", file=sys.stderr)
+    return 0
+
+
+def trained_steps(run_dir: Path) -> int | None:
+    """The step of the run's last checkpoint (for file names), or None if it cannot be read."""
+    from safetensors import SafetensorError, safe_open
+
+    from vaekit.checkpoint import CHECKPOINT_FILE
+
+    try:
+        with safe_open(str(run_dir / CHECKPOINT_FILE), framework="pt") as handle:
+            return int(json.loads((handle.metadata() or {})["state"])["progress"]["step"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+        return None

@@ -15,25 +15,46 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from vaekit.errors import VaekitError
 
 NONLINEARITIES = ("elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu")
+MODEL_KINDS = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+DEFAULT_CONV_CHANNELS = (32, 64, 128)
+DEFAULT_CONV_KERNELS = (4,)
+DEFAULT_CONV_STRIDES = (2,)
+DEFAULT_SIGMA = 0.1
 
 Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
 
+# The figures `vaekit plot` draws (see plots.py); named here so the CLI can list them without importing torch.
+FigureKind = Literal["reconstructions", "latent", "manifold", "manifold-ppf", "interpolation", "morph", "training", "example", "prior"]
+FIGURE_KINDS: tuple[str, ...] = get_args(FigureKind)
 
-def _help(text: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help text for the CLI."""
-    return field(metadata={"help": text}, **kwargs)
+
+def _help(text: str, shown_default: str | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with a help text for the CLI (and the default to show, where the value is a placeholder)."""
+    metadata = {"help": text} if shown_default is None else {"help": text, "shown_default": shown_default}
+    return field(metadata=metadata, **kwargs)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """What the network is: enough to rebuild it before loading its weights."""
+    """What the network is: enough to rebuild it before loading its weights.
+
+    `model` picks the networks: "mlp" (the original's dense layers, on flat vectors) or "conv"
+    (strided convolutions and their transposed mirror, on images of `image_shape`). For both,
+    `architecture` is (input size, hidden..., latent size); for "conv" the hidden entries are
+    dense layers between the convolutional features and the latent code, and may be left out.
+    """
 
     architecture: tuple[int, ...] = _help(
-        "layer sizes input,hidden...,latent, e.g. 784,500,500,2 (default: data size,500,500,2)",
+        "layer sizes input,hidden...,latent, e.g. 784,500,500,2; with --model conv the hidden sizes are "
+        "dense layers after the convolutions and may be left out, e.g. 3072,16",
+        shown_default="data size,500,500,2; with --model conv: data size,256,2",
         default=(),
     )
     nonlinearity: Nonlinearity = _help("hidden-unit nonlinearity", default="elu")
-    dropout: float = _help("dropout probability on hidden units (the original's 1 - keep_prob)", default=0.0)
+    dropout: float = _help(
+        "dropout probability on dense hidden units (the original's 1 - keep_prob)", default=0.0
+    )
     prior: Literal["standard", "vamp"] = _help(
         "p(z): standard normal, or a VampPrior of learned pseudo-inputs (Tomczak & Welling 2018)", default="standard"
     )
@@ -41,11 +62,49 @@ class ModelConfig:
     image_shape: tuple[int, ...] = _help(
         "(channels, height, width) of one example, for figures; set from the data", default=()
     )
+    model: Literal["mlp", "conv"] = _help(
+        "networks: mlp (dense layers on flat vectors) or conv (strided convolutions on images)", default="mlp"
+    )
+    conv_channels: tuple[int, ...] = _help(
+        "conv: output channels of each convolution, e.g. 32,64,128; the decoder mirrors them",
+        shown_default="32,64,128 with --model conv",
+        default=(),
+    )
+    conv_kernels: tuple[int, ...] = _help(
+        "conv: kernel size of each convolution, one value for all or one per layer",
+        shown_default="4 with --model conv",
+        default=(),
+    )
+    conv_strides: tuple[int, ...] = _help(
+        "conv: stride of each convolution, one value for all or one per layer",
+        shown_default="2 with --model conv",
+        default=(),
+    )
+    likelihood: Literal["bernoulli", "gaussian"] = _help(
+        "p(x|z): bernoulli (pixels in [0, 1] as probabilities) or gaussian (mean sigmoid(decoder), sd --sigma)",
+        default="bernoulli",
+    )
+    sigma: float | None = _help(
+        "gaussian: standard deviation of p(x|z) in pixel units, fixed, or the starting value with --learn-sigma",
+        shown_default=f"{DEFAULT_SIGMA} with --likelihood gaussian",
+        default=None,
+    )
+    learn_sigma: bool = _help("gaussian: learn sigma (one value for all pixels) with the weights", default=False)
+    dequantize: bool = _help(
+        "gaussian on 8-bit images: train and evaluate on (255x + u) / 256, u ~ U(0, 1), "
+        "so that the ELBO bounds the likelihood of the 8-bit values and bits per dimension are reported",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "architecture", tuple(int(a) for a in self.architecture))
-        object.__setattr__(self, "image_shape", tuple(int(a) for a in self.image_shape))
-        validate_architecture(self.architecture)
+        for name in ("architecture", "image_shape", "conv_channels", "conv_kernels", "conv_strides"):
+            object.__setattr__(self, name, tuple(int(a) for a in getattr(self, name)))
+        if self.model not in MODEL_KINDS:
+            raise VaekitError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KINDS)}")
+        conv_options = [name for name in ("conv_channels", "conv_kernels", "conv_strides") if getattr(self, name)]
+        if self.model != "conv" and conv_options:
+            raise VaekitError(f"--{conv_options[0].replace('_', '-')} applies to --model conv only")
+        validate_architecture(self.architecture, min_length=2 if self.model == "conv" else 3)
         if self.nonlinearity not in NONLINEARITIES:
             raise VaekitError(f"unknown nonlinearity {self.nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -54,6 +113,34 @@ class ModelConfig:
             raise VaekitError(f"unknown prior {self.prior!r}; choose standard or vamp")
         if self.pseudo_inputs < 1:
             raise VaekitError(f"--pseudo-inputs must be at least 1, got {self.pseudo_inputs}")
+        if self.model == "conv":
+            self._fill_conv_defaults()
+            validate_conv(self)
+        self._check_likelihood()
+
+    def _fill_conv_defaults(self) -> None:
+        defaults = {
+            "conv_channels": DEFAULT_CONV_CHANNELS,
+            "conv_kernels": DEFAULT_CONV_KERNELS,
+            "conv_strides": DEFAULT_CONV_STRIDES,
+        }
+        for name, default in defaults.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, default)
+
+    def _check_likelihood(self) -> None:
+        if self.likelihood not in LIKELIHOODS:
+            raise VaekitError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if self.likelihood == "bernoulli":
+            gaussian_only = {"sigma": self.sigma is not None, "learn_sigma": self.learn_sigma, "dequantize": self.dequantize}
+            for name, is_set in gaussian_only.items():
+                if is_set:
+                    raise VaekitError(f"--{name.replace('_', '-')} applies to --likelihood gaussian only")
+            return
+        if self.sigma is None:
+            object.__setattr__(self, "sigma", DEFAULT_SIGMA)
+        if not 0 < self.sigma < float("inf"):
+            raise VaekitError(f"--sigma must be a positive number, got {self.sigma}")
 
     @property
     def input_size(self) -> int:
@@ -63,10 +150,70 @@ class ModelConfig:
     def latent_size(self) -> int:
         return self.architecture[-1]
 
+    @property
+    def conv_layers(self) -> list[tuple[int, int, int]]:
+        """(channels, kernel, stride) of each convolution, single kernel and stride values repeated."""
+        n = len(self.conv_channels)
+        kernels = self.conv_kernels * n if len(self.conv_kernels) == 1 else self.conv_kernels
+        strides = self.conv_strides * n if len(self.conv_strides) == 1 else self.conv_strides
+        return list(zip(self.conv_channels, kernels, strides))
 
-def validate_architecture(architecture: tuple[int, ...]) -> None:
-    """Raise a clear error unless it is input, at least one hidden layer, and latent, all positive."""
-    if len(architecture) < 3:
+
+def conv_padding(kernel: int) -> int:
+    """Padding of a convolution: (k - 1) // 2, so stride 1 keeps the size and stride 2 about halves it."""
+    return (kernel - 1) // 2
+
+
+def conv_output_size(size: int, kernel: int, stride: int) -> int:
+    """Height (or width) after a convolution: floor((size + 2 padding - kernel) / stride) + 1."""
+    return (size + 2 * conv_padding(kernel) - kernel) // stride + 1
+
+
+def conv_feature_sizes(image_shape: tuple[int, ...], layers: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """(height, width) of the input and after each convolution; a clear error where an image is too small."""
+    _, height, width = image_shape
+    sizes = [(height, width)]
+    for index, (_, kernel, stride) in enumerate(layers, start=1):
+        h, w = sizes[-1]
+        if min(h, w) < stride or min(h, w) + 2 * conv_padding(kernel) < kernel:
+            raise VaekitError(
+                f"images of {height}x{width} are too small for {len(layers)} convolutions with kernels "
+                f"{[k for _, k, _ in layers]} and strides {[s for _, _, s in layers]}: layer {index} would get "
+                f"{h}x{w} inputs; use fewer --conv-channels or smaller --conv-strides"
+            )
+        sizes.append((conv_output_size(h, kernel, stride), conv_output_size(w, kernel, stride)))
+    return sizes
+
+
+def validate_conv(config: ModelConfig) -> None:
+    """The conv model needs an image shape matching the input size, and layers that fit the image."""
+    shape = config.image_shape
+    if len(shape) != 3 or min(shape) < 1:
+        raise VaekitError(
+            f"--model conv needs the image shape (channels, height, width) of the data, got {list(shape)}"
+        )
+    if shape[0] * shape[1] * shape[2] != config.input_size:
+        raise VaekitError(
+            f"architecture starts with {config.input_size} inputs but images of shape {list(shape)} hold "
+            f"{shape[0] * shape[1] * shape[2]} values"
+        )
+    n = len(config.conv_channels)
+    for name in ("conv_kernels", "conv_strides"):
+        if len(getattr(config, name)) not in (1, n):
+            raise VaekitError(
+                f"--{name.replace('_', '-')} needs 1 value or {n} (one per convolution), got {len(getattr(config, name))}"
+            )
+    for name in ("conv_channels", "conv_kernels", "conv_strides"):
+        if min(getattr(config, name)) < 1:
+            raise VaekitError(f"--{name.replace('_', '-')} must be positive integers, got {list(getattr(config, name))}")
+    conv_feature_sizes(shape, config.conv_layers)
+
+
+def validate_architecture(architecture: tuple[int, ...], min_length: int = 3) -> None:
+    """Raise a clear error unless it is input, hidden layers (at least one for the MLP), and latent, all positive."""
+    if len(architecture) < 2:
+        raise VaekitError(f"architecture {list(architecture)} needs at least an input size and a latent size")
+    if len(architecture) < min_length:
         raise VaekitError(
             f"architecture {list(architecture)} needs at least an input size, one hidden layer and a latent size, "
             "e.g. 784,500,500,2"
@@ -81,7 +228,7 @@ def parse_architecture(text: str) -> tuple[int, ...]:
         sizes = tuple(int(part) for part in text.replace(" ", "").split(","))
     except ValueError:
         raise VaekitError(f"bad architecture {text!r}: expected comma-separated integers such as 784,500,500,2") from None
-    validate_architecture(sizes)
+    validate_architecture(sizes, min_length=2)  # the model kind decides whether hidden layers are required
     return sizes
 
 
@@ -90,7 +237,9 @@ class DataConfig:
     """Which data set, where it lives, and how it is split."""
 
     data: str = _help(
-        "digits (built in), mnist, binarized-mnist, or a path to a .npy/.npz file", default="digits"
+        "digits (built in), mnist, binarized-mnist, a path to a .npy/.npz file, or a folder of images "
+        "(class sub-folders become labels)",
+        default="digits",
     )
     data_dir: str | None = _help(
         "folder with the data files (default: $VAEKIT_DATA, then the download cache)", default=None
@@ -100,10 +249,30 @@ class DataConfig:
         "MNIST: base URL to download the four official files from",
         default="https://ossci-datasets.s3.amazonaws.com/mnist/",
     )
+    image_size: tuple[int, ...] = _help(
+        "image folders: HEIGHT,WIDTH (or one number for squares) to bring every image to",
+        shown_default="the images' own size, which must then agree",
+        default=(),
+    )
+    channels: int | None = _help(
+        "image folders: 1 (grayscale) or 3 (RGB)", shown_default="3 if any image has colour, else 1", default=None
+    )
+    fit: Literal["resize", "crop"] = _help(
+        "image folders: how images reach --image-size: resize (stretch) or crop (scale the short side, "
+        "then cut out the centre)",
+        default="resize",
+    )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", tuple(int(a) for a in self.image_size))
         if self.valid_size < 1:
             raise VaekitError(f"--valid-size must be at least 1, got {self.valid_size}")
+        if len(self.image_size) > 2 or any(a < 1 for a in self.image_size):
+            raise VaekitError(f"--image-size must be HEIGHT,WIDTH or one size, all positive, got {list(self.image_size)}")
+        if self.channels not in (None, 1, 3):
+            raise VaekitError(f"--channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+        if self.fit not in ("resize", "crop"):
+            raise VaekitError(f"--fit must be resize or crop, got {self.fit!r}")
 
 
 @dataclass(frozen=True)
@@ -112,7 +281,7 @@ class TrainConfig:
 
     epochs: int | None = _help("stop after this many passes over the training set", default=10)
     max_steps: int | None = _help("stop after this many optimizer steps (whichever comes first)", default=None)
-    batch_size: int = _help("examples per step", default=128)
+    batch_size: int = _help("examples per step (per process under torchrun: the global batch is this times the processes)", default=128)
     lr: float = _help("Adam learning rate", default=1e-3)
     l2: float = _help("L2 penalty on weights, l2 * sum(w**2) / 2, the original's lambda_l2_reg", default=0.0)
     clip: float = _help("clip each gradient value to [-clip, clip]; 0 turns clipping off", default=5.0)
@@ -144,6 +313,16 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = _help("where to train", default="auto")
     out: str = _help("folder in which the run's own folder is created", default="runs")
     progress: bool = _help("show a progress bar", default=True)
+    dist_timeout: float = _help(
+        "torchrun: seconds a process waits for the others before the whole job fails", default=300.0
+    )
+    on_nonfinite: Literal["stop", "skip"] = _help(
+        "on a NaN/Inf loss or gradient: stop (the last checkpoint stays intact) or skip the batch and count it",
+        default="stop",
+    )
+    snapshots: bool = _help(
+        "save the latent space at steps round(2^(k/2)) and make GIFs of it at the end", default=False
+    )
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
@@ -156,6 +335,8 @@ class TrainConfig:
             raise VaekitError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise VaekitError(f"--lr must be positive, got {self.lr}")
+        if not self.dist_timeout > 0:
+            raise VaekitError(f"--dist-timeout must be positive, got {self.dist_timeout}")
         for name, choices in (("objective", ("elbo", "iwae")), ("lr_schedule", ("constant", "burda", "plateau"))):
             if getattr(self, name) not in choices:
                 raise VaekitError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
@@ -189,7 +370,7 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
         converted[key] = value
     try:
         return cls(**converted)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise VaekitError(f"bad {cls.__name__}: {error}") from None
 
 

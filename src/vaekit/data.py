@@ -6,19 +6,23 @@ integer labels, and the (channels, height, width) shape of one example for figur
 - `digits`: scikit-learn's bundled 8x8 handwritten digits, the default that works offline.
 - `mnist`: the official IDX files, read from a folder or downloaded and checked by md5.
 - `binarized-mnist`: the static binarization of Larochelle & Murray (2011), `.amat` text.
-- a `.npy` / `.npz` file of arrays.
+- a `.npy` / `.npz` file of arrays, of any image shape.
+- a folder of images (PNG, JPEG, ...): class sub-folders as labels, or a flat folder without;
+  brought to one size and to grayscale or RGB, decoded once and cached (see `load_image_folder`).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +43,9 @@ MNIST_FILES = {
 }
 BINARIZED_MNIST_FILES = {split: f"binarized_mnist_{split}.amat" for split in SPLITS}
 IDX_MAGIC = {2049: 1, 2051: 3}  # labels: 1 dimension, images: 3 dimensions (unsigned bytes)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
+IMAGE_CACHE_VERSION = 1  # bump when decoding changes, so old cache files are not reused
 
 
 @dataclass
@@ -59,6 +66,7 @@ class Splits:
     test: Split
     image_shape: tuple[int, int, int]  # (channels, height, width) of one example
     name: str = ""
+    class_names: tuple[str, ...] = ()  # label k is class_names[k], where the source names its classes
 
     def __getitem__(self, split: str) -> Split:
         if split not in SPLITS:
@@ -81,10 +89,14 @@ def load_data(config: DataConfig) -> Splits:
         splits = load_binarized_mnist(data_folder(config, "binarized_mnist_train.amat"))
     elif source.endswith((".npy", ".npz")):
         splits = load_arrays(Path(source))
+    elif Path(source).is_dir():
+        splits = load_image_folder(Path(source), config)
     else:
         raise VaekitError(
-            f"unknown data {source!r}: use digits, mnist, binarized-mnist, or a path to a .npy/.npz file"
+            f"unknown data {source!r}: use digits, mnist, binarized-mnist, a path to a .npy/.npz file, or a folder of images"
         )
+    if not Path(source).is_dir() and (config.image_size or config.channels is not None):
+        raise VaekitError("--image-size and --channels apply to image folders only")
     for split in SPLITS:
         check_values(splits[split].x, f"{source} ({split})")
     return splits
@@ -92,13 +104,19 @@ def load_data(config: DataConfig) -> Splits:
 
 def check_values(x: torch.Tensor, what: str) -> None:
     """Refuse NaN/Inf and values outside [0, 1], which a Bernoulli likelihood cannot model."""
-    if len(x) == 0:
-        raise VaekitError(f"{what} holds no examples")
+    if x.numel() == 0:
+        raise VaekitError(f"{what} holds no examples, or examples of size 0")
     if not torch.isfinite(x).all():
         raise VaekitError(f"{what} contains NaN or Inf values")
     low, high = float(x.min()), float(x.max())
     if low < 0 or high > 1:
         raise VaekitError(f"{what} has values in [{low:g}, {high:g}]; a Bernoulli model needs data in [0, 1]")
+
+
+def is_8bit(x: torch.Tensor) -> bool:
+    """Whether every value is k/255 for an integer k, as images stored in bytes are after scaling."""
+    scaled = x * 255
+    return bool((scaled - scaled.round()).abs().max() < 1e-3)
 
 
 def data_folder(config: DataConfig, probe: str) -> Path:
@@ -329,7 +347,9 @@ def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 
 
 
 def split_arrays(x: np.ndarray, y: np.ndarray | None, valid_fraction: float, test_fraction: float, seed: int, path: Path) -> dict:
-    n = len(x)
+    n = len(x) if x.ndim else 0
+    if y is not None and np.shape(y)[:1] != (n,):
+        raise VaekitError(f"{path}: {n} examples but labels of shape {np.shape(y)}")
     n_valid, n_test = max(1, int(n * valid_fraction)), max(1, int(n * test_fraction))
     if n - n_valid - n_test < 1:
         raise VaekitError(f"{path} holds {n} examples: too few to split into train, valid and test")
@@ -345,7 +365,8 @@ def to_examples(x: np.ndarray, what: str) -> tuple[torch.Tensor, tuple[int, int,
         raise VaekitError(f"{what} has dtype {x.dtype}; expected numbers")
     if x.ndim < 2 or len(x) == 0:
         raise VaekitError(f"{what} must be an array of examples (N, ...), got shape {x.shape}")
-    values = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    with np.errstate(over="ignore"):  # huge values become Inf here and are refused by check_values
+        values = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     shape = image_shape_of(x.shape[1:])
     if x.ndim == 4 and is_channels_last(x.shape[1:]):
         values = values.transpose(0, 3, 1, 2)  # -> (N, C, H, W)
@@ -378,3 +399,177 @@ def to_labels(y: np.ndarray | None, n: int, what: str) -> torch.Tensor | None:
     if y.shape != (n,) or y.dtype.kind not in "iub":
         raise VaekitError(f"{what}: labels must be {n} integers, got shape {y.shape} of {y.dtype}")
     return torch.from_numpy(y.astype(np.int64))
+
+
+# -- image folders ------------------------------------------------------------------------------------
+
+
+def load_image_folder(folder: Path, config: DataConfig, seed: int = 0) -> Splits:
+    """The images under folder as one data set, split 80 / 10 / 10 with a fixed seed.
+
+    Layout as torchvision's ImageFolder: sub-folders are classes (sorted names -> labels 0..K-1,
+    images found at any depth below each), or, without sub-folders, a flat folder of unlabelled
+    images. Every image is brought to config.image_size (`fit`: stretched, or scaled and centre-
+    cropped) and to config.channels; the decoded bytes are cached under the cache folder, keyed
+    by the files' names, sizes and times and the options, so a second load reads one file.
+    """
+    files, labels, class_names = list_images(folder)
+    key = image_cache_key(folder, files, config)
+    cache_path = cache_folder() / "images" / f"{folder.name}-{key}.npz"
+    cached = read_image_cache(cache_path)
+    if cached is None:
+        pixels = decode_images(folder, files, config)
+        write_image_cache(cache_path, pixels)
+    else:
+        pixels = cached
+    y = np.asarray(labels, dtype=np.int64) if class_names else None
+    parts = split_arrays(pixels, y, 0.1, 0.1, seed, folder)
+    splits = {
+        split: Split(torch.from_numpy(x.reshape(len(x), -1)).float() / 255.0, to_labels(y_part, len(x), str(folder)))
+        for split, (x, y_part) in parts.items()
+    }
+    return Splits(**splits, image_shape=tuple(pixels.shape[1:]), name=folder.name, class_names=tuple(class_names))
+
+
+def list_images(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Image files (paths relative to folder, sorted), their labels and the class names; a flat folder has no classes."""
+    top_level = sorted(path.relative_to(folder) for path in folder.iterdir() if is_image_file(path, folder))
+    per_class = {
+        sub.name: sorted(path.relative_to(folder) for path in sub.rglob("*") if is_image_file(path, folder))
+        for sub in sorted(folder.iterdir())
+        if sub.is_dir() and not sub.name.startswith(".")
+    }
+    per_class = {name: found for name, found in per_class.items() if found}
+    if per_class and top_level:
+        raise VaekitError(
+            f"{folder} holds both images ({top_level[0]}, ...) and class folders ({next(iter(per_class))}, ...); "
+            "put every image in a class folder, or use a flat folder"
+        )
+    if not per_class:
+        if not top_level:
+            raise VaekitError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) nor class folders of images")
+        return top_level, [0] * len(top_level), []
+    files = [path for found in per_class.values() for path in found]
+    labels = [label for label, found in enumerate(per_class.values()) for _ in found]
+    return files, labels, list(per_class)
+
+
+def is_image_file(path: Path, folder: Path) -> bool:
+    """A file with an image suffix, not hidden (no part of its path below folder starts with a dot)."""
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not hidden
+
+
+def image_cache_key(folder: Path, files: list[Path], config: DataConfig) -> str:
+    """A hash of what the decoded tensor depends on: the folder, each file's name, size and time, the options."""
+    digest = hashlib.sha256()
+    options = {"version": IMAGE_CACHE_VERSION, "size": config.image_size, "channels": config.channels, "fit": config.fit}
+    digest.update(f"{folder.resolve()}\n{json.dumps(options, sort_keys=True)}\n".encode())
+    for relative in files:
+        stat = (folder / relative).stat()
+        digest.update(f"{relative.as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def decode_images(folder: Path, files: list[Path], config: DataConfig) -> np.ndarray:
+    """All images as one uint8 array (N, C, H, W); unreadable files are named in one error.
+
+    A first pass reads only the headers (mode and size) to settle the channels and the size;
+    the second decodes each image straight into its place, so memory holds the result only.
+    """
+    from PIL import Image
+
+    headers = in_threads(lambda relative: read_header(folder / relative), files)
+    readable = [header for header in headers if not isinstance(header, str)] or [("L", (1, 1))]
+    channels = config.channels or (1 if all(mode in GRAYSCALE_MODES for mode, _ in readable) else 3)
+    height, width = target_size(files, headers, config)
+    pixels = np.empty((len(files), channels, height, width), dtype=np.uint8)
+
+    def fill(index: int) -> str | None:
+        if isinstance(headers[index], str):
+            return headers[index]
+        try:
+            pixels[index] = decode_image(folder / files[index], channels, (height, width), config.fit)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:  # damaged, truncated, huge
+            return str(error) or type(error).__name__
+        return None
+
+    broken = [f"{relative} ({reason})" for relative, reason in zip(files, in_threads(fill, range(len(files)))) if reason]
+    if broken:
+        shown = "; ".join(broken[:10]) + (f"; and {len(broken) - 10} more" if len(broken) > 10 else "")
+        raise VaekitError(f"{len(broken)} file(s) in {folder} are not readable images: {shown}")
+    return pixels
+
+
+def in_threads(fn, items) -> list:
+    """fn over items in a thread pool, in order: Pillow decodes without holding the GIL."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))
+
+
+def read_header(path: Path) -> tuple[str, tuple[int, int]] | str:
+    """(mode, (height, width)) of an image file without decoding its pixels, or the reason it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.mode, (image.height, image.width)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return str(error) or type(error).__name__
+
+
+def target_size(files: list[Path], headers: list, config: DataConfig) -> tuple[int, int]:
+    """(height, width) from --image-size, else the images' own size, which must then be the same for all."""
+    if config.image_size:
+        return config.image_size[0], config.image_size[-1]
+    first_of_size: dict[tuple[int, int], Path] = {}
+    for relative, header in zip(files, headers):
+        if not isinstance(header, str):
+            first_of_size.setdefault(header[1], relative)
+    if len(first_of_size) > 1:
+        shown = ", ".join(f"{relative} is {h}x{w}" for (h, w), relative in list(first_of_size.items())[:3])
+        raise VaekitError(f"the images differ in size ({shown}); choose one with --image-size HEIGHT,WIDTH")
+    return next(iter(first_of_size), (1, 1))  # (1, 1) when none is readable: the error then names them all
+
+
+def decode_image(path: Path, channels: int, size: tuple[int, int], fit: str) -> np.ndarray:
+    """One image file as uint8 (C, H, W): grayscale or RGB (transparent parts over black), brought to size."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            black = Image.new("RGBA", image.size, (0, 0, 0, 255))
+            image = Image.alpha_composite(black, image.convert("RGBA"))
+        image = image.convert("L" if channels == 1 else "RGB")
+    height, width = size
+    if (image.height, image.width) != size:
+        if fit == "crop":
+            image = ImageOps.fit(image, (width, height), Image.Resampling.BICUBIC)
+        else:
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+
+
+def read_image_cache(path: Path) -> np.ndarray | None:
+    """The cached uint8 pixels, or None if there is no usable cache file."""
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            return loaded["pixels"]
+    except (OSError, ValueError, KeyError, EOFError, zlib.error):
+        return None
+
+
+def write_image_cache(path: Path, pixels: np.ndarray) -> None:
+    """Save the pixels atomically; a cache that cannot be written costs time on the next load, not this one."""
+    from vaekit.checkpoint import atomic_write_with
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file object, or numpy would append .npz to the name
+            np.savez(handle, pixels=pixels)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_with(path, write)
+    except (OSError, VaekitError):
+        pass

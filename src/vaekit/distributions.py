@@ -1,10 +1,10 @@
 """The distributions of a VAE, each formula written once.
 
-q(z|x) is a diagonal Gaussian, p(x|z) a Bernoulli on logits; the prior p(z) is N(0, I) or a
-VampPrior, a mixture of the posteriors of K learned pseudo-inputs (Tomczak & Welling 2018,
-"VAE with a VampPrior"). Names follow Kingma & Welling (2014), "Auto-Encoding Variational
-Bayes" (appendix B for the KL). All log-densities are summed over the event dimensions and
-are in nats.
+q(z|x) is a diagonal Gaussian; p(x|z) a Bernoulli on logits or a Gaussian with a fixed or
+learned standard deviation; the prior p(z) is N(0, I) or a VampPrior, a mixture of the
+posteriors of K learned pseudo-inputs (Tomczak & Welling 2018, "VAE with a VampPrior").
+Names follow Kingma & Welling (2014), "Auto-Encoding Variational Bayes" (appendix B for the KL).
+All log-densities are summed over the event dimensions and are in nats.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ LOG_2PI = math.log(2 * math.pi)
 class DiagonalGaussian:
     """N(mu, diag(sigma^2)), parameterised by mu and log_sigma of shape (..., D)."""
 
-    def __init__(self, mu: torch.Tensor, log_sigma: torch.Tensor):
+    def __init__(self, mu: torch.Tensor, log_sigma: torch.Tensor, noise: Callable | None = None):
         self.mu = mu
         self.log_sigma = log_sigma
+        self.noise = noise  # (shape, dtype) -> eps; None: torch.randn (distributed training shares it)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -36,7 +37,10 @@ class DiagonalGaussian:
     def rsample(self, k: int | None = None) -> torch.Tensor:
         """Reparameterised draw z = mu + sigma * eps; with k, shape (k, ..., D)."""
         shape = self.mu.shape if k is None else (k, *self.mu.shape)
-        eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device)
+        if self.noise is not None:
+            eps = self.noise(shape, self.mu.dtype)
+        else:
+            eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device)
         return self.mu + self.sigma * eps
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -131,3 +135,57 @@ class Bernoulli:
         """
         x = x.to(self.logits.dtype).expand_as(self.logits)
         return -F.binary_cross_entropy_with_logits(self.logits, x, reduction="none").sum(-1)
+
+
+class Gaussian(DiagonalGaussian):
+    """p(x|z) = N(x; sigmoid(logits), sigma^2) for independent pixels, logits of shape (..., D).
+
+    The mean goes through a sigmoid so that decoded images lie in [0, 1] as with the Bernoulli;
+    log_sigma is one value shared by all pixels (a tensor that broadcasts: fixed, or a learned
+    parameter as in Rybkin et al. 2021, "Simple and Effective VAE Training with Calibrated Decoders").
+    With `levels`, log_prob first dequantises x (see `dequantize`): the density is then that of
+    continuous data in [0, 1], from which `bits_per_dim` gives a bound for the discrete pixels.
+    """
+
+    def __init__(self, logits: torch.Tensor, log_sigma: torch.Tensor, levels: int | None = None):
+        super().__init__(torch.sigmoid(logits), log_sigma.to(logits.dtype).expand_as(logits))
+        self.logits = logits
+        self.levels = levels
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.mu
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log N(x; mean, sigma^2) summed over the pixels, in nats (of x dequantised first when `levels` is set)."""
+        x = x.to(self.mu.dtype)
+        if self.levels is not None:
+            x = dequantize(x, self.levels)
+        return super().log_prob(x)
+
+
+def dequantize(x: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """Uniform dequantisation of pixels stored as k / (levels - 1): (k + u) / levels with u ~ U(0, 1).
+
+    The result fills [0, 1) continuously, so a density on it cannot pile up on the `levels`
+    values, and E_u[log p((k + u) / levels)] - D log(levels) <= log P(k) (Theis et al. 2016).
+    """
+    k = torch.round(x * (levels - 1))
+    return (k + torch.rand_like(x)) / levels
+
+
+def bits_per_dim(nll_nats: float, num_dims: int, levels: int | None = None) -> float:
+    """A per-example negative log-likelihood (nats) in bits per dimension.
+
+    For a probability of discrete values (a Bernoulli on binary pixels), levels=None:
+        bits_per_dim = nll_nats / (D log 2).
+    For a density on [0, 1]^D of data dequantised from `levels` values per pixel (see `dequantize`),
+    the density of the same data on the scale 0..levels is p / levels^D, so
+        bits_per_dim = (nll_nats + D log(levels)) / (D log 2),
+    which for 8-bit images (levels=256) is the figure reported for image models (Theis, van den Oord
+    & Bethge 2016, "A note on the evaluation of generative models"). From the ELBO it is an upper bound.
+    """
+    if num_dims < 1:
+        raise ValueError(f"num_dims must be positive, got {num_dims}")
+    offset = num_dims * math.log(levels) if levels is not None else 0.0
+    return (nll_nats + offset) / (num_dims * math.log(2))

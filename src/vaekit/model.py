@@ -3,11 +3,16 @@
 The model computes distributions, not losses: objectives live in `objectives.py`.
 The user-facing methods (`encode`, `decode`, `reconstruct`, `sample`, `elbo`) take numpy
 arrays or tensors, work in batches, keep no gradients, and return the kind they were given.
+
+Shapes: `posterior`, `likelihood` and `forward` work on flat (N, D) tensors for every model.
+The user-facing methods take flat (N, D) rows or (N, C, H, W) images; an image model
+(`model="conv"`) returns images (N, C, H, W), an MLP model flat rows (N, D), as vae-tf did.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +23,7 @@ import torch
 from torch import nn
 
 from vaekit.config import ModelConfig, from_dict, to_dict, write_json
-from vaekit.distributions import Bernoulli, DiagonalGaussian, StandardNormal, VampPrior
+from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal, VampPrior, bits_per_dim
 from vaekit.errors import VaekitError
 from vaekit.nn import NETWORKS
 
@@ -26,16 +31,20 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INFERENCE_BATCH = 4096
+PIXEL_LEVELS = 256  # 8-bit images, for dequantisation and bits per dimension
+MIN_LOG_SIGMA = math.log(1e-3)  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
 
 ArrayLike = np.ndarray | torch.Tensor
 
 
 class VAE(nn.Module):
-    """A variational autoencoder with a symmetric MLP, as in vae-tf.
+    """A variational autoencoder: a symmetric MLP as in vae-tf, or a convolutional one.
 
     >>> vae = VAE([784, 500, 500, 2])            # ELU, Bernoulli output, no dropout
     >>> mu, log_sigma = vae.encode(x)            # x: (N, 784) in [0, 1]
     >>> x_mean = vae.decode(mu)                  # (N, 784) pixel probabilities
+    >>> conv = VAE([3072, 16], model="conv", image_shape=(3, 32, 32), likelihood="gaussian", learn_sigma=True)
+    >>> conv.sample(8).shape                     # torch.Size([8, 3, 32, 32]), pixel means in [0, 1]
     """
 
     def __init__(self, architecture: list[int] | tuple[int, ...] | None = None, *, config: ModelConfig | None = None, **options: Any):
@@ -45,21 +54,32 @@ class VAE(nn.Module):
         elif architecture is not None or options:
             raise VaekitError("give either an architecture with options or a config, not both")
         self.config = config
-        encoder_cls, decoder_cls = NETWORKS["mlp"]
+        encoder_cls, decoder_cls = NETWORKS[config.model]
         self.encoder = encoder_cls(config)
         self.decoder = decoder_cls(config)
         self.prior = make_prior(config, self.encoder)
+        self.noise: Callable | None = None  # set by the trainer while a distributed step runs
+        if config.likelihood == "gaussian":
+            log_sigma = torch.tensor(math.log(config.sigma))
+            if config.learn_sigma:
+                self.likelihood_log_sigma = nn.Parameter(log_sigma)
+            else:
+                self.register_buffer("likelihood_log_sigma", log_sigma, persistent=False)
 
     # -- distributions: used by the objectives, with gradients ------------------------------
 
     def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z|x) for a batch x of shape (N, D)."""
         mu, log_sigma = self.encoder(x)
-        return DiagonalGaussian(mu, log_sigma)
+        return DiagonalGaussian(mu, log_sigma, self.noise)
 
-    def likelihood(self, z: torch.Tensor) -> Bernoulli:
-        """p(x|z) for latent codes z of shape (..., latent)."""
-        return Bernoulli(self.decoder(z))
+    def likelihood(self, z: torch.Tensor) -> Bernoulli | Gaussian:
+        """p(x|z) for latent codes z of shape (..., latent): over flat x (..., D)."""
+        logits = self.decoder(z)
+        if self.config.likelihood == "bernoulli":
+            return Bernoulli(logits)
+        log_sigma = self.likelihood_log_sigma.clamp(min=MIN_LOG_SIGMA)
+        return Gaussian(logits, log_sigma, levels=PIXEL_LEVELS if self.config.dequantize else None)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One stochastic pass: (logits of p(x|z), mu, log_sigma) with z drawn from q(z|x)."""
@@ -69,20 +89,26 @@ class VAE(nn.Module):
     # -- the user's API: numpy or tensors in, the same kind out, no gradients ----------------
 
     def encode(self, x: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
-        """(mu, log_sigma) of q(z|x), each (N, latent)."""
+        """(mu, log_sigma) of q(z|x), each (N, latent); x is (N, D) or (N, C, H, W)."""
         mu, log_sigma = self._batched(x, self.input_size, lambda batch: self.encoder(batch))
         return mu, log_sigma
 
     def decode(self, z: ArrayLike | None = None) -> ArrayLike:
-        """Pixel means of p(x|z), (N, D); with no z, decode one draw from the prior."""
+        """Pixel means of p(x|z) in [0, 1]: (N, C, H, W) for an image model, else (N, D).
+
+        With no z, decode one draw from the prior.
+        """
         if z is None:
             with evaluating(self), torch.no_grad():
                 z = self.prior.sample(1)
-        (x_mean,) = self._batched(z, self.latent_size, lambda batch: (self.likelihood(batch).mean,))
-        return x_mean
+        (x_mean,) = self._batched(z, self.latent_size, lambda batch: (self.likelihood(batch).mean,), latent=True)
+        return self._as_images(x_mean)
 
     def reconstruct(self, x: ArrayLike, sample: bool = True) -> ArrayLike:
-        """Decode an encoding of x: a draw from q(z|x) as the original's `vae`, or its mean."""
+        """Decode an encoding of x: a draw from q(z|x) as the original's `vae`, or its mean.
+
+        x is (N, D) or (N, C, H, W); the result is shaped as `decode`'s.
+        """
 
         def run(batch: torch.Tensor) -> tuple[torch.Tensor]:
             q = self.posterior(batch)
@@ -90,10 +116,10 @@ class VAE(nn.Module):
             return (self.likelihood(z).mean,)
 
         (x_mean,) = self._batched(x, self.input_size, run)
-        return x_mean
+        return self._as_images(x_mean)
 
     def sample(self, n: int) -> torch.Tensor:
-        """n images decoded from draws of the prior, (n, D) on the CPU."""
+        """n images decoded from draws of the prior on the CPU: (n, C, H, W) for an image model, else (n, D)."""
         if n < 1:
             raise VaekitError(f"number of samples must be at least 1, got {n}")
         with evaluating(self), torch.no_grad():
@@ -121,11 +147,36 @@ class VAE(nn.Module):
     def latent_size(self) -> int:
         return self.config.latent_size
 
-    def _batched(self, data: ArrayLike, width: int, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]) -> tuple[ArrayLike, ...]:
-        """Apply fn in eval mode, without gradients, over batches of rows; return numpy for numpy input."""
+    @property
+    def is_image_model(self) -> bool:
+        """Whether the user-facing methods return images (N, C, H, W) rather than flat rows."""
+        return self.config.model == "conv"
+
+    def _as_images(self, x: ArrayLike) -> ArrayLike:
+        return x.reshape(len(x), *self.config.image_shape) if self.is_image_model else x
+
+    def bits_per_dim(self, nll_nats: float, x: torch.Tensor) -> float | None:
+        """A per-example negative log-likelihood of data x in bits per dimension, or None where that is no figure.
+
+        It applies to a Bernoulli on binary data, and to a dequantised Gaussian on 8-bit data
+        (see `distributions.bits_per_dim`); a Bernoulli on grey levels or a Gaussian on
+        undequantised pixels is no probability of the data, so there is no such number.
+        """
+        if self.config.likelihood == "gaussian":
+            return bits_per_dim(nll_nats, self.input_size, PIXEL_LEVELS) if self.config.dequantize else None
+        binary = bool(((x == 0) | (x == 1)).all())
+        return bits_per_dim(nll_nats, self.input_size) if binary else None
+
+    def _batched(
+        self, data: ArrayLike, width: int, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], latent: bool = False
+    ) -> tuple[ArrayLike, ...]:
+        """Apply fn in eval mode, without gradients, over batches of rows; return numpy for numpy input.
+
+        Data are flattened to (N, width); images of an image model are checked against its image shape.
+        """
         as_numpy = isinstance(data, np.ndarray)
         x = torch.as_tensor(np.asarray(data, dtype=np.float32) if as_numpy else data)
-        x = check_input(x, width)
+        x = check_input(x, width, self.config.image_shape if self.is_image_model and not latent else None)
         parts: list[tuple[torch.Tensor, ...]] = []
         with evaluating(self), torch.no_grad():
             for start in range(0, len(x), INFERENCE_BATCH):
@@ -140,14 +191,14 @@ class VAE(nn.Module):
 
     def save(self, run_dir: str | Path) -> Path:
         """Write config.json and model.safetensors into run_dir; return the folder."""
-        from safetensors.torch import save_file
-
-        from vaekit.checkpoint import atomic_write_with
+        from vaekit.checkpoint import save_tensors
 
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        atomic_write_with(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION)}))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise VaekitError(f"cannot create {run_dir}: {error.strerror}") from None
+        save_tensors(run_dir / WEIGHTS_FILE, self.state_dict(), {"format_version": str(FORMAT_VERSION)})
         payload = read_run_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}
         payload.update({"format_version": FORMAT_VERSION, "model": to_dict(self.config)})
         write_json(run_dir / CONFIG_FILE, payload)
@@ -161,8 +212,15 @@ def make_prior(config: ModelConfig, encoder: nn.Module) -> StandardNormal | Vamp
     return StandardNormal(config.latent_size)
 
 
-def check_input(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Flatten images to (N, D) and check the width; a clear error for a wrong shape."""
+def check_input(x: torch.Tensor, width: int, image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Flatten images to (N, D) and check the width; a clear error for a wrong shape.
+
+    With image_shape (C, H, W), images must come channels first: (N, H, W, C) would flatten
+    to the right width with its pixels in the wrong places.
+    """
+    if image_shape is not None and x.ndim == 4 and tuple(x.shape[1:]) != tuple(image_shape):
+        expected = ", ".join(map(str, image_shape))
+        raise VaekitError(f"expected images of shape (N, {expected}), channels first; got {tuple(x.shape)}")
     if x.ndim == 1 and x.numel() == width:
         x = x.reshape(1, width)
     elif x.ndim > 2:
@@ -194,7 +252,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         payload = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise VaekitError(f"{path} is not readable JSON: {error}") from None
-    if not isinstance(payload, dict) or "model" not in payload:
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise VaekitError(f"{path} is not a vaekit run config (no 'model' section)")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
@@ -204,18 +262,12 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     """Rebuild the VAE from config.json and load model.safetensors, checking every tensor."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from vaekit.checkpoint import load_tensors
 
     payload = read_run_config(run_dir)
     model = VAE(config=from_dict(ModelConfig, payload["model"]))
     weights_path = Path(run_dir) / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise VaekitError(f"{run_dir} has no {WEIGHTS_FILE}")
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise VaekitError(f"{weights_path} is not a readable safetensors file: {error}") from None
+    tensors, _ = load_tensors(weights_path, "safetensors weights file")
     load_checked_state(model, tensors, weights_path)
     return model.to(device)
 

@@ -1,50 +1,381 @@
-"""Pictures of a model: image grids now; the figures of vae-tf build on these helpers."""
+"""Figures of a trained VAE, the pictures of vae-tf, for any image shape (gray or RGB).
+
+One public function per figure, each writing one PNG and returning its path:
+`save_reconstructions` (the original's plotSubset), `save_latent_scatter` (plotInLatent),
+`save_manifold_grid` (exploreLatent, linear or at percentiles of N(0, 1)), `save_interpolation`,
+`save_example` (justMNIST) and `save_prior_samples`; the GIFs (morph, latent space over training)
+are in `animation.py`. `all_plots` writes every kind, as the original's all_plots did.
+Pixels and figure plumbing (matplotlib's Agg canvas, never pyplot) are in `images.py`.
+"""
 
 from __future__ import annotations
 
+import textwrap
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from vaekit.config import FIGURE_KINDS
 from vaekit.errors import VaekitError
+from vaekit.images import (  # noqa: F401 - save_image_grid: `vaekit sample` and the demo use it from here
+    DPI,
+    NO_MARGINS,
+    canvas_figure,
+    decoded_images,
+    encoded_means,
+    heading,
+    image_grid,
+    image_shape_of,
+    save_figure,
+    save_image_grid,
+    to_images,
+)
+from vaekit.latent import LatentPlane, Projection, grid_codes, grid_coordinates, interpolate, latent_plane, project_to_plane
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from vaekit.data import Split, Splits
+    from vaekit.model import VAE
+
+SCATTER_SIZE = (8.0, 6.4)  # inches: 800 x 640 pixels
+EXAMPLE_SIZE = (6.0, 5.0)  # inches: 600 x 500 pixels
+MAX_TSNE_POINTS = 2000  # t-SNE is quadratic in time: a larger split is subsampled
 
 
-def to_images(x: np.ndarray | torch.Tensor, image_shape: tuple[int, ...]) -> np.ndarray:
-    """Flat examples (N, D) in [0, 1] -> images (N, H, W, C) as float arrays."""
+# -- 1. reconstructions (plotSubset) ---------------------------------------------------------------------
+
+
+def save_reconstructions(model: VAE, x: torch.Tensor, path: str | Path, n: int = 10, title: str = "",
+                         columns: int = 10, sample: bool = False) -> Path:
+    """The first n inputs, each row of them above its row of reconstructions.
+
+    A reconstruction decodes the mean of q(z|x), or a draw from it with sample=True (the original's `vae`).
+    """
+    x = torch.as_tensor(x)[:n]
+    if len(x) == 0:
+        raise VaekitError("no examples to reconstruct")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        recon = model.reconstruct(x, sample=sample)
+    shape = image_shape_of(model)
+    columns = min(columns, len(x))
+    blank = np.ones((1, *to_images(x[:1], shape).shape[1:]), np.float32)
+    rows = []
+    for start in range(0, len(x), columns):
+        for part in (x[start : start + columns], recon[start : start + columns]):
+            rows.append(np.concatenate([to_images(part, shape)] + [blank] * (columns - len(part))))
+    canvas = image_grid(np.concatenate(rows), columns)
+    which = "a draw from q(z|x)" if sample else "the mean of q(z|x)"
+    fig, ax = canvas_figure(canvas, heading(title, f"inputs above their reconstructions, decoded from {which}"), margins=(130, 20))
+    row_height = canvas.shape[0] / len(rows)
+    ax.set_yticks([row_height * (i + 0.5) for i in range(len(rows))], ["input", "reconstruction"] * (len(rows) // 2))
+    ax.set_xticks([])
+    return save_figure(fig, path)
+
+
+# -- 2. latent scatter (plotInLatent) ---------------------------------------------------------------------
+
+
+def save_latent_scatter(model: VAE, x: torch.Tensor, path: str | Path, labels: torch.Tensor | np.ndarray | None = None,
+                        title: str = "", projection: Projection = "pca", limits: tuple[float, float] | None = None,
+                        seed: int = 0) -> Path:
+    """Encoded means of x as points coloured by label; a larger latent than 2-D is projected (PCA or t-SNE)."""
+    mu = encoded_means(model, x)
+    labels = None if labels is None else np.asarray(labels)
+    sampled = ""
+    if projection == "tsne" and mu.shape[1] > 2 and len(mu) > MAX_TSNE_POINTS:
+        keep = np.sort(np.random.default_rng(seed).choice(len(mu), MAX_TSNE_POINTS, replace=False))
+        mu, labels = mu[keep], None if labels is None else labels[keep]
+        sampled = f" ({MAX_TSNE_POINTS} of {len(x)} at random)"
+    points, (x_name, y_name), how = project_to_plane(mu, projection, seed)
+    fig = scatter_figure(points, labels, heading(title, f"means of q(z|x) of {len(points)} examples{sampled}, {how}"), limits)
+    fig.axes[0].set_xlabel(x_name)
+    fig.axes[0].set_ylabel(y_name)
+    return save_figure(fig, path)
+
+
+def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, limits: tuple[float, float] | None) -> Figure:
+    """An 800 x 640 scatter; a legend for up to 20 labels, a colour bar for more."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=SCATTER_SIZE, dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    order = np.random.default_rng(0).permutation(len(points))  # so that no class hides those drawn before it
+    xs, ys = points[order, 0], points[order, 1]
+    style: dict[str, Any] = dict(s=float(np.clip(4000 / max(len(points), 1), 3, 30)), alpha=0.7, linewidths=0)
+    if labels is None:
+        ax.scatter(xs, ys, color="tab:blue", **style)
+    elif len(classes := np.unique(labels)) <= 20:
+        cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+        ax.scatter(xs, ys, c=[cmap(i) for i in np.searchsorted(classes, labels)[order]], **style)
+        handles = [Line2D([], [], ls="", marker="o", ms=8, color=cmap(i), label=str(c)) for i, c in enumerate(classes)]
+        ax.legend(handles=handles, title="label", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    else:
+        fig.colorbar(ax.scatter(xs, ys, c=labels[order], cmap="viridis", **style), ax=ax, label="label")
+    if limits is not None:
+        ax.set_xlim(*limits)
+        ax.set_ylim(*limits)
+    ax.set_aspect("equal", adjustable="box" if limits else "datalim")
+    ax.grid(alpha=0.25)
+    ax.set_title(textwrap.fill(title, 80), fontsize=11)
+    return fig
+
+
+# -- 3. manifold grid (exploreLatent) -----------------------------------------------------------------------
+
+
+def manifold_canvas(model: VAE, plane: LatentPlane, coords: np.ndarray, padding: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the grid of codes on the plane (see latent.grid_codes).
+
+    Returns the canvas, n x n tiles with `padding` white pixels between them, and z of shape (n, n, latent).
+    """
+    z = grid_codes(plane, coords)
+    n = len(coords)
+    return image_grid(decoded_images(model, z.reshape(n * n, -1)), columns=n, padding=padding), z
+
+
+def save_manifold_grid(model: VAE, path: str | Path, n: int = 20, span: tuple[float, float] = (-4.0, 4.0),
+                       ppf: bool = False, plane: LatentPlane | None = None, title: str = "") -> Path:
+    """Decode an n x n grid of z over a linear span, or (ppf) at percentiles of N(0, 1), into one image."""
+    plane = plane or latent_plane(model.latent_size)
+    # Tiny images (8 x 8 digits) have ink up to their edges: without a gap the tiles run together.
+    padding = 1 if max(image_shape_of(model)[1:]) < 16 else 0
+    canvas, _ = manifold_canvas(model, plane, grid_coordinates(n, span, ppf), padding)
+    where = "at percentiles of N(0, 1)" if ppf else f"over [{span[0]:g}, {span[1]:g}]²"
+    text = heading(title, f"decoded z on a {n}×{n} grid {where}" + (f", on {plane.description}" if plane.description else ""))
+    if ppf:  # the axes are the prior's cumulative probability: every cell holds the same prior mass
+        fig, ax = canvas_figure(canvas, text, extent=(0, 1, 0, 1))
+        ticks = [0.05, 0.25, 0.5, 0.75, 0.95]
+        ax.set_xticks(ticks, [f"{t:.0%}" for t in ticks])
+        ax.set_yticks(ticks, [f"{t:.0%}" for t in ticks])
+        ax.set_xlabel(f"{plane.names[0]} (percentile of N(0, 1))")
+        ax.set_ylabel(f"{plane.names[1]} (percentile of N(0, 1))")
+    else:  # tiles centred on their z, so the ticks read latent coordinates
+        half = (span[1] - span[0]) / max(n - 1, 1) / 2
+        fig, ax = canvas_figure(canvas, text, extent=(span[0] - half, span[1] + half, span[0] - half, span[1] + half))
+        ax.set_xlabel(plane.names[0])
+        ax.set_ylabel(plane.names[1])
+    return save_figure(fig, path)
+
+
+# -- 4. interpolation ------------------------------------------------------------------------------------------
+
+
+def save_interpolation(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, path: str | Path, n: int = 10,
+                       spherical: bool = False, title: str = "") -> Path:
+    """A strip of n images decoded on the way from the mean of q(z|x_a) to that of q(z|x_b), the inputs at its ends."""
+    x = torch.stack([torch.as_tensor(x_a), torch.as_tensor(x_b)]).reshape(2, -1)
+    mu = encoded_means(model, x)
+    inputs = to_images(x, image_shape_of(model))
+    strip = image_grid(decoded_images(model, interpolate(mu[0], mu[1], n, spherical)), columns=n)
+    ends = [image_grid(inputs[i : i + 1]) for i in (0, 1)]
+    spacer = np.ones((strip.shape[0], max(2, inputs.shape[2] // 2), strip.shape[2]), np.float32)
+    canvas = np.concatenate([ends[0], spacer, strip, spacer, ends[1]], axis=1)
+    kind = "spherical" if spherical else "linear"
+    fig, ax = canvas_figure(canvas, heading(title, f"the inputs at both ends, between them the {kind} interpolation "
+                                                   f"of their codes in {n} steps, decoded"), margins=(20, 30))
+    tile, gap = strip.shape[1] / n, ends[0].shape[1] + spacer.shape[1]
+    centres = [ends[0].shape[1] / 2, gap + tile / 2, gap + strip.shape[1] - tile / 2, canvas.shape[1] - ends[1].shape[1] / 2]
+    ax.set_xticks(centres, ["input", "start", "end", "input"])
+    ax.set_yticks([])
+    return save_figure(fig, path)
+
+
+# -- 7. one example (justMNIST) and draws from the prior ---------------------------------------------------
+
+
+def save_example(x: torch.Tensor | np.ndarray, image_shape: tuple[int, ...], path: str | Path, title: str = "") -> Path:
+    """One example with pixel rows and columns on its axes and a colour bar of pixel values."""
+    from matplotlib import ticker
+    from matplotlib.figure import Figure
+
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
-    channels, height, width = image_shape
-    return x.reshape(len(x), channels, height, width).transpose(0, 2, 3, 1)
+    (image,) = to_images(x.reshape(1, -1), image_shape)
+    _, height, width = image_shape
+    fig = Figure(figsize=EXAMPLE_SIZE, dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    if image.shape[-1] == 1:  # ticks at pixel centres, row 0 on top
+        shown = ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        fig.colorbar(shown, ax=ax, label="pixel value")
+    else:
+        ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
+    spacing = max(1, round(max(height, width) / 7))  # every 4 pixels for 28 x 28, as the original
+    ax.xaxis.set_major_locator(ticker.MultipleLocator(spacing))
+    ax.yaxis.set_major_locator(ticker.MultipleLocator(spacing))
+    ax.set_xlabel("pixel column")
+    ax.set_ylabel("pixel row")
+    ax.set_title(title, fontsize=11)
+    return save_figure(fig, path)
 
 
-def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) -> np.ndarray:
-    """Tile images (N, H, W, C) into one (rows*H, columns*W, C) array, padded with white."""
-    n, height, width, channels = images.shape
-    columns = columns or int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / columns))
-    grid = np.ones((rows * (height + padding) + padding, columns * (width + padding) + padding, channels), np.float32)
-    for index, image in enumerate(images):
-        row, column = divmod(index, columns)
-        top, left = padding + row * (height + padding), padding + column * (width + padding)
-        grid[top : top + height, left : left + width] = image
-    return grid
+def save_prior_samples(model: VAE, path: str | Path, n: int = 100, seed: int = 0, title: str = "") -> Path:
+    """n draws z ~ N(0, I), decoded to pixel means, in a square grid."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = torch.randn(n, model.latent_size)
+    canvas = image_grid(decoded_images(model, z))
+    fig, ax = canvas_figure(canvas, heading(title, f"{n} draws of z from the prior N(0, I), decoded"), margins=NO_MARGINS)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return save_figure(fig, path)
 
 
-def save_image_grid(
-    x: np.ndarray | torch.Tensor, image_shape: tuple[int, ...], path: str | Path, columns: int | None = None, scale: int = 4
-) -> Path:
-    """Save flat examples as a PNG grid, each pixel enlarged `scale` times."""
-    from PIL import Image
+# -- all of them (all_plots) ---------------------------------------------------------------------------------
 
-    grid = image_grid(to_images(x, image_shape), columns)
-    pixels = (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
-    pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
-    image = Image.fromarray(pixels)
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
-    except (OSError, ValueError) as error:
-        raise VaekitError(f"cannot write {path}: {error}") from None
-    return path
+KINDS = FIGURE_KINDS  # reconstructions, latent, manifold, manifold-ppf, interpolation, morph, training, example, prior
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """Choices for all_plots; the defaults are the original's."""
+
+    n: int = 10  # examples per reconstruction figure
+    projection: Projection = "pca"  # for a latent larger than 2-D
+    dims: tuple[int, int] | None = None  # two latent dimensions for the grids; None: the top principal directions
+    grid: int = 20  # the linear grid's side
+    span: tuple[float, float] = (-4.0, 4.0)  # the linear grid's range on both axes
+    ppf_sizes: tuple[int, ...] = (24, 30, 60, 100)  # sides of the inverse-CDF grids
+    steps: int = 10  # images in the interpolation strip
+    spherical: bool = False  # interpolate on the great circle instead of the line
+    order: tuple[int, ...] | None = None  # labels to morph through; None: every label, highest first (9, 8, ..., 0)
+    frames: int = 10  # morph frames per transition
+    split: str = "test"  # the split for the example, the grids' plane, the interpolation and the morph
+    seed: int = 0
+
+
+def all_plots(model: VAE, data: Splits, out_dir: str | Path, options: PlotOptions = PlotOptions(),
+              kinds: Iterable[str] = KINDS, step: int | None = None, run_dir: str | Path | None = None) -> list[Path]:
+    """Write every kind of figure of `kinds` into out_dir; return the files written.
+
+    `step` (the model's training step) goes into the file names. The latent space over training
+    comes from the snapshots a run made while training (`run_dir`, trained with snapshots on).
+    A kind the model or data cannot give (a grid of a 1-D latent, say) is skipped with a warning.
+    """
+    kinds = list(kinds)
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown:
+        raise VaekitError(f"unknown kind of figure {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    if data.input_size != model.input_size:
+        raise VaekitError(f"the data has {data.input_size} values per example; the model takes {model.input_size}")
+    out_dir, tag = Path(out_dir), "" if step is None else f"_step{step}"
+    paths: list[Path] = []
+    for kind in kinds:
+        try:
+            paths += WRITERS[kind](model, data, out_dir, options, tag, run_dir)
+        except Skipped as reason:
+            warnings.warn(f"no {kind} figure: {reason}", stacklevel=2)
+    return paths
+
+
+class Skipped(Exception):
+    """A kind of figure that this model, data or run cannot give."""
+
+
+def named(data: Splits, split: str) -> str:
+    return f"{data.name} {split}".strip()
+
+
+def write_reconstructions(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    return [save_reconstructions(model, data[split].x, out / f"reconstructions_{split}{tag}.png", o.n, named(data, split))
+            for split in ("train", "valid", "test")]
+
+
+def write_latent(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    return [save_latent_scatter(model, data[split].x, out / f"latent_{split}{tag}.png", data[split].y, named(data, split),
+                                o.projection, seed=o.seed) for split in ("train", "valid", "test")]
+
+
+def grid_plane(model: VAE, data: Splits, o: PlotOptions) -> LatentPlane:
+    if model.latent_size < 2:
+        raise Skipped("a grid needs a latent of at least 2 dimensions")
+    mu = encoded_means(model, data[o.split].x) if model.latent_size > 2 else None
+    return latent_plane(model.latent_size, mu, o.dims)
+
+
+def write_manifold(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    plane = grid_plane(model, data, o)
+    return [save_manifold_grid(model, out / f"manifold_linear_{o.grid}x{o.grid}{tag}.png", o.grid, o.span, plane=plane)]
+
+
+def write_manifold_ppf(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    plane = grid_plane(model, data, o)
+    return [save_manifold_grid(model, out / f"manifold_ppf_{n}x{n}{tag}.png", n, ppf=True, plane=plane) for n in o.ppf_sizes]
+
+
+def write_interpolation(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    split = data[o.split]
+    a, b = pick_pair(split, o.seed)
+    if split.y is None:
+        what, name = f"#{a} → #{b}", f"{a}_to_{b}"
+    else:
+        ya, yb = int(split.y[a]), int(split.y[b])
+        what, name = f"#{a} (label {ya}) → #{b} (label {yb})", f"{ya}_to_{yb}"
+    title = f"{named(data, o.split)} {what}"
+    return [save_interpolation(model, split.x[a], split.x[b], out / f"interpolation_{name}{tag}.png", o.steps, o.spherical, title)]
+
+
+def pick_pair(split: Split, seed: int) -> tuple[int, int]:
+    """Two examples at random, of different labels where there are labels."""
+    if len(split) < 2:
+        raise Skipped("the split holds fewer than two examples")
+    rng = np.random.default_rng(seed)
+    a = int(rng.integers(len(split)))
+    others = np.flatnonzero(split.y.numpy() != int(split.y[a])) if split.y is not None else np.array([])
+    if len(others) == 0:
+        others = np.delete(np.arange(len(split)), a)
+    return a, int(rng.choice(others))
+
+
+def write_morph(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    from vaekit.animation import morph_by_label, morph_examples
+
+    split = data[o.split]
+    if split.y is None and o.order is None:  # no labels: morph through examples drawn at random instead
+        if len(split) < 2:
+            raise Skipped("the split holds fewer than two examples")
+        picks = np.sort(np.random.default_rng(o.seed).choice(len(split), min(10, len(split)), replace=False))
+        return [morph_examples(model, split.x[picks], out / f"morph_{len(picks)}_examples{tag}.gif", o.frames,
+                               [f"#{i}" for i in picks])]
+    return [morph_by_label(model, split, out, o.order, o.frames, tag)]
+
+
+def write_training(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    from vaekit.animation import snapshot_gifs
+
+    if run_dir is None:
+        raise Skipped("give the run folder to draw the latent space over training")
+    paths = snapshot_gifs(Path(run_dir), out)
+    if not paths:
+        raise Skipped(f"{run_dir} holds no snapshots; train with --snapshots to record the latent space over training")
+    return paths
+
+
+def write_example(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    split = data[o.split]
+    label = "" if split.y is None else f" (label {int(split.y[0])})"
+    return [save_example(split.x[0], data.image_shape, out / f"example_{o.split}_0.png", f"{named(data, o.split)} example #0{label}")]
+
+
+def write_prior(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    return [save_prior_samples(model, out / f"prior_samples{tag}.png", seed=o.seed)]
+
+
+WRITERS: dict[str, Callable[..., list[Path]]] = {
+    "reconstructions": write_reconstructions,
+    "latent": write_latent,
+    "manifold": write_manifold,
+    "manifold-ppf": write_manifold_ppf,
+    "interpolation": write_interpolation,
+    "morph": write_morph,
+    "training": write_training,
+    "example": write_example,
+    "prior": write_prior,
+}

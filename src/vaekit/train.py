@@ -21,13 +21,15 @@ from typing import Any
 
 import torch
 
-from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from vaekit import animation, distributed
+from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from vaekit.config import DataConfig, TrainConfig, from_dict, to_dict, write_json
 from vaekit.data import Splits
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
 from vaekit.model import CONFIG_FILE, FORMAT_VERSION, VAE, load_checked_state, read_run_config
-from vaekit.objectives import loss
+from vaekit.distributed import Cluster, SharedNoise, any_rank, broadcast_text, check_world_size, gather_tensors, local_slice, sum_over_ranks
+from vaekit.objectives import l2_penalty, loss
 
 BEST_FILE = "best.safetensors"
 
@@ -45,6 +47,7 @@ class Progress:
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best one
     seconds: float = 0.0  # wall time spent training, over all sessions
+    skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped on request
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -69,84 +72,155 @@ def train(
     Returns the trained model (on its device), the run folder and the final progress.
     """
     check_data_fits(model, data)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    cluster, device = distributed.setup(resolve_device(config.device), config.dist_timeout)
+    try:
+        return train_on(cluster, device, model, data, config, data_config, run_dir)
+    finally:
+        distributed.teardown(cluster)
+
+
+def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, config: TrainConfig,
+             data_config: DataConfig | None, run_dir: str | Path | None) -> TrainResult:
+    """The loop itself, on this process's device; with torchrun, one of several ranks."""
+    torch.manual_seed(config.seed)  # every rank starts alike; DDP also broadcasts rank 0's weights
     model.to(device).train()
     check_objective_fits(model, config)
+    batch_cost = distributed.wrap(BatchCost(model, config, cluster.world_size), cluster, device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
+    noise = SharedNoise(config.seed, device)
     progress = Progress()
     if run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists():
-        progress = restore_checkpoint(Path(run_dir), model, optimizer, scheduler)
+        progress = restore_checkpoint(Path(run_dir), model, optimizer, scheduler, noise, cluster)
     else:
-        run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
-        write_run_config(run_dir, model, config, data_config)
+        if cluster.is_main:
+            run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
+            write_run_config(run_dir, model, config, data_config, cluster)
+        run_dir = broadcast_text(str(run_dir), cluster)
     run_dir = Path(run_dir)
 
     x_train = data.train.x.to(device)
     x_valid = data.valid.x.to(device)
-    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    global_batch = config.batch_size * cluster.world_size
+    steps_per_epoch = math.ceil(len(x_train) / global_batch)
     total_steps = planned_steps(config, steps_per_epoch)
-    logger = Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress)
+    logger = Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress, cluster.is_main)
     stop = StopRequest()
     interrupted = False
     clock_zero = time.perf_counter() - progress.seconds
 
-    with stop:
+    with stop, logger:
         while progress.step < total_steps and not interrupted and not stopped_early(progress, config):
             order = epoch_order(len(x_train), config.seed, progress.epoch, device)
             for i in range(progress.position, steps_per_epoch):
-                batch = x_train[order[i * config.batch_size : (i + 1) * config.batch_size]]
+                indices = order[i * global_batch : (i + 1) * global_batch]  # the global batch
+                rows = local_slice(len(indices), cluster)  # this rank's share of it
                 beta = kl_weight(config, progress.step, steps_per_epoch)
-                cost, terms = train_step(model, optimizer, batch, config, beta)
+                with noise.batch(model, len(indices), rows):
+                    cost, terms, finite = train_step(batch_cost, model, optimizer, x_train[indices[rows]], len(indices), beta, config)
                 progress.step += 1
                 progress.position = i + 1
-                logger.train_step(progress.step, cost, terms)
+                if finite:
+                    logger.train_step(progress.step, cost, terms)
+                else:
+                    handle_nonfinite(config, progress, run_dir)
                 if config.eval_every and progress.step % config.eval_every == 0:
-                    validate(model, x_valid, config, progress, logger)
+                    validate(model, x_valid, config, progress, logger, cluster)
                 if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
-                    save_state(run_dir, model, optimizer, scheduler, progress)
-                if stop.requested or progress.step >= total_steps:
-                    interrupted = stop.requested
+                    save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
+                if config.snapshots and cluster.is_main and animation.is_snapshot_step(progress.step):
+                    animation.save_snapshot(model, data, run_dir, progress.step)
+                if any_rank(stop.requested, cluster, device) or progress.step >= total_steps:
+                    interrupted = progress.step < total_steps
                     break
             if progress.position == steps_per_epoch:
                 progress.epoch += 1
                 progress.position = 0
                 progress.seconds = time.perf_counter() - clock_zero
-                valid_cost = validate(model, x_valid, config, progress, logger)
-                if record_epoch_end(progress, valid_cost) and config.patience:
+                valid_cost = validate(model, x_valid, config, progress, logger, cluster)
+                if record_epoch_end(progress, valid_cost) and config.patience and cluster.is_main:
                     save_weights(run_dir / BEST_FILE, model)
                 step_schedule(scheduler, valid_cost)
-                save_state(run_dir, model, optimizer, scheduler, progress)
+                save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
 
-    progress.seconds = time.perf_counter() - clock_zero
-    save_state(run_dir, model, optimizer, scheduler, progress)
-    if config.patience and (run_dir / BEST_FILE).exists():
-        load_weights(run_dir / BEST_FILE, model)
-    model.save(run_dir)
-    logger.close(progress.step)
+        if not progress.history or progress.history[-1]["step"] != progress.step:
+            validate(model, x_valid, config, progress, logger, cluster)  # every run ends with a validation cost
+        progress.seconds = time.perf_counter() - clock_zero
+        save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
+        if cluster.is_main:
+            if config.patience and (run_dir / BEST_FILE).exists():
+                load_weights(run_dir / BEST_FILE, model)
+            model.save(run_dir)
+            if config.snapshots:
+                animation.snapshot_gifs(run_dir)
+        logger.finish(progress.step)
+    distributed.finish_together(cluster)
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
 
 
-def train_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, config: TrainConfig, beta: float = 1.0) -> tuple[torch.Tensor, Any]:
-    """One optimizer step on a batch (the KL weighted by beta); returns the (detached) cost and the ELBO terms."""
-    cost, terms = loss(model, x, config.l2, objective=config.objective, beta=beta, free_bits=config.free_bits, k=config.iwae_k)
+class BatchCost(torch.nn.Module):
+    """The training cost of this rank's batch as a module, so that DDP (which hooks into
+    forward) can wrap it. Scaled so that DDP's average over ranks is the global batch's mean."""
+
+    def __init__(self, model: VAE, config: TrainConfig, world_size: int):
+        super().__init__()
+        self.model, self.config, self.world_size = model, config, world_size
+
+    def forward(self, x: torch.Tensor, global_rows: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        config = self.config
+        if len(x) == 0:  # the last global batch of an epoch can leave a rank nothing: add no gradient
+            zero = sum(p.sum() for p in self.model.parameters()) * 0.0
+            cost, reconstruction, kl = zero, zero.detach(), zero.detach()
+        else:
+            cost, terms = loss(self.model, x, objective=config.objective, beta=beta, free_bits=config.free_bits, k=config.iwae_k)
+            cost = cost * (len(x) * self.world_size / global_rows)  # exactly 1 when the ranks' shares are equal
+            reconstruction, kl = terms.reconstruction.detach().mean(), terms.kl.detach().mean()
+        if config.l2 > 0:
+            cost = cost + config.l2 * l2_penalty(self.model)
+        return cost, reconstruction, kl
+
+
+def train_step(batch_cost: torch.nn.Module, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+               global_rows: int, beta: float, config: TrainConfig) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], bool]:
+    """One optimizer step (the KL weighted by beta); returns the (detached) cost, the mean reconstruction
+    and KL terms, and whether the loss and gradients were finite (if not, the weights are left untouched)."""
+    cost, reconstruction, kl = batch_cost(x, global_rows, beta)
     optimizer.zero_grad(set_to_none=True)
     cost.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not bool(torch.isfinite(cost + torch.nn.utils.get_total_norm(grads))):
+        return cost.detach(), (reconstruction, kl), False
     if config.clip > 0:
         torch.nn.utils.clip_grad_value_(model.parameters(), config.clip)
     optimizer.step()
-    return cost.detach(), terms
+    return cost.detach(), (reconstruction, kl), True
 
 
-def validate(model: VAE, x_valid: torch.Tensor, config: TrainConfig, progress: Progress, logger: "Logger") -> float:
-    """The validation cost in nats per example, logged and kept in the history.
+def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path) -> None:
+    """Count a skipped batch, or stop the run, naming the step; the last checkpoint is left as it was."""
+    if config.on_nonfinite == "skip":
+        progress.skipped_batches += 1
+        return
+    raise VaekitError(
+        f"the loss or a gradient became NaN/Inf at step {progress.step}; the run stopped and its last good "
+        f"checkpoint in {run_dir} is intact (lower --lr, or pass --on-nonfinite skip to skip such batches)"
+    )
+
+
+def validate(model: VAE, x_valid: torch.Tensor, config: TrainConfig, progress: Progress, logger: "Logger", cluster: Cluster) -> float:
+    """The validation cost in nats per example, each rank taking a share, logged and kept in the history.
 
     It is the negated bound being trained, at full KL weight: -ELBO, or -IWAE bound with --iwae-k samples.
     """
-    terms = average_elbo_terms(model, x_valid)
+    share = x_valid[local_slice(len(x_valid), cluster)]
+    terms = average_elbo_terms(model, share)
+    sums = [terms["n"], terms["reconstruction"] * terms["n"], terms["kl"] * terms["n"]]
     if config.objective == "iwae":
-        terms["iwae_bound"] = average_iwae_bound(model, x_valid, config.iwae_k)
+        sums.append(average_iwae_bound(model, share, config.iwae_k) * terms["n"])
+    n, reconstruction, kl, *iwae = sum_over_ranks(torch.tensor(sums, dtype=torch.float64, device=model.device), cluster).tolist()
+    terms = {"elbo": -(reconstruction + kl) / n, "reconstruction": reconstruction / n, "kl": kl / n}
+    if iwae:
+        terms["iwae_bound"] = iwae[0] / n
     cost = -terms.get("iwae_bound", terms["elbo"])
     progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_cost": cost, "seconds": progress.seconds})
     logger.valid(progress.step, terms)
@@ -260,8 +334,13 @@ def create_run_dir(out: Path, architecture: tuple[int, ...]) -> Path:
     raise VaekitError(f"cannot find a free run folder name in {out}")
 
 
-def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config: DataConfig | None) -> None:
-    payload = {"format_version": FORMAT_VERSION, "model": to_dict(model.config), "train": to_dict(config)}
+def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config: DataConfig | None, cluster: Cluster) -> None:
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model": to_dict(model.config),
+        "train": to_dict(config),
+        "distributed": {"world_size": cluster.world_size, "global_batch_size": config.batch_size * cluster.world_size},
+    }
     if data_config is not None:
         payload["data"] = to_dict(data_config)
     write_json(run_dir / CONFIG_FILE, payload)
@@ -270,18 +349,30 @@ def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config
 # -- checkpoints -----------------------------------------------------------------------------------
 
 
-def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress) -> None:
-    """Write model, optimizer, schedule, progress and RNG state to run_dir/checkpoint.safetensors, atomically."""
-    tensors = {f"model.{name}": t for name, t in model.state_dict().items()}
+def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress,
+               noise: SharedNoise, cluster: Cluster) -> None:
+    """Write model, optimizer, schedule, progress and every RNG state to run_dir/checkpoint.safetensors, atomically.
+
+    Collective under torchrun (each rank's RNG state is gathered); only rank 0 writes.
+    """
+    rng_states = {"cpu": torch.get_rng_state()}
+    if model.device.type == "cuda":
+        rng_states["cuda"] = torch.cuda.get_rng_state(model.device)
+    tensors = {}
+    for kind, state in rng_states.items():
+        for rank, rank_state in enumerate(gather_tensors(state.to(model.device), cluster)):
+            tensors[f"rng.{kind}.{rank}"] = rank_state.cpu()
+    if not cluster.is_main:
+        return
+    tensors["rng.noise"] = noise.generator.get_state()
+    tensors.update({f"model.{name}": t for name, t in model.state_dict().items()})
     optimizer_state = optimizer.state_dict()
     for index, slots in optimizer_state["state"].items():
         for slot, value in slots.items():
             tensors[f"optimizer.{index}.{slot}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available() and model.device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(model.device)
     state = {
         "format_version": FORMAT_VERSION,
+        "world_size": cluster.world_size,
         "progress": progress.__dict__,
         "param_groups": optimizer_state["param_groups"],
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -289,13 +380,16 @@ def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, sche
     save_checkpoint(run_dir / CHECKPOINT_FILE, tensors, state)
 
 
-def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> Progress:
-    """Load what save_state wrote back into model, optimizer and schedule; return the saved progress."""
-    tensors, state = load_checkpoint(run_dir / CHECKPOINT_FILE)
+def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any, noise: SharedNoise,
+                       cluster: Cluster) -> Progress:
+    """Load what save_state wrote back into model, optimizer, schedule and RNGs; return the saved progress."""
+    path = run_dir / CHECKPOINT_FILE
+    tensors, state = load_checkpoint(path)
     if state.get("format_version") != FORMAT_VERSION:
-        raise VaekitError(f"{run_dir / CHECKPOINT_FILE} was written by an incompatible vaekit version")
+        raise VaekitError(f"{path} was written by an incompatible vaekit version")
+    check_world_size(state.get("world_size", 1), cluster)
     model_state = {name[len("model.") :]: t for name, t in tensors.items() if name.startswith("model.")}
-    load_checked_state(model, model_state, run_dir / CHECKPOINT_FILE)
+    load_checked_state(model, model_state, path)
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for name, tensor in tensors.items():
         if name.startswith("optimizer."):
@@ -303,37 +397,35 @@ def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimiz
             slots.setdefault(int(index), {})[slot] = tensor
     try:
         optimizer.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
-    except (ValueError, KeyError) as error:
-        raise VaekitError(f"{run_dir / CHECKPOINT_FILE}: optimizer state does not fit the model: {error}") from None
-    if scheduler is not None and state.get("scheduler"):
-        scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and model.device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"], model.device)
-    return Progress(**state["progress"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(tensors[f"rng.cpu.{cluster.rank}"])
+        if model.device.type == "cuda" and f"rng.cuda.{cluster.rank}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.cuda.{cluster.rank}"], model.device)
+        noise.generator.set_state(tensors["rng.noise"])
+        return Progress(**state["progress"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise VaekitError(f"{path} does not fit this run: {error}") from None
 
 
 def save_weights(path: Path, model: VAE) -> None:
-    """The model's weights alone, as safetensors, written atomically (the best-on-validation copy)."""
-    from safetensors.torch import save_file
-
-    from vaekit.checkpoint import atomic_write_with
-
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp)))
+    """The model's weights alone, checksummed and written atomically (the best-on-validation copy)."""
+    save_tensors(path, model.state_dict())
 
 
 def load_weights(path: Path, model: VAE) -> None:
-    from safetensors.torch import load_file
-
-    load_checked_state(model, {name: t.to(model.device) for name, t in load_file(str(path)).items()}, path)
+    tensors, _ = load_tensors(path, "best-weights file")
+    load_checked_state(model, {name: t.to(model.device) for name, t in tensors.items()}, path)
 
 
 def resume_configs(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, DataConfig]:
-    """The saved model config (as a dict), training and data configs of a run to resume."""
+    """The saved model config (as a dict), training and data configs of a run to resume.
+
+    A run killed before its first checkpoint has none: it then restarts from step 0 in the same folder.
+    """
     payload = read_run_config(run_dir)
-    if not (run_dir / CHECKPOINT_FILE).is_file():
-        raise VaekitError(f"{run_dir} has no {CHECKPOINT_FILE} to resume from")
+    if "train" not in payload:
+        raise VaekitError(f"{run_dir} holds a saved model but no training run to resume")
     return payload["model"], from_dict(TrainConfig, payload["train"]), from_dict(DataConfig, payload.get("data", {}))
 
 
@@ -343,26 +435,30 @@ def resume_configs(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, DataConf
 class Logger:
     """Progress bar and TensorBoard scalars; syncs with the device every LOG_EVERY steps only."""
 
-    def __init__(self, run_dir: Path, model: VAE, example: torch.Tensor, total_steps: int, start_step: int, show_bar: bool):
-        from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, run_dir: Path, model: VAE, example: torch.Tensor, total_steps: int, start_step: int,
+                 show_bar: bool, enabled: bool = True):
         from tqdm import tqdm
 
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-        if start_step == 0:
-            add_graph(self.writer, model, example)
-        self.bar = tqdm(total=total_steps, initial=start_step, disable=not show_bar, unit="step", dynamic_ncols=True)
+        self.writer = None
+        if enabled:  # under torchrun, rank 0 alone logs
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            if start_step == 0:
+                add_graph(self.writer, model, example)
+        self.bar = tqdm(total=total_steps, initial=start_step, disable=not (show_bar and enabled), unit="step", dynamic_ncols=True)
         self.sums = torch.zeros(3, device=example.device)
         self.count = 0
         self.last_valid = math.nan
 
-    def train_step(self, step: int, cost: torch.Tensor, terms: Any) -> None:
-        self.sums += torch.stack([cost, terms.reconstruction.detach().mean(), terms.kl.detach().mean()])
+    def train_step(self, step: int, cost: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.sums += torch.stack([cost, *terms])
         self.count += 1
         if step % LOG_EVERY == 0:
             self.flush(step)
 
     def flush(self, step: int) -> None:
-        if self.count == 0:
+        if self.count == 0 or self.writer is None:
             return
         total, reconstruction, kl = (self.sums / self.count).tolist()
         for name, value in (("total", total), ("reconstruction", reconstruction), ("kl", kl)):
@@ -374,6 +470,8 @@ class Logger:
 
     def valid(self, step: int, terms: dict[str, float]) -> None:
         self.last_valid = -terms.get("iwae_bound", terms["elbo"])
+        if self.writer is None:
+            return
         self.writer.add_scalar("valid/total", -terms["elbo"], step)
         if "iwae_bound" in terms:
             self.writer.add_scalar("valid/iwae_bound", terms["iwae_bound"], step)
@@ -381,11 +479,17 @@ class Logger:
         self.writer.add_scalar("valid/kl", terms["kl"], step)
         self.flush(step)
 
-    def close(self, step: int) -> None:
+    def finish(self, step: int) -> None:
         self.flush(step)
         self.bar.update(step - self.bar.n)
+
+    def __enter__(self) -> "Logger":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
         self.bar.close()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def add_graph(writer: Any, model: VAE, example: torch.Tensor) -> None:

@@ -1,0 +1,203 @@
+"""Animated GIFs: a morph through encoded examples, and the latent space over logarithmic training time.
+
+The morph (the original's morph_numbers) loops through the codes of one example per label.
+While training with snapshots on, the trainer calls `save_snapshot` at steps round(2^(k/2)),
+k = 0, 1, 2, ... (the original's base 2, increment 0.5): a 30 x 30 inverse-CDF grid and a
+scatter of the validation codes go into RUN/snapshots/, the step in each file's name, and
+`snapshot_gifs` makes one GIF of each from every snapshot on disk, so a resumed run's GIFs
+start at its first step. GIFs are written with Pillow.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from vaekit.errors import VaekitError
+from vaekit.images import decoded_images, encoded_means, prepare_path, to_pixels
+from vaekit.latent import latent_plane, loop_path
+from vaekit.plots import save_latent_scatter, save_manifold_grid
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageFont
+
+    from vaekit.data import Split, Splits
+    from vaekit.model import VAE
+
+SNAPSHOT_BASE, SNAPSHOT_INCREMENT = 2.0, 0.5
+SNAPSHOT_FOLDER = "snapshots"
+SNAPSHOT_GRID = 30  # the original's 30 x 30 inverse-CDF grid
+SNAPSHOT_POINTS = 2000  # validation examples in each scatter
+SNAPSHOT_LIMITS = (-6.0, 6.0)  # fixed axes, so that the frames can be compared (the original's)
+SNAPSHOT_KINDS = {"manifold": "manifold_ppf30", "latent": "latent_valid"}  # GIF name -> snapshot file prefix
+SNAPSHOT_FRAME_MS, LAST_FRAME_MS = 500, 2500
+MORPH_FRAME_MS, MORPH_HOLD_MS = 60, 600  # each example is held a while, so it can be recognised
+MORPH_PX = 256  # the morph's images are enlarged by a whole factor towards this size
+CAPTION_PX = 30
+
+
+# -- GIF files ----------------------------------------------------------------------------------------------
+
+
+def save_gif(frames: Sequence[Image.Image], path: str | Path, durations_ms: Sequence[int]) -> Path:
+    """Write frames (all one size) as a looping GIF, each shown for its duration.
+
+    Pillow stores a frame identical to the one before it as a longer showing of that frame.
+    """
+    if not frames:
+        raise VaekitError(f"no frames for {path}")
+    path = prepare_path(path)
+    frames = [frame.convert("RGB") for frame in frames]
+    try:
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=list(durations_ms), loop=0, optimize=False)
+    except (OSError, ValueError) as error:
+        raise VaekitError(f"cannot write {path}: {error}") from None
+    return path
+
+
+def caption_font(size: int = 18) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans, which matplotlib ships: it has the arrows and subscripts the captions use."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+
+
+def captioned(image: np.ndarray, caption: str, font: ImageFont.FreeTypeFont) -> Image.Image:
+    """An image (H, W, C) in [0, 1], enlarged towards MORPH_PX, above a white band with a caption."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.fromarray(to_pixels(image)).convert("RGB")
+    scale = max(1, MORPH_PX // max(picture.size))
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    frame = Image.new("RGB", (picture.width, picture.height + CAPTION_PX), "white")
+    frame.paste(picture, (0, 0))
+    ImageDraw.Draw(frame).text((frame.width / 2, picture.height + CAPTION_PX / 2), caption, fill="black", font=font, anchor="mm")
+    return frame
+
+
+# -- 5. morph (morph_numbers) ----------------------------------------------------------------------------------
+
+
+def morph_examples(model: VAE, x: torch.Tensor, path: str | Path, frames_per_transition: int = 10,
+                   names: Sequence[str] | None = None) -> Path:
+    """A looping GIF through the means of q(z|x) of the examples x, in order and back to the first.
+
+    Each of the len(x) transitions has frames_per_transition frames (the first is the example's own
+    code); every frame is captioned with the transition, e.g. "9 → 8".
+    """
+    names = list(names) if names is not None else [f"#{i}" for i in range(len(x))]
+    z = loop_path(encoded_means(model, x), frames_per_transition)
+    images = decoded_images(model, z)
+    font = caption_font()
+    frames, durations = [], []
+    for index, image in enumerate(images):
+        start = index // frames_per_transition
+        frames.append(captioned(image, f"{names[start]} → {names[(start + 1) % len(names)]}", font))
+        durations.append(MORPH_HOLD_MS if index % frames_per_transition == 0 else MORPH_FRAME_MS)
+    return save_gif(frames, path, durations)
+
+
+def morph_by_label(model: VAE, split: Split, out_dir: Path, order: Sequence[int] | None = None,
+                   frames_per_transition: int = 10, tag: str = "") -> Path:
+    """Morph through one typical example of each label in `order` (default: every label, highest first).
+
+    The typical example of a label is the one whose code lies nearest the mean code of its label.
+    """
+    if split.y is None:
+        raise VaekitError("a morph by label needs labels, and this data has none")
+    labels = split.y.numpy()
+    order = list(order) if order is not None else sorted(np.unique(labels).tolist(), reverse=True)
+    present = set(labels.tolist())
+    missing = [label for label in order if label not in present]
+    if missing:
+        raise VaekitError(f"no example of label {', '.join(map(str, missing))} to morph through")
+    mu = encoded_means(model, split.x)
+    picks = []
+    for label in order:
+        members = np.flatnonzero(labels == label)
+        distance = np.linalg.norm(mu[members] - mu[members].mean(0), axis=1)
+        picks.append(members[distance.argmin()])
+    name = "".join(map(str, order)) if all(0 <= label <= 9 for label in order) else "_".join(map(str, order))
+    path = out_dir / f"morph_{name}{tag}.gif"
+    return morph_examples(model, split.x[picks], path, frames_per_transition, [str(label) for label in order])
+
+
+# -- 6. the latent space over logarithmic training time --------------------------------------------------------
+
+
+def snapshot_steps(last_step: int) -> list[int]:
+    """The steps up to last_step at which training snapshots are taken: round(2^(k/2)), k = 0, 1, 2, ..."""
+    steps: set[int] = set()
+    k = 0
+    while (step := round(SNAPSHOT_BASE ** (k * SNAPSHOT_INCREMENT))) <= last_step:
+        steps.add(step)
+        k += 1
+    return sorted(steps)
+
+
+def is_snapshot_step(step: int) -> bool:
+    """Whether step is round(2^(k/2)) for some k >= 0."""
+    if step < 1:
+        return False
+    k = 2 * math.log2(step)
+    return any(round(SNAPSHOT_BASE ** (j * SNAPSHOT_INCREMENT)) == step for j in range(max(0, int(k) - 1), int(k) + 3))
+
+
+def save_snapshot(model: VAE, data: Splits, run_dir: str | Path, step: int) -> list[Path]:
+    """Save the inverse-CDF grid and the validation codes at this step into run_dir/snapshots/.
+
+    Runs on its own random stream, so a run with snapshots trains exactly as one without.
+    """
+    folder = Path(run_dir) / SNAPSHOT_FOLDER
+    valid = data.valid
+    x = valid.x[:SNAPSHOT_POINTS]
+    y = None if valid.y is None else valid.y[:SNAPSHOT_POINTS]
+    devices = [model.device] if model.device.type == "cuda" else []
+    paths = []
+    with torch.random.fork_rng(devices=devices):
+        if model.latent_size >= 2:  # a 1-D latent has no plane for a grid
+            mu = encoded_means(model, x) if model.latent_size > 2 else None
+            paths.append(save_manifold_grid(model, folder / f"{SNAPSHOT_KINDS['manifold']}_step{step:07d}.png",
+                                            SNAPSHOT_GRID, ppf=True, plane=latent_plane(model.latent_size, mu), title=f"step {step}"))
+        paths.append(save_latent_scatter(model, x, folder / f"{SNAPSHOT_KINDS['latent']}_step{step:07d}.png", y,
+                                         f"step {step}, {data.name} valid".strip(", "), limits=SNAPSHOT_LIMITS))
+    return paths
+
+
+def snapshot_files(run_dir: str | Path, prefix: str) -> list[tuple[int, Path]]:
+    """(step, file) of every snapshot PNG with this prefix in run_dir/snapshots, in order of step."""
+    pattern = re.compile(rf"{re.escape(prefix)}_step(\d+)\.png")
+    found = []
+    for path in (Path(run_dir) / SNAPSHOT_FOLDER).glob(f"{prefix}_step*.png"):
+        match = pattern.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def snapshot_gifs(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Assemble every snapshot on disk into out_dir (default: run_dir)/<kind>_over_training.gif; return them."""
+    from PIL import Image
+
+    paths = []
+    for kind, prefix in SNAPSHOT_KINDS.items():
+        files = snapshot_files(run_dir, prefix)
+        if not files:
+            continue
+        frames = []
+        for _, file in files:
+            with Image.open(file) as image:
+                frame = image.convert("RGB")
+            if frames and frame.size != frames[0].size:  # a snapshot from another version of vaekit
+                frame = frame.resize(frames[0].size)
+            frames.append(frame)
+        durations = [SNAPSHOT_FRAME_MS] * (len(frames) - 1) + [LAST_FRAME_MS]
+        paths.append(save_gif(frames, Path(out_dir or run_dir) / f"{kind}_over_training.gif", durations))
+    return paths

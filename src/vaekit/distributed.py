@@ -1,0 +1,154 @@
+"""Training on several processes with `torchrun` (PyTorch DistributedDataParallel).
+
+DDP is a branch, not a framework: `setup` reads torchrun's environment (RANK, WORLD_SIZE,
+LOCAL_RANK); with one process everything here is a no-op. Each rank trains on its own
+slice of every global batch; the reparameterization noise is drawn for the whole global
+batch from a generator that all ranks advance alike, and each rank keeps its own rows, so
+N processes compute exactly what one process computes with the same global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+
+from vaekit.errors import VaekitError
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place in the job: rank 0 of 1 when not started by torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def is_main_process() -> bool:
+    """False on torchrun's ranks other than 0, which train but do not print."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def setup(device: torch.device, timeout_seconds: float) -> tuple[Cluster, torch.device]:
+    """Join torchrun's process group (nccl on CUDA, gloo on CPU) and pick this rank's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Cluster(), device
+    cluster = Cluster(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        device = torch.device("cuda", cluster.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds), device_id=device if device.type == "cuda" else None)
+    return cluster, device
+
+
+def finish_together(cluster: Cluster) -> None:
+    """Wait for every rank at the end of a run, so none hangs up on a peer still writing."""
+    if cluster.distributed:
+        dist.barrier()
+
+
+def teardown(cluster: Cluster) -> None:
+    if cluster.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(module: torch.nn.Module, cluster: Cluster, device: torch.device) -> torch.nn.Module:
+    """The module under DDP (which all-reduces gradients during backward), or as it is."""
+    if not cluster.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+
+
+def local_slice(n: int, cluster: Cluster) -> slice:
+    """This rank's contiguous part of n items, split as evenly as possible."""
+    base, extra = divmod(n, cluster.world_size)
+    start = cluster.rank * base + min(cluster.rank, extra)
+    return slice(start, start + base + (cluster.rank < extra))
+
+
+def sum_over_ranks(values: torch.Tensor, cluster: Cluster) -> torch.Tensor:
+    """Element-wise sum of a tensor across ranks (a copy; unchanged with one process)."""
+    if not cluster.distributed:
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values
+
+
+def any_rank(flag: bool, cluster: Cluster, device: torch.device) -> bool:
+    """True on every rank if it is true on any: keeps decisions such as stopping in step."""
+    if not cluster.distributed:
+        return flag
+    return bool(sum_over_ranks(torch.tensor([float(flag)], device=device), cluster).item() > 0)
+
+
+def broadcast_text(text: str, cluster: Cluster) -> str:
+    """Rank 0's string on every rank (the run folder's name, say)."""
+    if not cluster.distributed:
+        return text
+    box = [text]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_tensors(tensor: torch.Tensor, cluster: Cluster) -> list[torch.Tensor]:
+    """Every rank's copy of a same-shaped tensor, in rank order (per-rank RNG states, say)."""
+    if not cluster.distributed:
+        return [tensor]
+    parts = [torch.empty_like(tensor) for _ in range(cluster.world_size)]
+    dist.all_gather(parts, tensor)
+    return parts
+
+
+class SharedNoise:
+    """Draws the reparameterization noise of a global batch and hands each rank its rows.
+
+    The latent's example dimension is the second to last: (..., N, D), also for k samples.
+    """
+
+    def __init__(self, seed: int, device: torch.device):
+        self.generator = torch.Generator(device=device).manual_seed(seed + 7919)
+        self.device = device
+        self.rows = slice(None)
+        self.global_rows = 0
+
+    def __call__(self, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        *leading, n_local, width = shape
+        draw = torch.randn(*leading, self.global_rows, width, generator=self.generator, device=self.device, dtype=dtype)
+        return draw[..., self.rows, :]
+
+    @contextmanager
+    def batch(self, model: Any, global_rows: int, rows: slice) -> Iterator[None]:
+        """While active, model.posterior's samples come from here."""
+        self.global_rows, self.rows = global_rows, rows
+        model.noise = self
+        try:
+            yield
+        finally:
+            model.noise = None
+
+
+def check_world_size(saved: int, cluster: Cluster) -> None:
+    if saved != cluster.world_size:
+        raise VaekitError(
+            f"the checkpoint was written by {saved} process(es); resume it with the same number (now {cluster.world_size})"
+        )

@@ -1,0 +1,175 @@
+"""Write the explorer: one self-contained HTML file with the decoder, the encoded data and the page's code.
+
+The page needs nothing from the network: the template, its JavaScript and a JSON payload
+(decoder weights and example images as base64) are inlined into a single file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vaekit.data import Splits, image_shape_of
+from vaekit.errors import VaekitError
+from vaekit.explorer.layers import export_decoder, float32_base64
+
+DEFAULT_MAX_POINTS = 2000
+IMAGE_BYTES_BUDGET = 3_000_000  # example images on the page, one byte a value; past it only the first few have theirs
+SCRIPTS = ("decoder.js", "pixels.js", "pad.js", "explorer.js")  # in this order: each uses the ones before
+
+
+def write_explorer(
+    model: nn.Module,
+    data: Splits | None,
+    path: str | Path,
+    *,
+    split: str = "train",
+    max_points: int = DEFAULT_MAX_POINTS,
+    title: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write the latent explorer for model to path (one offline HTML file); return the path.
+
+    Up to max_points examples of data[split] are encoded (their means) and shown on the
+    latent pad, coloured by label; with data=None the pad is empty but everything else works.
+    """
+    payload = explorer_payload(model, data, split=split, max_points=max_points, title=title, seed=seed)
+    html = render_page(payload)
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html, encoding="utf-8")
+    except OSError as error:
+        raise VaekitError(f"cannot write {path}: {error}") from None
+    return path
+
+
+def explorer_payload(
+    model: nn.Module, data: Splits | None, *, split: str, max_points: int, title: str | None, seed: int
+) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready values."""
+    if max_points < 1:
+        raise VaekitError(f"the explorer needs at least 1 point on the pad, got max_points={max_points}")
+    config = model.config
+    image_shape = tuple(config.image_shape) or image_shape_of((config.input_size,))
+    if int(np.prod(image_shape)) != config.input_size:
+        raise VaekitError(f"image shape {image_shape} does not hold the model's {config.input_size} inputs")
+    points = encoded_points(model, data, split, max_points, seed)
+    kind = "conv vae" if config.model == "conv" else "vae"
+    return {
+        "title": title or f"{kind} {'-'.join(map(str, config.architecture))}",
+        "model": {
+            "model": config.model,
+            "architecture": list(config.architecture),
+            "conv_channels": list(config.conv_channels),
+            "nonlinearity": config.nonlinearity,
+            "likelihood": config.likelihood.capitalize(),
+            "sigma": likelihood_sigma(model),
+            "image_shape": list(image_shape),
+            "latent_size": config.latent_size,
+        },
+        "data": {"name": data.name if data is not None else "", "split": split if data is not None else ""},
+        "decoder": export_decoder(model),
+        **points,
+    }
+
+
+def likelihood_sigma(model: nn.Module) -> float | None:
+    """The standard deviation of a Gaussian p(x|z) in pixel units (fixed or learned); None for a Bernoulli."""
+    if model.config.likelihood != "gaussian":
+        return None
+    with torch.no_grad():
+        likelihood = model.likelihood(torch.zeros(1, model.latent_size, device=model.device))
+    return float(likelihood.sigma.flatten()[0])
+
+
+def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points: int, seed: int) -> dict[str, Any]:
+    """The pad's points (codes, labels, images) and the plane they are shown on; the page projects them."""
+    latent = model.config.latent_size
+    if data is None:
+        origin, basis, explained = np.zeros(latent, np.float32), identity_plane(latent), None
+        return {"plane": plane_json(origin, basis, explained), "points": None}
+    x, y = chosen_examples(data, split, max_points, seed)
+    x = x.reshape(len(x), -1)  # flat rows (N, D) in (C, H, W) order, as the page reads them, for images too
+    if x.shape[1] != model.config.input_size:
+        raise VaekitError(f"{data.name} has {x.shape[1]} values per example; the model takes {model.config.input_size}")
+    mu, _ = model.encode(x.numpy())
+    mu = np.asarray(mu, dtype=np.float32)
+    origin, basis, explained = principal_plane(mu)
+    with_images = min(len(x), IMAGE_BYTES_BUDGET // x.shape[1])
+    return {
+        "plane": plane_json(origin, basis, explained),
+        "points": {
+            "n": len(mu),
+            "z": float32_base64(mu),
+            "labels": None if y is None else y.tolist(),
+            "images": uint8_base64(x[:with_images]),
+            "n_images": with_images,
+        },
+    }
+
+
+def chosen_examples(data: Splits, split: str, max_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """At most max_points examples of the split, a fixed random subset when there are more."""
+    part = data[split]
+    index = torch.arange(len(part))
+    if len(part) > max_points:
+        index = torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:max_points].sort().values
+    return part.x[index], None if part.y is None else part.y[index]
+
+
+def principal_plane(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float] | None]:
+    """(origin, basis (2, latent), explained variance fractions) of the plane the pad shows.
+
+    A 2-D latent is shown as it is; a larger one on the plane through the data mean along its
+    top two principal directions (numpy SVD), each direction's sign fixed for a stable picture.
+    """
+    latent = mu.shape[1]
+    if latent <= 2:
+        return np.zeros(latent, np.float32), identity_plane(latent), None
+    origin = mu.mean(axis=0)
+    if len(mu) < 3:  # too few codes for two principal directions
+        return origin.astype(np.float32), identity_plane(latent), None
+    _, singular, vt = np.linalg.svd(mu - origin, full_matrices=False)
+    basis = vt[:2] * np.sign(vt[[0, 1], np.abs(vt[:2]).argmax(axis=1)])[:, None]
+    variance = singular**2
+    explained = (variance[:2] / variance.sum()).tolist() if variance.sum() > 0 else [0.0, 0.0]
+    return origin.astype(np.float32), basis.astype(np.float32), explained
+
+
+def identity_plane(latent: int) -> np.ndarray:
+    """The first two coordinate axes (a 1-D latent has only the first; its second direction is zero)."""
+    return np.eye(2, latent, dtype=np.float32)
+
+
+def plane_json(origin: np.ndarray, basis: np.ndarray, explained: list[float] | None) -> dict[str, Any]:
+    return {"origin": origin.tolist(), "basis": basis.tolist(), "explained": explained}
+
+
+def uint8_base64(x: torch.Tensor) -> str:
+    """Values in [0, 1] as bytes 0..255, base64."""
+    values = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return base64.b64encode(values.tobytes()).decode("ascii")
+
+
+# -- the HTML ------------------------------------------------------------------------------------
+
+
+def render_page(payload: dict[str, Any]) -> str:
+    """The template with the payload and the scripts inlined."""
+    folder = resources.files("vaekit.explorer")
+    template = folder.joinpath("template.html").read_text(encoding="utf-8")
+    scripts = "\n".join(folder.joinpath(name).read_text(encoding="utf-8") for name in SCRIPTS)
+    # Inside <script>, "</" could close the element early; JSON allows the escaped form.
+    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    values = {"TITLE": html.escape(payload["title"]), "DATA": data, "SCRIPTS": scripts}
+    return re.sub(r"\{\{(TITLE|DATA|SCRIPTS)\}\}", lambda match: values[match.group(1)], template)

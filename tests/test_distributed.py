@@ -1,0 +1,137 @@
+"""torchrun with 2 CPU processes (gloo on 127.0.0.1): the same result as one process, one run
+folder, exact resume, and a failed or hung rank ends the whole job within the timeout."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vaekit.distributed import Cluster, local_slice
+
+COMMON = ["--arch", "64,32,2", "--max-steps", "20", "--seed", "3", "--device", "cpu", "--no-progress"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, processes: int = 2) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={processes}",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "vaekit", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def single(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "vaekit", *args], check=True, capture_output=True, timeout=300)
+
+
+def finished(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def the_run(out: Path) -> Path:
+    runs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def max_difference(a: Path, b: Path) -> float:
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    return max((wa[k] - wb[k]).abs().max().item() for k in wa)
+
+
+def test_local_slices_cover_the_batch_once():
+    for n in (0, 1, 5, 32, 33):
+        parts = [list(range(n))[local_slice(n, Cluster(rank, 3))] for rank in range(3)]
+        assert sum(parts, []) == list(range(n))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp")
+    code, stdout, err = finished(torchrun("train", *COMMON, "--batch-size", "16", "--out", str(out)))
+    assert code == 0, err
+    assert stdout.count("vaekit: wrote") == 1  # rank 0 alone speaks
+    return the_run(out)
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(ddp_run, tmp_path):
+    single("train", *COMMON, "--batch-size", "32", "--out", str(tmp_path))
+    assert max_difference(ddp_run, the_run(tmp_path)) <= 1e-5
+
+
+def test_one_run_folder_one_checkpoint_and_the_global_batch_recorded(ddp_run):
+    import json
+
+    assert sorted(p.name for p in ddp_run.iterdir() if p.suffix == ".safetensors") == ["checkpoint.safetensors", "model.safetensors"]
+    config = json.loads((ddp_run / "config.json").read_text())
+    assert config["distributed"] == {"world_size": 2, "global_batch_size": 32}
+
+
+def test_resuming_a_two_process_run_is_exact(ddp_run, tmp_path):
+    half = [a if a != "20" else "10" for a in COMMON]
+    code, _, err = finished(torchrun("train", *half, "--batch-size", "16", "--out", str(tmp_path)))
+    assert code == 0, err
+    run = the_run(tmp_path)
+    code, _, err = finished(torchrun("train", "--resume", str(run), "--max-steps", "20", "--no-progress"))
+    assert code == 0, err
+    assert max_difference(run, ddp_run) == 0.0
+
+
+def test_resuming_with_another_number_of_processes_is_refused(ddp_run):
+    result = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(ddp_run)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "same number" in result.stderr
+
+
+def worker_pids(launcher: subprocess.Popen, count: int, timeout: float = 120) -> list[int]:
+    """The launcher's training processes, once all have started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and launcher.poll() is None:
+        children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+        if len(children) == count:
+            return [int(pid) for pid in children]
+        time.sleep(0.2)
+    raise AssertionError("the workers never started")
+
+
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_a_failed_or_hung_rank_ends_the_job_within_the_timeout(fault, tmp_path):
+    launcher = torchrun("train", "--arch", "64,32,2", "--epochs", "100000", "--batch-size", "8", "--device", "cpu",
+                        "--no-progress", "--dist-timeout", "15", "--out", str(tmp_path))
+    try:
+        victim = worker_pids(launcher, 2)[1]
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("*/checkpoint.safetensors")):  # training is under way
+            assert launcher.poll() is None and time.monotonic() < deadline, "the job ended before the fault"
+            time.sleep(0.2)
+        os.kill(victim, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+        start = time.monotonic()
+        code, _, err = finished(launcher, timeout=120)
+        assert code != 0
+        assert "another process of this torchrun job failed or stopped answering" in err
+        assert time.monotonic() - start < 90
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert the_run(tmp_path).joinpath("checkpoint.safetensors").is_file()  # the last good checkpoint stays
+
+
+def test_a_rank_left_without_examples_adds_nothing(tmp_path):
+    # digits: 1,297 training examples in global batches of 16 leave one example for the last batch.
+    args = ["--arch", "64,16,2", "--epochs", "1", "--batch-size", "8", "--seed", "1", "--device", "cpu", "--no-progress"]
+    code, _, err = finished(torchrun("train", *args, "--out", str(tmp_path / "ddp")))
+    assert code == 0, err
+    single("train", *[a if a != "8" else "16" for a in args], "--out", str(tmp_path / "one"))
+    assert max_difference(the_run(tmp_path / "ddp"), the_run(tmp_path / "one")) <= 1e-5

@@ -1,0 +1,330 @@
+"""Figures and GIFs: sizes, frame counts, pixels against the decoder, the snapshot schedule, the CLI."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaekit import DataConfig, ModelConfig, TrainConfig, VaekitError, train
+from vaekit.animation import (
+    SNAPSHOT_FOLDER,
+    is_snapshot_step,
+    morph_by_label,
+    save_snapshot,
+    snapshot_gifs,
+    snapshot_steps,
+)
+from vaekit.cli import main
+from vaekit.data import Split, Splits
+from vaekit.images import AXIS_MARGINS, RIGHT, canvas_scale, decoded_images, to_pixels
+from vaekit.latent import (
+    grid_codes,
+    grid_coordinates,
+    interpolate,
+    latent_plane,
+    loop_path,
+    principal_directions,
+    project_to_plane,
+)
+from vaekit.model import VAE
+from vaekit.plots import (
+    KINDS,
+    WRITERS,
+    PlotOptions,
+    all_plots,
+    manifold_canvas,
+    save_example,
+    save_interpolation,
+    save_latent_scatter,
+    save_manifold_grid,
+    save_prior_samples,
+    save_reconstructions,
+)
+
+GRAY, RGB = (1, 8, 8), (3, 8, 8)
+
+
+def tiny_model(shape: tuple[int, int, int], latent: int = 2) -> VAE:
+    """A fresh MLP VAE whose decoder is sharpened, so that different codes give visibly different images."""
+    model = VAE(config=ModelConfig(architecture=(int(np.prod(shape)), 16, latent), image_shape=shape))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(4)
+    return model
+
+
+def random_splits(shape: tuple[int, int, int], labels: bool = True, n: int = 40) -> Splits:
+    generator = torch.Generator().manual_seed(1)
+
+    def split() -> Split:
+        x = torch.rand(n, int(np.prod(shape)), generator=generator)
+        return Split(x, torch.arange(n) % 10 if labels else None)
+
+    return Splits(split(), split(), split(), image_shape=shape, name="random")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def gif_frames(path: Path) -> int:
+    with Image.open(path) as image:
+        return image.n_frames
+
+
+# -- the manifold grid ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [GRAY, RGB])
+@pytest.mark.parametrize("ppf, padding", [(False, 0), (True, 0), (False, 1)])
+def test_manifold_grid_pixels_are_the_decoder_output_at_the_grid_codes(shape, ppf, padding):
+    model = tiny_model(shape)
+    coords = grid_coordinates(5, (-3.0, 3.0), ppf)
+    canvas, z = manifold_canvas(model, latent_plane(2), coords, padding)
+    side = 5 * (8 + padding) + padding
+    assert canvas.shape == (side, side, shape[0])
+    for row in range(5):
+        for column in range(5):
+            # columns grow along z1 to the right, rows along z2 upwards
+            np.testing.assert_allclose(z[row, column], [coords[column], coords[4 - row]])
+            top, left = padding + row * (8 + padding), padding + column * (8 + padding)
+            tile = canvas[top : top + 8, left : left + 8]
+            # one code alone through the decoder: equal but for float rounding in the batched matrix product
+            np.testing.assert_allclose(tile, decoded_images(model, z[row, column][None])[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [GRAY, RGB])
+def test_saved_manifold_png_holds_the_decoder_pixels_exactly(tmp_path, shape):
+    model = tiny_model(shape)
+    path = save_manifold_grid(model, tmp_path / "grid.png", n=5, span=(-2.0, 2.0))
+    # 8 x 8 images get 1-pixel gaps: 5 * 9 + 1 = 46 pixels a side, enlarged 17 times to 782
+    canvas, _ = manifold_canvas(model, latent_plane(2), grid_coordinates(5, (-2.0, 2.0)), padding=1)
+    scale = canvas_scale(canvas)
+    assert scale == 17
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    left, bottom = AXIS_MARGINS
+    assert pixels.shape[1] == 782 + left + RIGHT
+    # The image sits `bottom` pixels above the figure's lower edge, `left` pixels from its left edge.
+    shown = pixels[pixels.shape[0] - bottom - 782 : pixels.shape[0] - bottom, left : left + 782]
+    expected = np.kron(to_pixels(canvas).reshape(46, 46, -1), np.ones((scale, scale, 1), np.uint8))
+    np.testing.assert_array_equal(shown, np.broadcast_to(expected, shown.shape))
+
+
+def test_inverse_cdf_grid_uses_cell_midpoint_percentiles_of_the_standard_normal():
+    coords = grid_coordinates(24, ppf=True)
+    expected = [statistics.NormalDist().inv_cdf((i + 0.5) / 24) for i in range(24)]
+    np.testing.assert_allclose(coords, expected, atol=1e-9)
+    np.testing.assert_allclose(grid_coordinates(20), np.linspace(-4, 4, 20))
+    with pytest.raises(VaekitError, match="at least 1"):
+        grid_coordinates(0)
+
+
+def test_grid_plane_of_a_larger_latent_holds_the_rest_at_the_data_mean():
+    mu = np.random.default_rng(0).normal(size=(200, 5)) + np.arange(5)
+    plane = latent_plane(5, mu, dims=(1, 3))
+    z = grid_codes(plane, np.array([-1.0, 2.0]))
+    np.testing.assert_allclose(z[..., [0, 2, 4]], np.broadcast_to(mu.mean(0)[[0, 2, 4]], (2, 2, 3)))
+    np.testing.assert_allclose(z[1, :, 1], [-1.0, 2.0])  # bottom row: z2 along the columns
+    np.testing.assert_allclose(z[:, 0, 3], [2.0, -1.0])  # first column: z4 grows upwards
+    with pytest.raises(VaekitError, match="two different latent dimensions"):
+        latent_plane(5, mu, dims=(2, 2))
+    with pytest.raises(VaekitError, match="encoded data"):
+        latent_plane(5)
+
+
+def test_principal_plane_follows_the_directions_of_largest_variance():
+    rng = np.random.default_rng(0)
+    basis, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    mu = 3.0 * rng.normal(size=(500, 1)) * basis[0] + 1.0 * rng.normal(size=(500, 1)) * basis[1] + 7.0
+    origin, u, v, share = principal_directions(mu)
+    np.testing.assert_allclose(origin, mu.mean(0))
+    assert abs(u @ basis[0]) > 0.999 and abs(v @ basis[1]) > 0.999
+    assert u[np.abs(u).argmax()] > 0  # a fixed sign, so snapshots of one model do not flip
+    assert share == pytest.approx(1.0)
+    points, names, how = project_to_plane(mu, "pca")
+    assert names == ("PC 1", "PC 2") and "PCA of 6-D means" in how
+    # Data lying in a plane keeps its distances.
+    np.testing.assert_allclose(np.linalg.norm(points[0] - points[1]), np.linalg.norm(mu[0] - mu[1]))
+
+
+# -- interpolation and morph paths --------------------------------------------------------------------------------
+
+
+def test_interpolations_run_from_one_code_to_the_other():
+    a, b = np.array([3.0, 0.0]), np.array([0.0, 3.0])
+    line = interpolate(a, b, 5)
+    np.testing.assert_allclose(line[[0, 2, 4]], [a, (a + b) / 2, b])
+    arc = interpolate(a, b, 5, spherical=True)
+    np.testing.assert_allclose(arc[[0, -1]], [a, b], atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(arc, axis=1), 3.0)  # stays on the circle
+    np.testing.assert_allclose(interpolate(a, 2 * a, 3, spherical=True), interpolate(a, 2 * a, 3))
+    with pytest.raises(VaekitError, match="at least 2 steps"):
+        interpolate(a, b, 1)
+
+
+def test_morph_path_loops_through_the_codes_without_repeating_frames():
+    z = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    path = loop_path(z, 4)
+    assert path.shape == (12, 2)
+    np.testing.assert_allclose(path[[0, 4, 8]], z)
+    np.testing.assert_allclose(path[11], [0.25, 0.25])  # on the way back to the first code
+    assert len(np.unique(path, axis=0)) == 12
+
+
+# -- every figure, gray and RGB ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [GRAY, RGB])
+def test_each_figure_is_written_with_its_expected_size(tmp_path, shape):
+    model, data = tiny_model(shape), random_splits(shape)
+    left = AXIS_MARGINS[0]
+    # 10 tiles of 8 pixels with 1-pixel gaps: 91 x 19, enlarged 8 times; 130 pixels for the row names.
+    assert png_size(save_reconstructions(model, data.test.x, tmp_path / "r.png"))[0] == 91 * 8 + 130 + RIGHT
+    # 20 tiles with 1-pixel gaps: 181 pixels, enlarged 4 times; 30 tiles: 271 pixels, enlarged twice
+    assert png_size(save_manifold_grid(model, tmp_path / "m.png", n=20))[0] == 181 * 4 + left + RIGHT
+    assert png_size(save_manifold_grid(model, tmp_path / "p.png", n=30, ppf=True))[0] == 271 * 2 + left + RIGHT
+    assert png_size(save_prior_samples(model, tmp_path / "s.png", n=100))[0] == 91 * 8 + 20 + RIGHT
+    # inputs (10 pixels each with their gaps) and 4-pixel spacers around a strip of 10 tiles: 119 pixels, times 6
+    assert png_size(save_interpolation(model, data.test.x[0], data.test.x[1], tmp_path / "i.png"))[0] == 119 * 6 + 20 + RIGHT
+    assert png_size(save_latent_scatter(model, data.test.x, tmp_path / "l.png", data.test.y)) == (800, 640)
+    assert png_size(save_example(data.test.x[0], shape, tmp_path / "e.png")) == (600, 500)
+
+
+@pytest.mark.parametrize("projection", ["pca", "tsne"])
+def test_latent_scatter_of_a_larger_latent_is_projected(tmp_path, projection):
+    model, data = tiny_model(GRAY, latent=5), random_splits(GRAY)
+    path = save_latent_scatter(model, data.test.x, tmp_path / "latent.png", data.test.y, projection=projection)
+    assert png_size(path) == (800, 640)
+    with pytest.raises(VaekitError, match="unknown projection"):
+        save_latent_scatter(model, data.test.x, tmp_path / "x.png", projection="umap")  # type: ignore[arg-type]
+
+
+def test_morph_gif_has_the_frames_of_every_transition(tmp_path):
+    model, data = tiny_model(GRAY), random_splits(GRAY)
+    path = morph_by_label(model, data.test, tmp_path, frames_per_transition=4)
+    assert path.name == "morph_9876543210.gif"
+    assert gif_frames(path) == 10 * 4
+    path = morph_by_label(model, data.test, tmp_path, order=[3, 1], frames_per_transition=5)
+    assert gif_frames(path) == 2 * 5
+    with pytest.raises(VaekitError, match="no example of label 11"):
+        morph_by_label(model, data.test, tmp_path, order=[1, 11])
+    with pytest.raises(VaekitError, match="needs labels"):
+        morph_by_label(model, random_splits(GRAY, labels=False).test, tmp_path)
+
+
+def test_all_plots_draws_rgb_data_without_labels(tmp_path):
+    model, data = tiny_model(RGB), random_splits(RGB, labels=False)
+    options = PlotOptions(ppf_sizes=(6,), frames=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = all_plots(model, data, tmp_path, options)
+    names = {path.name for path in paths}
+    assert "morph_10_examples.gif" in names  # no labels: a morph through examples drawn at random
+    assert gif_frames(tmp_path / "morph_10_examples.gif") == 10 * 3
+    assert {"latent_test.png", "manifold_ppf_6x6.png", "example_test_0.png", "prior_samples.png"} <= names
+    assert [str(w.message) for w in caught] == ["no training figure: give the run folder to draw the latent space over training"]
+    assert all(path.is_file() for path in paths)
+    if "matplotlib.pyplot" in sys.modules:  # figures never go through pyplot, so none stay open
+        assert sys.modules["matplotlib.pyplot"].get_fignums() == []
+
+
+def test_all_plots_refuses_unknown_kinds_and_data_of_another_size(tmp_path):
+    model = tiny_model(GRAY)
+    assert set(WRITERS) == set(KINDS)
+    with pytest.raises(VaekitError, match="unknown kind of figure"):
+        all_plots(model, random_splits(GRAY), tmp_path, kinds=["histogram"])
+    with pytest.raises(VaekitError, match="the model takes 64"):
+        all_plots(model, random_splits(RGB), tmp_path)
+
+
+# -- the latent space over training ----------------------------------------------------------------------------
+
+
+def test_snapshot_steps_follow_the_logarithmic_schedule():
+    assert snapshot_steps(1024) == [1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 724, 1024]
+    expected = {round(2 ** (k / 2)) for k in range(60)}
+    scheduled = [step for step in range(0, 20001) if is_snapshot_step(step)]
+    assert scheduled == sorted(s for s in expected if s <= 20000) == snapshot_steps(20000)
+
+
+def train_tiny(tmp_path: Path, name: str, max_steps: int, snapshots: bool, run_dir: Path | None = None):
+    data = random_splits(GRAY, n=64)
+    config = TrainConfig(epochs=None, max_steps=max_steps, batch_size=16, out=str(tmp_path / name), progress=False,
+                         snapshots=snapshots)
+    torch.manual_seed(0)  # the same initial weights for every run
+    return train(VAE(config=ModelConfig(architecture=(64, 16, 2), image_shape=GRAY)), data, config, run_dir=run_dir)
+
+
+def test_training_snapshots_leave_the_weights_alone_and_make_gifs(tmp_path):
+    plain = train_tiny(tmp_path, "plain", 9, snapshots=False)
+    seen = train_tiny(tmp_path, "seen", 9, snapshots=True)
+    for (name, a), (_, b) in zip(plain.model.state_dict().items(), seen.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    files = sorted(path.name for path in (seen.run_dir / SNAPSHOT_FOLDER).iterdir())
+    steps = [1, 2, 3, 4, 6, 8]
+    assert files == sorted([f"latent_valid_step{s:07d}.png" for s in steps] + [f"manifold_ppf30_step{s:07d}.png" for s in steps])
+    for gif in ("latent_over_training.gif", "manifold_over_training.gif"):
+        assert gif_frames(seen.run_dir / gif) == len(steps)
+    assert not (plain.run_dir / SNAPSHOT_FOLDER).exists()
+
+
+def test_resumed_run_makes_its_gifs_from_every_snapshot_on_disk(tmp_path):
+    first = train_tiny(tmp_path, "run", 5, snapshots=True)
+    assert gif_frames(first.run_dir / "manifold_over_training.gif") == 4  # steps 1, 2, 3, 4
+    resumed = train_tiny(tmp_path, "run", 9, snapshots=True, run_dir=first.run_dir)
+    assert resumed.progress.step == 9
+    assert gif_frames(first.run_dir / "manifold_over_training.gif") == 6  # and 6, 8
+    assert len(snapshot_gifs(first.run_dir, tmp_path / "copy")) == 2
+
+
+def test_snapshot_leaves_the_random_stream_alone(tmp_path):
+    model, data = tiny_model(GRAY, latent=3), random_splits(GRAY)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    paths = save_snapshot(model, data, tmp_path, 7)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert [path.name for path in paths] == ["manifold_ppf30_step0000007.png", "latent_valid_step0000007.png"]
+    one_d = save_snapshot(tiny_model(GRAY, latent=1), data, tmp_path, 8)  # no plane for a grid: the scatter only
+    assert [path.name for path in one_d] == ["latent_valid_step0000008.png"]
+
+
+# -- the command line ---------------------------------------------------------------------------------------------
+
+
+def test_cli_plot_all_writes_every_kind(tmp_path, capsys):
+    from vaekit.data import load_data
+
+    data_config = DataConfig("digits")
+    config = TrainConfig(epochs=None, max_steps=4, out=str(tmp_path), progress=False, snapshots=True)
+    model = VAE(config=ModelConfig(architecture=(64, 16, 2), image_shape=(1, 8, 8)))
+    run_dir = train(model, load_data(data_config), config, data_config).run_dir
+    out = tmp_path / "figures"
+    assert main(["plot", str(run_dir), "--all", "--out", str(out), "--ppf-sizes", "6,8", "--frames", "2"]) == 0
+    names = {path.name for path in out.iterdir()}
+    assert names == {
+        *(f"reconstructions_{s}_step4.png" for s in ("train", "valid", "test")),
+        *(f"latent_{s}_step4.png" for s in ("train", "valid", "test")),
+        "manifold_linear_20x20_step4.png", "manifold_ppf_6x6_step4.png", "manifold_ppf_8x8_step4.png",
+        *(n for n in names if n.startswith("interpolation_") and n.endswith("_step4.png")),
+        "morph_9876543210_step4.gif", "latent_over_training.gif", "manifold_over_training.gif",
+        "example_test_0.png", "prior_samples_step4.png",
+    }
+    assert len([n for n in names if n.startswith("interpolation_")]) == 1
+    assert gif_frames(out / "morph_9876543210_step4.gif") == 20
+    assert "wrote 15 figures" in capsys.readouterr().err
+
+    assert main(["plot", str(run_dir), "--kind", "morph", "--order", "1,12", "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == "vaekit: error: no example of label 12 to morph through"
+    assert main(["plot", str(tmp_path / "missing"), "--all"]) == 1
+    assert "is not a vaekit run folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["plot", str(run_dir), "--kind", "histogram"])
