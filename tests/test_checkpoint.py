@@ -179,9 +179,9 @@ def poison_step(monkeypatch, bad_call: int) -> None:
     train_module = importlib.import_module("vaekit.train")  # `vaekit.train` is also the function
     real_loss, calls = train_module.loss, {"n": 0}
 
-    def loss(model, x, l2=0.0):
+    def loss(model, x, l2=0.0, **objective):
         calls["n"] += 1
-        cost, terms = real_loss(model, x, l2)
+        cost, terms = real_loss(model, x, l2, **objective)
         return (cost * float("nan"), terms) if calls["n"] == bad_call else (cost, terms)
 
     monkeypatch.setattr(train_module, "loss", loss)

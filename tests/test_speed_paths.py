@@ -34,15 +34,22 @@ def state_of(model: VAE, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]
     return [t.detach().clone() for t in [*model.parameters(), *slots]]
 
 
+def one_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, config: TrainConfig = TrainConfig(),
+         batch_cost: BatchCost | None = None) -> tuple:
+    """One train_step on x with the ELBO at full KL weight: (cost, terms, finite)."""
+    batch_cost = BatchCost(model, config, world_size=1) if batch_cost is None else batch_cost
+    return train_step(batch_cost, model, optimizer, x, len(x), 1.0, config)
+
+
 class PoisonedCost(BatchCost):
     """The batch cost times `factor` (NaN or Inf), as a numerical blow-up would make it."""
 
     def __init__(self, model: VAE, factor: float):
-        super().__init__(model, l2=0.0, world_size=1)
+        super().__init__(model, TrainConfig(), world_size=1)
         self.factor = factor
 
-    def forward(self, x, global_rows):
-        cost, reconstruction, kl = super().forward(x, global_rows)
+    def forward(self, x, global_rows, beta):
+        cost, reconstruction, kl = super().forward(x, global_rows, beta)
         return cost * self.factor, reconstruction, kl
 
 
@@ -51,9 +58,9 @@ def poison_call(monkeypatch, bad_call: int) -> None:
     train_module = importlib.import_module("vaekit.train")
     real_loss, calls = train_module.loss, {"n": 0}
 
-    def loss_with_a_nan(model, x, l2=0.0):
+    def loss_with_a_nan(model, x, l2=0.0, **objective):
         calls["n"] += 1
-        cost, terms = real_loss(model, x, l2)
+        cost, terms = real_loss(model, x, l2, **objective)
         return (cost * float("nan"), terms) if calls["n"] == bad_call else (cost, terms)
 
     monkeypatch.setattr(train_module, "loss", loss_with_a_nan)
@@ -74,7 +81,7 @@ def test_fused_adam_takes_the_same_steps_as_the_default_adam(digits):
         optimizer = make(model)
         for _ in range(5):
             torch.manual_seed(1)
-            train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())
+            one_step(model, optimizer, x)
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(results[0], results[1], atol=1e-6)
 
@@ -84,14 +91,14 @@ def test_a_non_finite_step_changes_neither_weights_nor_optimizer(digits, factor)
     model = VAE([64, 16, 2])
     optimizer = make_optimizer(model, TrainConfig())
     x = digits.train.x[:32]
-    _, _, finite = train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())  # optimizer state exists now
+    _, _, finite = one_step(model, optimizer, x)  # the optimizer state exists now
     assert bool(finite)
     before = state_of(model, optimizer)
-    _, _, finite = train_step(PoisonedCost(model, factor), model, optimizer, x, len(x), TrainConfig())
+    _, _, finite = one_step(model, optimizer, x, batch_cost=PoisonedCost(model, factor))
     assert not bool(finite)
     after = state_of(model, optimizer)
     assert all(torch.equal(a, b) for a, b in zip(before, after))
-    _, _, finite = train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())
+    _, _, finite = one_step(model, optimizer, x)
     assert bool(finite) and not torch.equal(before[0], model.encoder.hidden[0].weight)
     assert optimizer.state[model.encoder.hidden[0].weight]["step"].item() == 2  # the skipped step did not count
 
@@ -101,7 +108,7 @@ def test_the_fused_optimizer_skips_on_the_device_when_told(digits):
     model = VAE([64, 16, 2])
     optimizer = make_optimizer(model, TrainConfig())
     x = digits.train.x[:32]
-    train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())
+    one_step(model, optimizer, x)
     before = state_of(model, optimizer)
     step_on_device_if_finite(optimizer, torch.tensor(False))
     assert all(torch.equal(a, b) for a, b in zip(before, state_of(model, optimizer)))
@@ -117,7 +124,7 @@ def test_an_infinite_gradient_with_a_finite_loss_is_caught(digits):
     x = digits.train.x[:32]
     hook = model.decoder.logits.weight.register_hook(lambda g: g * float("inf"))
     before = state_of(model, optimizer)
-    cost, _, finite = train_step(BatchCost(model, 0.0, 1), model, optimizer, x, len(x), TrainConfig())
+    cost, _, finite = one_step(model, optimizer, x)
     hook.remove()
     assert torch.isfinite(cost) and not bool(finite)
     assert all(torch.equal(a, b) for a, b in zip(before, state_of(model, optimizer)))
@@ -163,6 +170,16 @@ def test_bf16_computes_the_distributions_and_the_cost_in_float32(digits):
     torch.manual_seed(0)
     fp32_cost, _ = loss(model, x)
     assert abs(cost.item() - fp32_cost.item()) < 0.01 * abs(fp32_cost.item())
+
+
+def test_bf16_leaves_the_vampprior_density_in_float32():
+    model = VAE([64, 32, 2], prior="vamp", pseudo_inputs=10)
+    z = torch.randn(16, 2) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        components = model.prior.components()  # the encoder at the pseudo-inputs runs in bf16...
+        mixed = components.log_prob_pairwise(z)
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(mixed, components.log_prob_pairwise(z), atol=1e-5)  # ...the density in float32
 
 
 def test_bf16_training_learns_and_keeps_float32_weights_and_optimizer(digits, tmp_path):
@@ -218,13 +235,13 @@ def test_cuda_steps_never_wait_for_the_gpu(digits, tmp_path, precision):
     x = digits.train.x[:64].to(device)
     checks = NonFiniteSteps(device)
     logger = Logger(tmp_path, model, x[:1], total_steps=LOG_EVERY, start_step=0, show_bar=False, enabled=False)
-    batch_cost = BatchCost(model, 0.0, 1, precision)
-    train_step(batch_cost, model, optimizer, x, len(x), TrainConfig())  # the optimizer's state is created
+    batch_cost = BatchCost(model, TrainConfig(precision=precision), world_size=1)
+    one_step(model, optimizer, x, batch_cost=batch_cost)  # the optimizer's state is created
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any host synchronisation now raises
     try:
         for step in range(1, LOG_EVERY):
-            cost, terms, finite = train_step(batch_cost, model, optimizer, x, len(x), TrainConfig())
+            cost, terms, finite = one_step(model, optimizer, x, batch_cost=batch_cost)
             logger.train_step(step, cost, terms, finite)
             checks.note(finite, step)
             assert not checks.due(step)
@@ -252,6 +269,6 @@ def test_cuda_skips_a_nan_step_and_stops_naming_it(digits, tmp_path, monkeypatch
 def test_gradients_are_clipped_by_value(digits, device):
     model = VAE([64, 16, 2]).to(device)
     x = digits.train.x[:32].to(device)
-    train_step(BatchCost(model, 0.0, 1), model, make_optimizer(model, TrainConfig()), x, len(x), TrainConfig(clip=1e-4))
+    one_step(model, make_optimizer(model, TrainConfig()), x, TrainConfig(clip=1e-4))
     grads = torch.cat([p.grad.flatten() for p in model.parameters()])
     assert grads.abs().max().item() == pytest.approx(1e-4) and (grads.abs() < 1e-4).any()

@@ -89,14 +89,18 @@ def build_parser() -> Parser:
     add_config_flags(train.add_argument_group("training"), TrainConfig)
     train.set_defaults(handler=run_train)
 
-    evaluate = commands.add_parser("evaluate", help="report the ELBO of a trained model on a split",
-                                   description="Per-example means in nats: elbo (a lower bound on log p(x)), "
-                                   "reconstruction (-log p(x|z)) and kl.")
+    evaluate = commands.add_parser("evaluate", help="report the ELBO (and with --nll, log p(x)) of a trained model",
+                                   description=EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
     add_config_flags(evaluate.add_argument_group("data (default: the run's own)"), DataConfig)
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="valid", help="which split (default: valid)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to compute")
+    evaluate.add_argument("--nll", action="store_true", help="estimate -log p(x) by importance sampling with --k samples")
+    evaluate.add_argument("--k", type=positive_int, default=5000, help="importance samples per example for --nll (default: 5000)")
+    evaluate.add_argument("--limit", type=positive_int, help="only the first N examples of the split (default: all)")
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
+    evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar for --nll")
     evaluate.set_defaults(handler=run_evaluate)
 
     sample = commands.add_parser("sample", help="decode draws from the prior into a PNG grid")
@@ -119,6 +123,15 @@ def build_parser() -> Parser:
     explore.add_argument("--port", type=port_number, default=8000, help="port for --serve; 0 picks a free one (default: 8000)")
     explore.set_defaults(handler=run_explore)
     return parser
+
+
+EVALUATE_HELP = """Per-example means in nats on one split of the data.
+Without --nll: elbo (a lower bound on log p(x), one z per example), reconstruction (-log p(x|z)), kl.
+With --nll: nll = -log p(x) estimated as -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) (Burda et al. 2015),
+positive, lower is better; elbo, reconstruction and kl averaged over the same k draws; active_units
+(latent dimensions with Cov_x(E_q[z]) > 0.01). Examples:
+  vaekit evaluate runs/RUN --split test --nll --k 5000
+  vaekit evaluate runs/RUN --split valid --nll --k 500 --limit 2000 --json"""
 
 
 TRAIN_HELP = """Train a VAE. Examples:
@@ -234,7 +247,7 @@ def run_train(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.distributed import is_main_process
     from vaekit.model import VAE
-    from vaekit.train import resume_configs, train
+    from vaekit.train import resume_configs, stopped_early, train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -269,13 +282,17 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"vaekit: {state} after {result.progress.step} steps; validation cost {last:.2f} nats per example")
     if result.progress.skipped_batches:
         print(f"vaekit: skipped {result.progress.skipped_batches} batches with a non-finite loss or gradient")
+    if train_config.patience:
+        stopped = "stopped early; " if stopped_early(result.progress, train_config) else ""
+        print(f"vaekit: {stopped}best validation cost {result.progress.best_valid_cost:.2f} at epoch "
+              f"{result.progress.best_epoch}: model.safetensors holds those weights")
     print(f"vaekit: wrote {result.run_dir}")
     return 130 if result.interrupted else 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
-    from vaekit.evaluate import average_elbo_terms
+    from vaekit.evaluate import average_elbo_terms, estimate_nll
     from vaekit.model import load, read_run_config
     from vaekit.train import resolve_device
 
@@ -287,21 +304,30 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if split.x.shape[1] != model.input_size:
         raise VaekitError(f"{data_config.data} has {split.x.shape[1]} values per example; the model takes {model.input_size}")
     check_data_suits(model, split.x)
-    report = average_elbo_terms(model, split.x)
+    x = split.x[: args.limit] if args.limit else split.x
+    if args.nll:
+        report = estimate_nll(model, x, k=args.k, seed=args.seed, progress=args.progress and not args.json)
+    else:
+        report = average_elbo_terms(model, x, seed=args.seed)
     report.update(split=args.split, data=data_config.data, units="nats per example")
-    bits = model.bits_per_dim(-report["elbo"], split.x)  # from the ELBO: an upper bound
+    bits = model.bits_per_dim(report["nll"] if args.nll else -report["elbo"], x)  # from -ELBO: an upper bound
     if bits is not None:
         report["bits_per_dim"] = bits
     if args.json:
         print(json.dumps(report))
-    else:
-        print(f"{data_config.data} {args.split} ({report['n']} examples), nats per example:")
-        for key in ("elbo", "reconstruction", "kl"):
-            print(f"  {key:<15} {report[key]:10.3f}")
-        if bits is not None:
-            print(f"  {'bits per dim':<15} {bits:10.4f}  (upper bound, from -elbo)")
-        if model.config.likelihood == "gaussian":
-            print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")
+        return 0
+    print(f"{data_config.data} {args.split} ({report['n']} examples), nats per example:")
+    if args.nll:
+        print(f"  {'nll':<15} {report['nll']:10.3f}  (+- {report['nll_std_error']:.3f} over examples; k = {args.k})")
+    for key in ("elbo", "reconstruction", "kl"):
+        print(f"  {key:<15} {report[key]:10.3f}")
+    if bits is not None:
+        print(f"  {'bits per dim':<15} {bits:10.4f}  ({'from the nll' if args.nll else 'upper bound, from -elbo'})")
+    if args.nll:
+        print(f"  {'active units':<15} {report['active_units']:>10} of {report['latent_size']}")
+        print(f"  ({report['seconds']:.1f} s, peak memory {report['peak_memory_mb']:.0f} MB: {report['memory_measure']})")
+    if model.config.likelihood == "gaussian":
+        print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")
     return 0
 
 

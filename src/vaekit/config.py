@@ -55,6 +55,10 @@ class ModelConfig:
     dropout: float = _help(
         "dropout probability on dense hidden units (the original's 1 - keep_prob)", default=0.0
     )
+    prior: Literal["standard", "vamp"] = _help(
+        "p(z): standard normal, or a VampPrior of learned pseudo-inputs (Tomczak & Welling 2018)", default="standard"
+    )
+    pseudo_inputs: int = _help("VampPrior: number K of learned pseudo-inputs", default=500)
     image_shape: tuple[int, ...] = _help(
         "(channels, height, width) of one example, for figures; set from the data", default=()
     )
@@ -105,6 +109,10 @@ class ModelConfig:
             raise VaekitError(f"unknown nonlinearity {self.nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}")
         if not 0.0 <= self.dropout < 1.0:
             raise VaekitError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.prior not in ("standard", "vamp"):
+            raise VaekitError(f"unknown prior {self.prior!r}; choose standard or vamp")
+        if self.pseudo_inputs < 1:
+            raise VaekitError(f"--pseudo-inputs must be at least 1, got {self.pseudo_inputs}")
         if self.model == "conv":
             self._fill_conv_defaults()
             validate_conv(self)
@@ -277,6 +285,28 @@ class TrainConfig:
     lr: float = _help("Adam learning rate", default=1e-3)
     l2: float = _help("L2 penalty on weights, l2 * sum(w**2) / 2, the original's lambda_l2_reg", default=0.0)
     clip: float = _help("clip each gradient value to [-clip, clip]; 0 turns clipping off", default=5.0)
+    objective: Literal["elbo", "iwae"] = _help(
+        "what to maximise: the ELBO, or the k-sample importance-weighted bound (Burda et al. 2015)", default="elbo"
+    )
+    iwae_k: int = _help("samples per example for --objective iwae", default=50)
+    beta: float = _help("weight of the KL term in the ELBO (1: the bound on log p(x))", default=1.0)
+    warmup_epochs: int = _help("raise the KL weight linearly from 0 to --beta over this many epochs (0: no warm-up)", default=0)
+    free_bits: float = _help(
+        "nats of KL per latent dimension that cost nothing (Kingma et al. 2016); standard normal prior only", default=0.0
+    )
+    lr_schedule: Literal["constant", "burda", "plateau"] = _help(
+        "constant; burda: 3^i epochs at lr * 10^(-i/7) for i = 0..7 (Burda et al. 2015); "
+        "plateau: multiply lr by --lr-decay when the validation cost has not improved for more than --lr-patience epochs",
+        default="constant",
+    )
+    lr_decay: float = _help("plateau schedule: factor applied to the learning rate", default=0.5)
+    lr_patience: int = _help("plateau schedule: epochs without improvement to tolerate; the next one lowers the learning rate", default=10)
+    min_lr: float = _help("plateau schedule: the learning rate never drops below this", default=1e-6)
+    patience: int = _help(
+        "early stopping: stop after this many epochs without a better validation cost, and make the run's "
+        "model.safetensors the best-on-validation weights (also kept as best.safetensors); 0: train to the end, keep the last",
+        default=0,
+    )
     eval_every: int = _help("also compute the validation cost every N steps (0: only at epoch ends)", default=0)
     checkpoint_every: int = _help("also checkpoint every N steps (0: only at epoch ends and the end)", default=0)
     seed: int = _help("random seed; the same seed gives the same run on CPU", default=0)
@@ -323,7 +353,16 @@ class TrainConfig:
             raise VaekitError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if not self.dist_timeout > 0:
             raise VaekitError(f"--dist-timeout must be positive, got {self.dist_timeout}")
-        for name in ("l2", "clip", "eval_every", "checkpoint_every"):
+        for name, choices in (("objective", ("elbo", "iwae")), ("lr_schedule", ("constant", "burda", "plateau"))):
+            if getattr(self, name) not in choices:
+                raise VaekitError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
+        if self.iwae_k < 1:
+            raise VaekitError(f"--iwae-k must be at least 1, got {self.iwae_k}")
+        if self.objective == "iwae" and (self.beta != 1.0 or self.warmup_epochs or self.free_bits):
+            raise VaekitError("--beta, --warmup-epochs and --free-bits shape the ELBO; use them with --objective elbo")
+        if not 0.0 < self.lr_decay < 1.0:
+            raise VaekitError(f"--lr-decay must be between 0 and 1, got {self.lr_decay}")
+        for name in ("l2", "clip", "eval_every", "checkpoint_every", "beta", "warmup_epochs", "free_bits", "lr_patience", "min_lr", "patience"):
             if getattr(self, name) < 0:
                 raise VaekitError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
 

@@ -1,7 +1,8 @@
 """The distributions of a VAE, each formula written once.
 
 q(z|x) is a diagonal Gaussian; p(x|z) a Bernoulli on logits or a Gaussian with a fixed or
-learned standard deviation; the prior p(z) is N(0, I).
+learned standard deviation; the prior p(z) is N(0, I) or a VampPrior, a mixture of the
+posteriors of K learned pseudo-inputs (Tomczak & Welling 2018, "VAE with a VampPrior").
 Names follow Kingma & Welling (2014), "Auto-Encoding Variational Bayes" (appendix B for the KL).
 All log-densities are summed over the event dimensions and are in nats.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
 HALF_PRECISION = (torch.bfloat16, torch.float16)
@@ -55,22 +57,75 @@ class DiagonalGaussian:
         standardized = (z - self.mu) * torch.exp(-self.log_sigma)
         return -0.5 * (standardized.pow(2) + LOG_2PI).sum(-1) - self.log_sigma.sum(-1)
 
+    def log_prob_pairwise(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z_m; mu_c, sigma_c^2) for every point m of z (..., D) and component c of this (C, D): (..., C).
+
+        The square (z - mu)^2 / sigma^2 is expanded into three matrix products, so memory is
+        points x components rather than points x components x D.
+        """
+        precision = torch.exp(-2 * self.log_sigma)  # (C, D)
+        with torch.autocast(z.device.type, enabled=False):  # in float32 under mixed precision: the terms cancel
+            square = z.pow(2) @ precision.T - 2 * z @ (self.mu * precision).T + (self.mu.pow(2) * precision).sum(-1)
+        return -0.5 * (square + self.mu.shape[-1] * LOG_2PI) - self.log_sigma.sum(-1)
+
+    def kl_standard_normal_per_dim(self) -> torch.Tensor:
+        """Closed-form KL(q || N(0, I)) per latent dimension: 1/2 (mu^2 + sigma^2 - 1 - 2 log_sigma), (..., D)."""
+        return 0.5 * (self.mu.pow(2) + torch.exp(2 * self.log_sigma) - 1 - 2 * self.log_sigma)
+
     def kl_standard_normal(self) -> torch.Tensor:
-        """Closed-form KL(q || N(0, I)) = 1/2 sum(mu^2 + sigma^2 - 1 - 2 log_sigma)."""
-        return 0.5 * (self.mu.pow(2) + torch.exp(2 * self.log_sigma) - 1 - 2 * self.log_sigma).sum(-1)
+        """Closed-form KL(q || N(0, I)), summed over the latent dimensions."""
+        return self.kl_standard_normal_per_dim().sum(-1)
 
 
-class StandardNormal:
-    """The prior p(z) = N(0, I) in D dimensions."""
+class StandardNormal(nn.Module):
+    """The prior p(z) = N(0, I) in D dimensions; a module only so that it follows the model's device."""
 
     def __init__(self, latent_size: int):
+        super().__init__()
         self.latent_size = latent_size
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)  # carries device and dtype
 
-    def sample(self, n: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.randn(n, self.latent_size, device=device, dtype=dtype)
+    def sample(self, n: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """n draws, (n, D), on the prior's device unless another is given."""
+        return torch.randn(n, self.latent_size, device=device or self.anchor.device, dtype=dtype or self.anchor.dtype)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+class VampPrior(nn.Module):
+    """p(z) = 1/K sum_k q(z | u_k): the encoder's posteriors at K learned pseudo-inputs u_k.
+
+    The pseudo-inputs live in data space, clamped to [0, 1] like the images, and start near
+    0.05 as in the paper's code. The encoder is the VAE's own: this prior holds a reference
+    to its forward function, not a copy of its weights.
+    """
+
+    def __init__(self, encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], n_pseudo_inputs: int, input_size: int):
+        super().__init__()
+        self.encode = encode
+        self.pseudo_inputs_raw = nn.Parameter(0.05 + 0.01 * torch.randn(n_pseudo_inputs, input_size))
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The K pseudo-inputs u_k, (K, input_size), in [0, 1]."""
+        return self.pseudo_inputs_raw.clamp(0.0, 1.0)
+
+    def components(self) -> DiagonalGaussian:
+        """q(z | u_k) for the K pseudo-inputs: mu and log_sigma of shape (K, D)."""
+        return DiagonalGaussian(*self.encode(self.pseudo_inputs))
+
+    def sample(self, n: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """n draws, (n, D): pick a component uniformly, then draw from it."""
+        components = self.components()
+        index = torch.randint(len(self.pseudo_inputs_raw), (n,), device=self.pseudo_inputs_raw.device)
+        z = DiagonalGaussian(components.mu[index], components.log_sigma[index]).rsample()
+        return z.to(device=device, dtype=dtype)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) = logsumexp_k log q(z | u_k) - log K, for z of shape (..., D)."""
+        log_q = self.components().log_prob_pairwise(z)
+        return torch.logsumexp(log_q, dim=-1) - math.log(log_q.shape[-1])
 
 
 class Bernoulli:
@@ -84,8 +139,11 @@ class Bernoulli:
         return torch.sigmoid(self.logits)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """sum_i x_i log p_i + (1 - x_i) log(1 - p_i): minus the cross-entropy, for x in [0, 1]."""
-        x = x.to(self.logits.dtype)
+        """sum_i x_i log p_i + (1 - x_i) log(1 - p_i): minus the cross-entropy, for x in [0, 1].
+
+        x (N, D) broadcasts against logits (k, N, D) when several z were drawn per example.
+        """
+        x = x.to(self.logits.dtype).expand_as(self.logits)
         return -F.binary_cross_entropy_with_logits(self.logits, x, reduction="none").sum(-1)
 
 

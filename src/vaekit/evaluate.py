@@ -1,29 +1,177 @@
-"""Measure a trained model: per-example ELBO terms in nats, averaged over a data split."""
+"""Measure a trained model, in nats per example: the ELBO, and log p(x) by importance sampling.
+
+log p(x) ~= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x)      (Burda et al. 2015, eq. 8)
+
+is the k-sample IWAE bound: it rises towards log p(x) as k grows, and papers report its
+negation at k = 5000 as the test "NLL". The log-weights come from `objectives.log_weights`;
+here they are drawn in chunks of (k-chunk x examples) rows, so each decoder matrix product is
+large and memory is bounded by `max_rows` whatever k is, and a running log-sum-exp carries the
+sum across chunks. Everything is float32, accumulated in float64.
+"""
 
 from __future__ import annotations
 
-import torch
+import math
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
-from vaekit.model import VAE, evaluating
-from vaekit.objectives import elbo_terms
+import torch
+from torch import nn
+
+from vaekit.errors import VaekitError
+from vaekit.model import evaluating
+from vaekit.objectives import elbo_terms, log_weights
 
 EVAL_BATCH = 1000
+MAX_ROWS = 8192  # codes decoded at once by the estimator: (k-chunk x examples)
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2
 
 
-def average_elbo_terms(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BATCH, seed: int = 0) -> dict[str, float]:
+def average_elbo_terms(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH, seed: int = 0) -> dict[str, float]:
     """Mean elbo, reconstruction and kl over x, in nats per example (one z per example).
 
     The noise comes from its own seeded stream, so the figure is repeatable and the
     caller's random state (a training run's, say) is left exactly as it was.
     """
-    device = model.device
+    device = model_device(model)
     totals = torch.zeros(2, dtype=torch.float64, device=device)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), evaluating(model), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed, device), evaluating(model), torch.no_grad():
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device, torch.float32, non_blocking=True)
             terms = elbo_terms(model, batch)
             totals += torch.stack([terms.reconstruction.sum(), terms.kl.sum()]).double()
     reconstruction, kl = (totals / len(x)).tolist()
     return {"elbo": -(reconstruction + kl), "reconstruction": reconstruction, "kl": kl, "n": len(x)}
+
+
+@dataclass
+class ImportanceSampled:
+    """Per-example results of the estimator, each (N,) float64 in nats."""
+
+    log_px: torch.Tensor  # log (1/k) sum_i w_i: the k-sample bound, our estimate of log p(x)
+    reconstruction: torch.Tensor  # mean over the k draws of -log p(x|z)
+    kl: torch.Tensor  # mean over the k draws of log q(z|x) - log p(z): a Monte Carlo KL
+    mu: torch.Tensor  # (N, latent) posterior means E_q[z], for the active units
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return -(self.reconstruction + self.kl)
+
+
+def importance_sampled_log_px(
+    model: nn.Module, x: torch.Tensor, k: int, max_rows: int = MAX_ROWS, seed: int = 0, progress: bool = False
+) -> ImportanceSampled:
+    """log p(x) per example of x (N, D) from k importance samples, with the ELBO terms averaged over the same draws.
+
+    Examples are taken max(1, max_rows // k) at a time and their k draws in chunks of at
+    most max_rows, so at most max_rows codes are decoded at once for any k.
+    """
+    if k < 1:
+        raise VaekitError(f"k must be at least 1, got {k}")
+    if max_rows < 1:
+        raise VaekitError(f"max_rows must be at least 1, got {max_rows}")
+    check_float32(model)
+    from tqdm import tqdm
+
+    device = model_device(model)
+    k_chunk = min(k, max_rows)
+    batch_size = max(1, max_rows // k_chunk)
+    columns: list[tuple[torch.Tensor, ...]] = []
+    bar = tqdm(total=len(x), unit="example", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    with seeded(seed, device), evaluating(model), torch.no_grad(), torch.autocast(device.type, enabled=False):
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].to(device, torch.float32, non_blocking=True)
+            columns.append(log_mean_weight(model, batch, k, k_chunk))
+            bar.update(len(batch))
+    bar.close()
+    log_px, reconstruction, kl, mu = (torch.cat(column).cpu() for column in zip(*columns))
+    return ImportanceSampled(log_px=log_px, reconstruction=reconstruction, kl=kl, mu=mu)
+
+
+def log_mean_weight(model: nn.Module, x: torch.Tensor, k: int, k_chunk: int) -> tuple[torch.Tensor, ...]:
+    """(log mean w, mean -log p(x|z), mean log q - log p) over k draws for a batch x, k_chunk draws at a time; and mu."""
+    q = model.posterior(x)  # encoded once, shared by every chunk
+    log_sum_w = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
+    sums = torch.zeros(2, len(x), dtype=torch.float64, device=x.device)
+    for start in range(0, k, k_chunk):
+        parts = log_weights(model, x, min(k_chunk, k - start), q=q)  # each (k_chunk, N)
+        log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(parts.log_w, dim=0).double())
+        sums += torch.stack([-parts.log_px_z.sum(0), (parts.log_qz_x - parts.log_pz).sum(0)]).double()
+    return log_sum_w - math.log(k), sums[0] / k, sums[1] / k, q.mu
+
+
+def average_iwae_bound(model: nn.Module, x: torch.Tensor, k: int, seed: int = 0) -> float:
+    """Mean k-sample IWAE bound over x, in nats per example (repeatable: its own seeded noise)."""
+    return importance_sampled_log_px(model, x, k, seed=seed).log_px.mean().item()
+
+
+def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Latent dimensions u with Cov_x(E_q[u]) > threshold, from posterior means mu (N, latent) (Burda et al. 2015, section 5.2)."""
+    return int((mu.double().var(dim=0) > threshold).sum())
+
+
+def estimate_nll(
+    model: nn.Module, x: torch.Tensor, k: int = 5000, max_rows: int = MAX_ROWS, seed: int = 0, progress: bool = False
+) -> dict[str, Any]:
+    """The importance-sampled negative log-likelihood of x and the ELBO terms, in nats per example.
+
+    Keys: nll (= -log p(x), positive; k-sample estimate), nll_std_error (its standard error
+    over examples), elbo, reconstruction, kl (means over the same k draws), active_units,
+    latent_size, k, n, seconds, peak_memory_mb and memory_measure.
+    """
+    device = model_device(model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    result = importance_sampled_log_px(model, x, k, max_rows=max_rows, seed=seed, progress=progress)
+    seconds = time.perf_counter() - started
+    report = {
+        "nll": -result.log_px.mean().item(),
+        "nll_std_error": (result.log_px.std() / math.sqrt(len(x))).item() if len(x) > 1 else math.nan,
+        "elbo": result.elbo.mean().item(),
+        "reconstruction": result.reconstruction.mean().item(),
+        "kl": result.kl.mean().item(),
+        "active_units": active_units(result.mu),
+        "latent_size": result.mu.shape[1],
+        "k": k,
+        "n": len(x),
+        "units": "nats per example",
+        "seconds": seconds,
+    }
+    report.update(peak_memory(device))
+    return report
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_float32(model: nn.Module) -> None:
+    """The reported likelihood is a float32 figure: refuse half-precision weights rather than round silently."""
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        raise VaekitError(f"log p(x) is estimated in float32; the model's weights are {sorted(map(str, dtypes))}")
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the body on its own seeded random stream, leaving the caller's untouched."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """The peak memory of the estimate: CUDA's allocator peak, or on the CPU the process's peak RSS."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_measure": "CUDA max allocated"}
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    return {"peak_memory_mb": rss_kb / 1024, "memory_measure": "process peak RSS (includes the data and Python)"}

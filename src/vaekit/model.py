@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from vaekit.config import ModelConfig, from_dict, to_dict, write_json
-from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal, bits_per_dim
+from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal, VampPrior, bits_per_dim
 from vaekit.errors import VaekitError
 from vaekit.nn import NETWORKS
 
@@ -57,7 +57,7 @@ class VAE(nn.Module):
         encoder_cls, decoder_cls = NETWORKS[config.model]
         self.encoder = encoder_cls(config)
         self.decoder = decoder_cls(config)
-        self.prior = StandardNormal(config.latent_size)
+        self.prior = make_prior(config, self.encoder)
         self.noise: Callable | None = None  # set by the trainer while a distributed step runs
         if config.likelihood == "gaussian":
             log_sigma = torch.tensor(math.log(config.sigma))
@@ -99,7 +99,8 @@ class VAE(nn.Module):
         With no z, decode one draw from the prior.
         """
         if z is None:
-            z = self.prior.sample(1, device=self.device)
+            with evaluating(self), torch.no_grad():
+                z = self.prior.sample(1)
         (x_mean,) = self._batched(z, self.latent_size, lambda batch: (self.likelihood(batch).mean,), latent=True)
         return self._as_images(x_mean)
 
@@ -121,7 +122,8 @@ class VAE(nn.Module):
         """n images decoded from draws of the prior on the CPU: (n, C, H, W) for an image model, else (n, D)."""
         if n < 1:
             raise VaekitError(f"number of samples must be at least 1, got {n}")
-        z = self.prior.sample(n, device=self.device)
+        with evaluating(self), torch.no_grad():
+            z = self.prior.sample(n)
         return self.decode(z).cpu()
 
     def elbo(self, x: ArrayLike) -> ArrayLike:
@@ -201,6 +203,13 @@ class VAE(nn.Module):
         payload.update({"format_version": FORMAT_VERSION, "model": to_dict(self.config)})
         write_json(run_dir / CONFIG_FILE, payload)
         return run_dir
+
+
+def make_prior(config: ModelConfig, encoder: nn.Module) -> StandardNormal | VampPrior:
+    """p(z) as the config names it; a VampPrior shares the encoder."""
+    if config.prior == "vamp":
+        return VampPrior(encoder.forward, config.pseudo_inputs, config.input_size)
+    return StandardNormal(config.latent_size)
 
 
 def check_input(x: torch.Tensor, width: int, image_shape: tuple[int, ...] | None = None) -> torch.Tensor:

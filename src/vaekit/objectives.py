@@ -1,14 +1,24 @@
 """Training objectives: pure functions of a model and a batch, per-example, in nats.
 
-elbo = E_q[log p(x|z)] - KL(q(z|x) || p(z))   (Kingma & Welling 2014, eq. 3 and appendix B)
+elbo = E_q[log p(x|z)] - KL(q(z|x) || p(z))          (Kingma & Welling 2014, eq. 3 and appendix B)
+iwae_bound = E[log 1/k sum_i w_i],  w_i = p(x, z_i) / q(z_i|x),  z_i ~ q(z|x)   (Burda et al. 2015, eq. 8)
+
+The log-weights `log_w` are computed in one place, `log_weights`, which the IWAE bound and the
+importance-sampled estimate of log p(x) in `evaluate.py` share. The KL is in closed form for the
+standard normal prior and a one-sample Monte Carlo estimate log q(z|x) - log p(z) otherwise.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from vaekit.distributions import DiagonalGaussian, StandardNormal
+from vaekit.errors import VaekitError
 from vaekit.model import VAE
 
 
@@ -17,19 +27,85 @@ class ElboTerms:
     """Per-example terms of the bound, each of shape (N,), in nats."""
 
     reconstruction: torch.Tensor  # -log p(x|z) for one z ~ q(z|x): the cross-entropy
-    kl: torch.Tensor  # KL(q(z|x) || p(z)), closed form
+    kl: torch.Tensor  # KL(q(z|x) || p(z)): closed form, or one-sample Monte Carlo for other priors
 
     @property
     def elbo(self) -> torch.Tensor:
         return -(self.reconstruction + self.kl)
 
 
-def elbo_terms(model: VAE, x: torch.Tensor) -> ElboTerms:
-    """The ELBO's two terms for a batch x (N, D), one reparameterised draw of z per example."""
+@dataclass
+class LogWeights:
+    """The parts of log w = log p(x|z) + log p(z) - log q(z|x) for k draws per example, each (k, N)."""
+
+    log_px_z: torch.Tensor
+    log_pz: torch.Tensor
+    log_qz_x: torch.Tensor
+
+    @property
+    def log_w(self) -> torch.Tensor:
+        return self.log_px_z + self.log_pz - self.log_qz_x
+
+
+def log_weights(model: VAE, x: torch.Tensor, k: int, q: DiagonalGaussian | None = None) -> LogWeights:
+    """Draw k codes z ~ q(z|x) per example of x (N, D) and return the parts of their log-weights, (k, N).
+
+    Pass q (the posterior of x) to reuse an encoding across several calls.
+    """
+    q = model.posterior(x) if q is None else q
+    z = q.rsample(k)  # (k, N, latent)
+    return LogWeights(log_px_z=model.likelihood(z).log_prob(x), log_pz=model.prior.log_prob(z), log_qz_x=q.log_prob(z))
+
+
+def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/k) sum exp(log_w) along dim, stable for log-weights of any size."""
+    return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
+
+
+def iwae_bound(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-sample importance-weighted bound on log p(x), per example (N,), in nats; k=1 is an ELBO."""
+    if k < 1:
+        raise VaekitError(f"the IWAE bound needs k >= 1 samples, got {k}")
+    return log_mean_exp(log_weights(model, x, k).log_w, dim=0)
+
+
+def kl_divergence(model: VAE, q: DiagonalGaussian, z: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) per example: closed form for N(0, I), else log q(z|x) - log p(z) at the draw z."""
+    if isinstance(model.prior, StandardNormal):
+        return q.kl_standard_normal()
+    return q.log_prob(z) - model.prior.log_prob(z)
+
+
+def encode_and_elbo_terms(model: VAE, x: torch.Tensor) -> tuple[DiagonalGaussian, ElboTerms]:
+    """q(z|x) and the ELBO's two terms for a batch x (N, D), one reparameterised draw of z per example."""
     q = model.posterior(x)
     z = q.rsample()
-    log_px_z = model.likelihood(z).log_prob(x)
-    return ElboTerms(reconstruction=-log_px_z, kl=q.kl_standard_normal())
+    return q, ElboTerms(reconstruction=-model.likelihood(z).log_prob(x), kl=kl_divergence(model, q, z))
+
+
+def elbo_terms(model: VAE, x: torch.Tensor) -> ElboTerms:
+    """The ELBO's two terms for a batch x (N, D), one reparameterised draw of z per example."""
+    return encode_and_elbo_terms(model, x)[1]
+
+
+def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """E_q[log p(x|z)] - beta * KL per example (N,); beta = 1 is the bound on log p(x) (Higgins et al. 2017)."""
+    terms = elbo_terms(model, x)
+    return -(terms.reconstruction + beta * terms.kl)
+
+
+def free_bits_kl(model: VAE, q: DiagonalGaussian, free_bits: float) -> torch.Tensor:
+    """sum_j max(free_bits, mean over the batch of KL_j), the KL term with free bits (Kingma et al. 2016, eq. 15).
+
+    Each latent dimension j gets `free_bits` nats it can spend without cost, which keeps units
+    from collapsing early. It needs a KL that splits over dimensions: the standard normal prior's.
+    """
+    if not isinstance(model.prior, StandardNormal):
+        raise VaekitError("free bits need the standard normal prior, whose KL splits over latent dimensions")
+    return q.kl_standard_normal_per_dim().mean(0).clamp(min=free_bits).sum()
+
+
+# -- the minibatch cost of training -------------------------------------------------------------------
 
 
 def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
@@ -38,10 +114,28 @@ def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
     return sum(w.pow(2).sum() for w in weights) / 2
 
 
-def loss(model: VAE, x: torch.Tensor, l2: float = 0.0) -> tuple[torch.Tensor, ElboTerms]:
-    """The minibatch cost -mean(elbo) (+ the L2 penalty), and the terms it came from."""
-    terms = elbo_terms(model, x)
-    cost = -terms.elbo.mean()
+def elbo_cost(model: VAE, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0, **_: Any) -> tuple[torch.Tensor, ElboTerms]:
+    """-mean(elbo) with the KL weighted by beta (and floored per dimension by free bits), and its terms."""
+    q, terms = encode_and_elbo_terms(model, x)
+    kl = free_bits_kl(model, q, free_bits) if free_bits > 0 else terms.kl.mean()
+    return terms.reconstruction.mean() + beta * kl, terms
+
+
+def iwae_cost(model: VAE, x: torch.Tensor, k: int = 50, **_: Any) -> tuple[torch.Tensor, ElboTerms]:
+    """-mean(iwae_bound) with k samples, and the ELBO terms of its first sample (for logging)."""
+    parts = log_weights(model, x, k)
+    terms = ElboTerms(reconstruction=-parts.log_px_z[0].detach(), kl=(parts.log_qz_x[0] - parts.log_pz[0]).detach())
+    return -log_mean_exp(parts.log_w, dim=0).mean(), terms
+
+
+OBJECTIVES: dict[str, Callable[..., tuple[torch.Tensor, ElboTerms]]] = {"elbo": elbo_cost, "iwae": iwae_cost}
+
+
+def loss(
+    model: VAE, x: torch.Tensor, l2: float = 0.0, *, objective: str = "elbo", beta: float = 1.0, free_bits: float = 0.0, k: int = 1
+) -> tuple[torch.Tensor, ElboTerms]:
+    """The minibatch cost (-mean of the objective, + the L2 penalty) and the ELBO terms it came from."""
+    cost, terms = OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits, k=k)
     if l2 > 0:
         cost = cost + l2 * l2_penalty(model)
     return cost, terms

@@ -2,8 +2,10 @@
 
 The whole training set lives on the device as one tensor; each epoch's order is a
 permutation drawn from (seed, epoch), so a resumed run can find its place again.
-A checkpoint holds the model, the optimizer, the step, the epoch, the position in the
-epoch and the RNG state: resuming continues the run as if it had never stopped.
+A checkpoint holds the model, the optimizer, the learning-rate schedule, the step, the epoch,
+the position in the epoch, the best validation cost and the RNG state: resuming continues the
+run as if it had never stopped. With early stopping (--patience) the best weights on the
+validation split are kept in best.safetensors and become the run's model.safetensors at the end.
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ from typing import Any
 
 import torch
 
-from vaekit import animation
-from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from vaekit import animation, distributed
+from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from vaekit.config import DataConfig, TrainConfig, from_dict, to_dict, write_json
 from vaekit.data import Splits
 from vaekit.errors import VaekitError
-from vaekit.evaluate import average_elbo_terms
+from vaekit.evaluate import average_elbo_terms, average_iwae_bound
 from vaekit.model import CONFIG_FILE, FORMAT_VERSION, VAE, load_checked_state, read_run_config
-from vaekit import distributed
 from vaekit.distributed import Cluster, SharedNoise, any_rank, broadcast_text, check_world_size, gather_tensors, local_slice, sum_over_ranks
 from vaekit.objectives import l2_penalty, loss
+
+BEST_FILE = "best.safetensors"
 
 LOG_EVERY = 20  # steps between host syncs for the progress bar and TensorBoard
 
@@ -40,7 +43,10 @@ class Progress:
     step: int = 0
     epoch: int = 0
     position: int = 0  # batches of the current epoch already done
-    best_valid_cost: float = math.inf
+    best_valid_cost: float = math.inf  # at epoch ends
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best one
+    seconds: float = 0.0  # wall time spent training, over all sessions
     skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped on request
     train_seconds: float = 0.0  # wall time of the training steps over all sessions (validation and checkpoints not counted)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -81,13 +87,15 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     """The loop itself, on this process's device; with torchrun, one of several ranks."""
     torch.manual_seed(config.seed)  # every rank starts alike; DDP also broadcasts rank 0's weights
     model.to(device).train()
-    batch_cost = distributed.wrap(BatchCost(model, config.l2, cluster.world_size, config.precision), cluster, device)
+    check_objective_fits(model, config)
+    batch_cost = distributed.wrap(BatchCost(model, config, cluster.world_size), cluster, device)
     optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
     nonfinite = NonFiniteSteps(device)
     noise = SharedNoise(config.seed, device)
     progress = Progress()
     if run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists():
-        progress = restore_checkpoint(Path(run_dir), model, optimizer, noise, cluster)
+        progress = restore_checkpoint(Path(run_dir), model, optimizer, scheduler, noise, cluster)
     else:
         if cluster.is_main:
             run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
@@ -103,17 +111,19 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     logger = Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress, cluster.is_main)
     stop = StopRequest()
     interrupted = False
+    clock_zero = time.perf_counter() - progress.seconds
 
     with stop, logger:
-        while progress.step < total_steps and not interrupted:
+        while progress.step < total_steps and not interrupted and not stopped_early(progress, config):
             started = time.perf_counter()
             order = epoch_order(len(x_train), config.seed, progress.epoch, device)
             for i in range(progress.position, steps_per_epoch):
                 indices = order[i * global_batch : (i + 1) * global_batch]  # the global batch
                 rows = local_slice(len(indices), cluster)  # this rank's share of it
                 x = x_train.index_select(0, indices[rows])  # a plain row gather: 5x faster than x_train[...] on a CPU
+                beta = kl_weight(config, progress.step, steps_per_epoch)
                 with noise.batch(model, len(indices), rows):
-                    cost, terms, finite = train_step(batch_cost, model, optimizer, x, len(indices), config)
+                    cost, terms, finite = train_step(batch_cost, model, optimizer, x, len(indices), beta, config)
                 progress.step += 1
                 progress.position = i + 1
                 logger.train_step(progress.step, cost, terms, finite)
@@ -122,9 +132,9 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                 if nonfinite.due(progress.step) or checkpoint_now or i == steps_per_epoch - 1:
                     handle_nonfinite(config, progress, run_dir, nonfinite.take())
                 if config.eval_every and progress.step % config.eval_every == 0:
-                    validate(model, x_valid, progress, logger, cluster)
+                    validate(model, x_valid, config, progress, logger, cluster)
                 if checkpoint_now:
-                    save_state(run_dir, model, optimizer, progress, noise, cluster)
+                    save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
                 if config.snapshots and cluster.is_main and animation.is_snapshot_step(progress.step):
                     animation.save_snapshot(model, data, run_dir, progress.step)
                 if any_rank(stop.requested, cluster, device) or progress.step >= total_steps:
@@ -134,14 +144,21 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
             if progress.position == steps_per_epoch:
                 progress.epoch += 1
                 progress.position = 0
-                validate(model, x_valid, progress, logger, cluster)
-                save_state(run_dir, model, optimizer, progress, noise, cluster)
+                progress.seconds = time.perf_counter() - clock_zero
+                valid_cost = validate(model, x_valid, config, progress, logger, cluster)
+                if record_epoch_end(progress, valid_cost) and config.patience and cluster.is_main:
+                    save_weights(run_dir / BEST_FILE, model)
+                step_schedule(scheduler, valid_cost)
+                save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
 
         handle_nonfinite(config, progress, run_dir, nonfinite.take())
         if not progress.history or progress.history[-1]["step"] != progress.step:
-            validate(model, x_valid, progress, logger, cluster)  # every run ends with a validation cost
-        save_state(run_dir, model, optimizer, progress, noise, cluster)
+            validate(model, x_valid, config, progress, logger, cluster)  # every run ends with a validation cost
+        progress.seconds = time.perf_counter() - clock_zero
+        save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
         if cluster.is_main:
+            if config.patience and (run_dir / BEST_FILE).exists():
+                load_weights(run_dir / BEST_FILE, model)
             model.save(run_dir)
             if config.snapshots:
                 animation.snapshot_gifs(run_dir)
@@ -159,30 +176,31 @@ class BatchCost(torch.nn.Module):
     the cost, the weights and the optimizer stay float32 (Micikevicius et al. 2018, "Mixed Precision Training").
     """
 
-    def __init__(self, model: VAE, l2: float, world_size: int, precision: str = "fp32"):
+    def __init__(self, model: VAE, config: TrainConfig, world_size: int):
         super().__init__()
-        self.model, self.l2, self.world_size, self.precision = model, l2, world_size, precision
+        self.model, self.config, self.world_size = model, config, world_size
 
-    def forward(self, x: torch.Tensor, global_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, global_rows: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        config = self.config
         if len(x) == 0:  # the last global batch of an epoch can leave a rank nothing: add no gradient
             zero = sum(p.sum() for p in self.model.parameters()) * 0.0
             cost, reconstruction, kl = zero, zero.detach(), zero.detach()
         else:
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                cost, terms = loss(self.model, x)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                cost, terms = loss(self.model, x, objective=config.objective, beta=beta, free_bits=config.free_bits, k=config.iwae_k)
             cost = cost * (len(x) * self.world_size / global_rows)  # exactly 1 when the ranks' shares are equal
             reconstruction, kl = terms.reconstruction.detach().mean(), terms.kl.detach().mean()
-        if self.l2 > 0:
-            cost = cost + self.l2 * l2_penalty(self.model)
+        if config.l2 > 0:
+            cost = cost + config.l2 * l2_penalty(self.model)
         return cost, reconstruction, kl
 
 
 def train_step(batch_cost: torch.nn.Module, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               global_rows: int, config: TrainConfig) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """One optimizer step; returns the (detached) cost, the mean reconstruction and KL terms, and
-    `finite`, a boolean tensor: whether the loss and every gradient were finite. A step that was not
-    leaves the weights and the optimizer untouched. Nothing here waits for the device."""
-    cost, reconstruction, kl = batch_cost(x, global_rows)
+               global_rows: int, beta: float, config: TrainConfig) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One optimizer step (the KL weighted by beta); returns the (detached) cost, the mean reconstruction
+    and KL terms, and `finite`, a boolean tensor: whether the loss and every gradient were finite. A step
+    that was not leaves the weights and the optimizer untouched. Nothing here waits for the device."""
+    cost, reconstruction, kl = batch_cost(x, global_rows, beta)
     optimizer.zero_grad(set_to_none=True)
     cost.backward()
     params = [p for p in model.parameters() if p.grad is not None]
@@ -284,20 +302,45 @@ def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path, bad
     )
 
 
-def validate(model: VAE, x_valid: torch.Tensor, progress: Progress, logger: "Logger", cluster: Cluster) -> float:
-    """The validation cost -ELBO (nats per example), each rank taking a share, logged and kept in the history."""
-    share = average_elbo_terms(model, x_valid[local_slice(len(x_valid), cluster)])
-    n, reconstruction, kl = sum_over_ranks(
-        torch.tensor([share["n"], share["reconstruction"] * share["n"], share["kl"] * share["n"]], dtype=torch.float64, device=model.device),
-        cluster,
-    ).tolist()
+def validate(model: VAE, x_valid: torch.Tensor, config: TrainConfig, progress: Progress, logger: "Logger", cluster: Cluster) -> float:
+    """The validation cost in nats per example, each rank taking a share, logged and kept in the history.
+
+    It is the negated bound being trained, at full KL weight: -ELBO, or -IWAE bound with --iwae-k samples.
+    """
+    share = x_valid[local_slice(len(x_valid), cluster)]
+    terms = average_elbo_terms(model, share)
+    sums = [terms["n"], terms["reconstruction"] * terms["n"], terms["kl"] * terms["n"]]
+    if config.objective == "iwae":
+        sums.append(average_iwae_bound(model, share, config.iwae_k) * terms["n"])
+    n, reconstruction, kl, *iwae = sum_over_ranks(torch.tensor(sums, dtype=torch.float64, device=model.device), cluster).tolist()
     terms = {"elbo": -(reconstruction + kl) / n, "reconstruction": reconstruction / n, "kl": kl / n}
-    cost = -terms["elbo"]
-    progress.best_valid_cost = min(progress.best_valid_cost, cost)
-    progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_cost": cost})
+    if iwae:
+        terms["iwae_bound"] = iwae[0] / n
+    cost = -terms.get("iwae_bound", terms["elbo"])
+    progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_cost": cost, "seconds": progress.seconds})
     logger.valid(progress.step, terms)
     model.train()
     return cost
+
+
+def record_epoch_end(progress: Progress, valid_cost: float) -> bool:
+    """Track the best validation cost and the epochs since it; True when this epoch is the new best."""
+    if valid_cost < progress.best_valid_cost:
+        progress.best_valid_cost, progress.best_epoch, progress.bad_epochs = valid_cost, progress.epoch, 0
+        return True
+    progress.bad_epochs += 1
+    return False
+
+
+def stopped_early(progress: Progress, config: TrainConfig) -> bool:
+    return bool(config.patience) and progress.bad_epochs >= config.patience
+
+
+def kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """beta, raised linearly from 0 over the first --warmup-epochs epochs (KL warm-up, Sønderby et al. 2016)."""
+    if not config.warmup_epochs:
+        return config.beta
+    return config.beta * min(1.0, step / (config.warmup_epochs * steps_per_epoch))
 
 
 # -- setting up --------------------------------------------------------------------------------------
@@ -316,6 +359,38 @@ def make_optimizer(model: VAE, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam with PyTorch's fused kernel (CPU and CUDA): one pass over the weights where the default
     takes about ten, and it can skip a non-finite step without the host looking."""
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    """The learning-rate schedule, stepped once per epoch; None for a constant rate."""
+    if config.lr_schedule == "burda":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, burda_lr_factor)
+    if config.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.lr_decay, patience=config.lr_patience, min_lr=config.min_lr
+        )
+    return None
+
+
+def burda_lr_factor(epoch: int) -> float:
+    """10^(-i/7) during pass i = 0..7 of 3^i epochs each (Burda et al. 2015, section 5: 3280 epochs in all)."""
+    i, end = 0, 1
+    while epoch >= end and i < 7:
+        i += 1
+        end += 3**i
+    return 10 ** (-i / 7)
+
+
+def step_schedule(scheduler: Any, valid_cost: float) -> None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(valid_cost)
+    elif scheduler is not None:
+        scheduler.step()
+
+
+def check_objective_fits(model: VAE, config: TrainConfig) -> None:
+    if config.free_bits and model.config.prior != "standard":
+        raise VaekitError("--free-bits needs the standard normal prior, whose KL splits over latent dimensions")
 
 
 def check_data_fits(model: VAE, data: Splits) -> None:
@@ -371,9 +446,9 @@ def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config
 # -- checkpoints -----------------------------------------------------------------------------------
 
 
-def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, progress: Progress,
+def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress,
                noise: SharedNoise, cluster: Cluster) -> None:
-    """Write model, optimizer, progress and every RNG state to run_dir/checkpoint.safetensors, atomically.
+    """Write model, optimizer, schedule, progress and every RNG state to run_dir/checkpoint.safetensors, atomically.
 
     Collective under torchrun (each rank's RNG state is gathered); only rank 0 writes.
     """
@@ -397,13 +472,14 @@ def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, prog
         "world_size": cluster.world_size,
         "progress": progress.__dict__,
         "param_groups": optimizer_state["param_groups"],
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
     }
     save_checkpoint(run_dir / CHECKPOINT_FILE, tensors, state)
 
 
-def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, noise: SharedNoise,
+def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any, noise: SharedNoise,
                        cluster: Cluster) -> Progress:
-    """Load what save_state wrote back into model, optimizer and RNGs; return the saved progress."""
+    """Load what save_state wrote back into model, optimizer, schedule and RNGs; return the saved progress."""
     path = run_dir / CHECKPOINT_FILE
     tensors, state = load_checkpoint(path)
     if state.get("format_version") != FORMAT_VERSION:
@@ -418,6 +494,8 @@ def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimiz
             slots.setdefault(int(index), {})[slot] = tensor
     try:
         optimizer.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(tensors[f"rng.cpu.{cluster.rank}"])
         if model.device.type == "cuda" and f"rng.cuda.{cluster.rank}" in tensors:
             torch.cuda.set_rng_state(tensors[f"rng.cuda.{cluster.rank}"], model.device)
@@ -425,6 +503,16 @@ def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimiz
         return Progress(**state["progress"])
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise VaekitError(f"{path} does not fit this run: {error}") from None
+
+
+def save_weights(path: Path, model: VAE) -> None:
+    """The model's weights alone, checksummed and written atomically (the best-on-validation copy)."""
+    save_tensors(path, model.state_dict())
+
+
+def load_weights(path: Path, model: VAE) -> None:
+    tensors, _ = load_tensors(path, "best-weights file")
+    load_checked_state(model, {name: t.to(model.device) for name, t in tensors.items()}, path)
 
 
 def resume_configs(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, DataConfig]:
@@ -480,10 +568,12 @@ class Logger:
         self.sums.zero_()
 
     def valid(self, step: int, terms: dict[str, float]) -> None:
-        self.last_valid = -terms["elbo"]
+        self.last_valid = -terms.get("iwae_bound", terms["elbo"])
         if self.writer is None:
             return
-        self.writer.add_scalar("valid/total", self.last_valid, step)
+        self.writer.add_scalar("valid/total", -terms["elbo"], step)
+        if "iwae_bound" in terms:
+            self.writer.add_scalar("valid/iwae_bound", terms["iwae_bound"], step)
         self.writer.add_scalar("valid/reconstruction", terms["reconstruction"], step)
         self.writer.add_scalar("valid/kl", terms["kl"], step)
         self.flush(step)

@@ -16,10 +16,12 @@
   const EXAMPLE_SIZE = CHANNELS * HEIGHT * WIDTH;
   const LATENT = DATA.model.latent_size;
   const decoder = new VaekitDecoder.Decoder(DATA.decoder, LATENT);
+  if (decoder.outputSize !== EXAMPLE_SIZE) throw new Error(`the decoder gives ${decoder.outputSize} values, images hold ${EXAMPLE_SIZE}`);
   const pixels = VaekitPixels.imageWriter(DATA.model.image_shape);
   const TILE = pixels.tile;
   const PALETTE = ["#4e9af1", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#a0785a", "#bab0ac"];
   const PICK_RADIUS = 8; // css pixels from a shown example for a click to pick it
+  const GRID_SLICE_MS = 12; // the grid decodes for about this long before it lets the browser draw a frame or take input
   const SLIDER_SPREAD = 3; // sliders reach this many standard deviations (at least the prior's) either side
 
   // -- the plane and the data on it ---------------------------------------------------------------
@@ -276,8 +278,11 @@
   }
 
   // -- the frame: decode the current z once per animation frame --------------------------------------
+  // Input handlers only set state.z and ask for a frame; however many pointer events arrive, the
+  // decoder runs once per displayed frame, on the latest z, so a slow decoder never queues work.
 
   let framePending = false;
+  let framesDrawn = 0;
   let decodeMs = 0;
   const frameTimes = [];
 
@@ -289,6 +294,7 @@
 
   function renderFrame(now) {
     framePending = false;
+    framesDrawn++;
     const start = performance.now();
     pixels.paint($("decoded"), decoder.decode(state.z), 0, 255);
     const took = performance.now() - start;
@@ -437,14 +443,15 @@
     const start = performance.now();
     let sliceStart = start;
     const z = new Float32Array(LATENT);
-    for (let row = 0; row < n; row++) {
-      for (let column = 0; column < n; column++) {
-        onPlane(axes.us[column], axes.vs[row], z);
-        pixels.write(image, decoder.decode(z), 0, 255, 1 + column * (TILE.w + 1), 1 + row * (TILE.h + 1));
-      }
-      if (performance.now() - sliceStart > 30) { // keep the page responsive while a large grid decodes
+    for (let cell = 0; cell < n * n; cell++) {
+      const row = Math.floor(cell / n), column = cell % n;
+      onPlane(axes.us[column], axes.vs[row], z);
+      pixels.write(image, decoder.decode(z), 0, 255, 1 + column * (TILE.w + 1), 1 + row * (TILE.h + 1));
+      // A conv decoder takes milliseconds a code: after each short slice (checked after every cell)
+      // give the browser a turn, so that the pad's frames and input come in while a large grid fills.
+      if (performance.now() - sliceStart > GRID_SLICE_MS && cell < n * n - 1) {
         ctx.putImageData(image, 0, 0);
-        await new Promise(requestAnimationFrame);
+        await nextTask();
         if (generation !== gridGeneration) return;
         sliceStart = performance.now();
       }
@@ -455,6 +462,17 @@
       : "covers the pad's view";
     $("grid-stats").textContent = `${n * n} codes decoded in ${(performance.now() - start).toFixed(0)} ms · ${where}`;
     grid.dataset.ready = String(generation);
+  }
+
+  // A new task, without setTimeout's 4 ms clamp: frames and input events due run before it.
+  const taskChannel = new MessageChannel();
+  const taskQueue = [];
+  taskChannel.port1.onmessage = () => taskQueue.shift()();
+  function nextTask() {
+    return new Promise((resolve) => {
+      taskQueue.push(resolve);
+      taskChannel.port2.postMessage(null);
+    });
   }
 
   $("grid-size").addEventListener("change", renderGrid);
@@ -473,12 +491,12 @@
   function describeModel() {
     const m = DATA.model;
     const data = DATA.data.name ? ` · ${DATA.data.name}, ${points.n} ${DATA.data.split} examples` : "";
-    $("subtitle").textContent = `${DATA.title} · ${m.architecture.join("-")} · ${m.nonlinearity} · ${m.likelihood} pixels${data}`;
+    const network = m.model === "conv" ? `conv ${m.conv_channels.join("-")} · ` : "";
+    const sigma = m.sigma ? ` (σ ${m.sigma.toPrecision(2)})` : "";
+    $("subtitle").textContent = `${DATA.title} · ${network}${m.architecture.join("-")} · ${m.nonlinearity} · `
+      + `${m.likelihood} pixels${sigma}${data}`;
     const chips = [[`z ∈ ℝ${superscript(LATENT)}`, "end"]];
-    for (const spec of DATA.decoder) {
-      if (spec.type === "linear") chips.push([`Linear ${spec.in}→${spec.out}`, ""]);
-      else chips.push([spec.name, "act"]);
-    }
+    for (const spec of DATA.decoder) chips.push(layerChip(spec));
     chips.push([`x: ${CHANNELS}×${HEIGHT}×${WIDTH}`, "end"]);
     const arch = $("arch");
     const title = document.createElement("span");
@@ -491,6 +509,16 @@
     });
     $("footer").textContent = "Written by vaekit. The decoder runs in this page as float32 JavaScript; "
       + "the page works offline and fetches nothing. Dots are posterior means of encoded examples.";
+  }
+
+  function layerChip(spec) { // [text, class] naming one layer of the decoder
+    const pair = ([a, b]) => (a === b ? `${a}` : `${a}×${b}`);
+    switch (spec.type) {
+      case "linear": return [`Linear ${spec.in}→${spec.out}`, ""];
+      case "reshape": return [`reshape ${spec.shape.join("×")}`, ""];
+      case "conv_transpose2d": return [`ConvT ${spec.in_channels}→${spec.out_channels} k${pair(spec.kernel)} s${pair(spec.stride)}`, ""];
+      default: return [spec.name, "act"];
+    }
   }
 
   function superscript(n) {
@@ -511,6 +539,7 @@
     },
     examplePoint(i) { return this.padPoint(points.u[i], points.v[i]); },
     exampleZ: (i) => Array.from(points.z.slice(i * LATENT, (i + 1) * LATENT)),
+    framesDrawn: () => framesDrawn,
     stripZs: () => state.strip.map((z) => Array.from(z)),
     gridZs: () => state.grid.vs.flatMap((v) => state.grid.us.map((u) => Array.from(onPlane(u, v)))),
     benchmark(frames = 200) { // ms per frame of the pad's work: decode one z and paint it

@@ -122,6 +122,7 @@ const VaekitPad = (() => {
 
     // The frame: the base, the A-B segment and markers, a ring on the hovered dot, the cursor.
     draw({ cursor, ends, hoverDot }) {
+      if (this.base.width === 0 || this.base.height === 0) return; // laid out at no size (yet): nothing to show
       const ctx = this.canvas.getContext("2d");
       ctx.setTransform(1, 0, 0, 1, 0, 0);
       ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);

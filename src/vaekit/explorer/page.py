@@ -64,12 +64,16 @@ def explorer_payload(
     if int(np.prod(image_shape)) != config.input_size:
         raise VaekitError(f"image shape {image_shape} does not hold the model's {config.input_size} inputs")
     points = encoded_points(model, data, split, max_points, seed)
+    kind = "conv vae" if config.model == "conv" else "vae"
     return {
-        "title": title or f"vae {'-'.join(map(str, config.architecture))}",
+        "title": title or f"{kind} {'-'.join(map(str, config.architecture))}",
         "model": {
+            "model": config.model,
             "architecture": list(config.architecture),
+            "conv_channels": list(config.conv_channels),
             "nonlinearity": config.nonlinearity,
-            "likelihood": "Bernoulli",
+            "likelihood": config.likelihood.capitalize(),
+            "sigma": likelihood_sigma(model),
             "image_shape": list(image_shape),
             "latent_size": config.latent_size,
         },
@@ -79,6 +83,15 @@ def explorer_payload(
     }
 
 
+def likelihood_sigma(model: nn.Module) -> float | None:
+    """The standard deviation of a Gaussian p(x|z) in pixel units (fixed or learned); None for a Bernoulli."""
+    if model.config.likelihood != "gaussian":
+        return None
+    with torch.no_grad():
+        likelihood = model.likelihood(torch.zeros(1, model.latent_size, device=model.device))
+    return float(likelihood.sigma.flatten()[0])
+
+
 def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points: int, seed: int) -> dict[str, Any]:
     """The pad's points (codes, labels, images) and the plane they are shown on; the page projects them."""
     latent = model.config.latent_size
@@ -86,6 +99,7 @@ def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points
         origin, basis, explained = np.zeros(latent, np.float32), identity_plane(latent), None
         return {"plane": plane_json(origin, basis, explained), "points": None}
     x, y = chosen_examples(data, split, max_points, seed)
+    x = x.reshape(len(x), -1)  # flat rows (N, D) in (C, H, W) order, as the page reads them, for images too
     if x.shape[1] != model.config.input_size:
         raise VaekitError(f"{data.name} has {x.shape[1]} values per example; the model takes {model.config.input_size}")
     mu, _ = model.encode(x.numpy())

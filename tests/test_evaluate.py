@@ -1,0 +1,149 @@
+"""The importance-sampled log p(x): exact where it can be, bounded in memory, finite, and on the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import vaekit
+from vaekit import VAE
+from vaekit.cli import main
+from vaekit.distributions import DiagonalGaussian, StandardNormal
+from vaekit.errors import VaekitError
+from vaekit.evaluate import active_units, estimate_nll, importance_sampled_log_px, log_mean_weight
+from vaekit.objectives import iwae_bound
+
+
+class LinearGaussian(nn.Module):
+    """z ~ N(0, I_L), x|z ~ N(W z + b, s^2 I_D): log p(x) = log N(x; b, W W^T + s^2 I) in closed form.
+
+    W has orthogonal columns, so the true posterior is a diagonal Gaussian; `widen` and `shift`
+    make the encoder's q(z|x) deliberately worse than the true posterior.
+    """
+
+    def __init__(self, data_size: int = 5, latent_size: int = 2, widen: float = 1.0, shift: float = 0.0):
+        super().__init__()
+        q, _ = torch.linalg.qr(torch.randn(data_size, latent_size, dtype=torch.float64))
+        self.W = nn.Parameter((q * torch.tensor([2.0, 0.7], dtype=torch.float64)[:latent_size]).float())
+        self.b = nn.Parameter(torch.randn(data_size) * 0.3)
+        self.log_s = nn.Parameter(torch.tensor(math.log(0.5)))
+        self.prior = StandardNormal(latent_size)
+        self.widen, self.shift = widen, shift
+
+    def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
+        s2 = torch.exp(2 * self.log_s)
+        column_norms = self.W.pow(2).sum(0)  # W^T W is diagonal
+        variance = 1 / (1 + column_norms / s2)
+        mu = variance * ((x - self.b) @ self.W) / s2 + self.shift
+        return DiagonalGaussian(mu, 0.5 * torch.log(variance) + math.log(self.widen))
+
+    def likelihood(self, z: torch.Tensor) -> DiagonalGaussian:
+        mean = z @ self.W.T + self.b
+        return DiagonalGaussian(mean, self.log_s.expand_as(mean))
+
+    def exact_log_px(self, x: torch.Tensor) -> torch.Tensor:
+        W, b, s = self.W.double(), self.b.double(), self.log_s.double().exp()
+        covariance = W @ W.T + s**2 * torch.eye(len(b), dtype=torch.float64)
+        return torch.distributions.MultivariateNormal(b, covariance).log_prob(x.double())
+
+
+def test_estimate_is_exact_when_q_is_the_true_posterior() -> None:
+    model = LinearGaussian()
+    x = torch.randn(37, 5) * 2
+    exact = model.exact_log_px(x)
+    for k, max_rows in [(1, 8), (7, 8), (50, 16)]:  # several example batches and k-chunks
+        estimate = importance_sampled_log_px(model, x, k=k, max_rows=max_rows).log_px
+        torch.testing.assert_close(estimate, exact, atol=2e-4, rtol=0)
+
+
+def test_estimate_converges_to_log_px_from_below_with_a_poor_posterior() -> None:
+    model = LinearGaussian(widen=1.6, shift=0.3)
+    x = torch.randn(20, 5) * 2
+    exact = model.exact_log_px(x).mean().item()
+    k1 = importance_sampled_log_px(model, x, k=1).log_px.mean().item()
+    k4000 = importance_sampled_log_px(model, x, k=4000, max_rows=1000).log_px.mean().item()
+    assert k1 < exact - 0.3  # a loose bound at k = 1 ...
+    assert abs(k4000 - exact) < 0.02  # ... and tight at k = 4000
+
+
+def test_elbo_terms_of_the_estimate_match_the_closed_form_kl() -> None:
+    model = LinearGaussian(widen=1.3)
+    x = torch.randn(10, 5)
+    result = importance_sampled_log_px(model, x, k=20000, max_rows=5000)
+    closed_form_kl = model.posterior(x).kl_standard_normal().double()
+    torch.testing.assert_close(result.kl, closed_form_kl.detach(), atol=0.03, rtol=0)
+    assert (result.elbo <= result.log_px + 1e-9).all()  # Jensen: the ELBO is below the k-sample bound
+
+
+def test_memory_is_bounded_by_max_rows_whatever_k() -> None:
+    model = VAE([16, 8, 3])
+    rows: list[int] = []
+    model.decoder.register_forward_hook(lambda module, args, out: rows.append(out.shape[:-1].numel()))
+    x = (torch.rand(5, 16) > 0.5).float()
+    importance_sampled_log_px(model, x, k=1000, max_rows=128)
+    assert max(rows) <= 128
+    assert sum(rows) == 5 * 1000  # every draw decoded exactly once
+
+
+def test_estimator_and_iwae_bound_share_their_log_weights() -> None:
+    model = LinearGaussian(widen=2.0, shift=0.5)
+    x = torch.randn(6, 5)
+    torch.manual_seed(3)
+    estimate = log_mean_weight(model, x, k=30, k_chunk=30)[0]
+    torch.manual_seed(3)
+    bound = iwae_bound(model, x, k=30)
+    torch.testing.assert_close(estimate, bound.double(), atol=1e-5, rtol=0)
+
+
+def test_extreme_log_weights_stay_finite() -> None:
+    model = VAE([16, 8, 3])
+    with torch.no_grad():
+        model.decoder.logits.bias.fill_(-60.0)  # every pixel that is on costs about 60 nats
+        model.encoder.log_sigma.bias.fill_(-8.0)  # a posterior far narrower than the prior
+    x = torch.ones(4, 16)
+    report = estimate_nll(model, x, k=300)
+    assert math.isfinite(report["nll"]) and report["nll"] > 16 * 55
+
+
+def test_report_has_the_documented_keys_and_signs() -> None:
+    model = VAE([16, 8, 3])
+    x = (torch.rand(30, 16) > 0.5).float()
+    report = vaekit.estimate_nll(model, x, k=40)  # the public name
+    assert {"nll", "elbo", "reconstruction", "kl", "active_units", "k", "n", "peak_memory_mb"} <= set(report)
+    assert report["nll"] > 0 and report["k"] == 40 and report["n"] == 30
+    assert report["nll"] <= -report["elbo"] + 1e-6  # -log p(x) estimate is below -ELBO
+    assert report["elbo"] == pytest.approx(-(report["reconstruction"] + report["kl"]))
+    assert 0 <= report["active_units"] <= 3
+
+
+def test_active_units_follow_burdas_threshold() -> None:
+    mu = torch.stack([torch.randn(2000) * 0.5, torch.randn(2000) * 0.05, torch.zeros(2000)], dim=1)
+    assert active_units(mu) == 1  # variances 0.25, 0.0025 and 0
+    assert active_units(mu, threshold=0.001) == 2
+
+
+def test_half_precision_models_are_refused() -> None:
+    model = VAE([16, 8, 3]).to(torch.bfloat16)
+    with pytest.raises(VaekitError, match="float32"):
+        estimate_nll(model, torch.ones(2, 16), k=2)
+
+
+def test_cli_evaluate_nll_json(tmp_path, capsys) -> None:
+    assert main(["train", "--arch", "64,16,2", "--max-steps", "3", "--out", str(tmp_path), "--no-progress"]) == 0
+    run = next(tmp_path.iterdir())
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--nll", "--k", "20", "--limit", "25", "--split", "test", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["k"] == 20 and report["n"] == 25 and report["split"] == "test"
+    assert report["nll"] > 0 and {"elbo", "reconstruction", "kl", "active_units"} <= set(report)
+
+
+def test_cli_rejects_a_bad_k(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(tmp_path), "--nll", "--k", "0"])
+    assert exit_info.value.code == 2
+    assert "positive integer" in capsys.readouterr().err

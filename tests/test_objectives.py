@@ -1,0 +1,167 @@
+"""Objectives against closed forms: the ELBO, the IWAE bound, beta, free bits, and the VampPrior."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import vaekit
+from vaekit import VAE, TrainConfig
+from vaekit.distributions import DiagonalGaussian, StandardNormal, VampPrior
+from vaekit.errors import VaekitError
+from vaekit.objectives import elbo, elbo_terms, free_bits_kl, iwae_bound, kl_divergence, log_mean_exp, loss
+
+
+@pytest.fixture
+def model() -> VAE:
+    return VAE([12, 10, 3])
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return (torch.rand(4, 12) > 0.5).float()
+
+
+def test_iwae_with_one_sample_equals_the_elbo_in_expectation(model: VAE, x: torch.Tensor) -> None:
+    repeats = x.repeat(4000, 1)  # many independent draws per example
+    with torch.no_grad():
+        bound = iwae_bound(model, repeats, k=1).view(4000, 4)
+        reference = elbo(model, repeats).view(4000, 4)  # closed-form KL
+    difference = (bound - reference).mean(0)
+    standard_error = (bound - reference).std(0) / math.sqrt(4000)
+    assert (difference.abs() < 4 * standard_error + 1e-3).all()
+
+
+def test_iwae_with_one_sample_is_the_monte_carlo_elbo_draw_for_draw(x: torch.Tensor) -> None:
+    model = VAE([12, 10, 3], prior="vamp", pseudo_inputs=5)  # a prior with a Monte Carlo KL
+    torch.manual_seed(1)
+    bound = iwae_bound(model, x, k=1)
+    torch.manual_seed(1)
+    reference = elbo_terms(model, x).elbo
+    torch.testing.assert_close(bound, reference)
+
+
+def test_the_bound_does_not_decrease_with_k(model: VAE, x: torch.Tensor) -> None:
+    repeats = x.repeat(500, 1)
+    with torch.no_grad():
+        bounds = [iwae_bound(model, repeats, k=k).mean().item() for k in (1, 5, 50)]
+    assert bounds[0] < bounds[1] < bounds[2]
+
+
+def test_log_mean_exp_is_exact_and_finite_for_extreme_log_weights() -> None:
+    log_w = torch.tensor([[-1e4, 800.0, -3e38], [-1e4, 800.0 + math.log(3), -3e38]])
+    result = log_mean_exp(log_w, dim=0)
+    assert torch.isfinite(result).all()
+    torch.testing.assert_close(result[:2], torch.tensor([-1e4, 800.0 + math.log(2)]))
+    assert torch.isfinite(torch.logsumexp(torch.full((10,), -3e38), 0))
+
+
+def test_closed_form_kl_matches_torch_distributions() -> None:
+    mu, log_sigma = torch.randn(6, 4), torch.randn(6, 4) * 0.5
+    q = DiagonalGaussian(mu, log_sigma)
+    reference = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, log_sigma.exp()), torch.distributions.Normal(0.0, 1.0)
+    ).sum(-1)
+    torch.testing.assert_close(q.kl_standard_normal(), reference)
+
+
+def test_beta_weights_the_kl(model: VAE, x: torch.Tensor) -> None:
+    torch.manual_seed(2)
+    terms = elbo_terms(model, x)
+    torch.manual_seed(2)
+    cost, _ = loss(model, x, beta=0.25)
+    torch.testing.assert_close(cost, (terms.reconstruction + 0.25 * terms.kl).mean())
+
+
+def test_free_bits_floor_the_kl_of_each_dimension(model: VAE, x: torch.Tensor) -> None:
+    q = model.posterior(x)
+    per_dim = q.kl_standard_normal_per_dim().mean(0)
+    expected = torch.maximum(per_dim, torch.tensor(0.5)).sum()
+    torch.testing.assert_close(free_bits_kl(model, q, 0.5), expected)
+    huge = free_bits_kl(model, q, 1e3)  # every dimension under the floor: a constant, no gradient
+    assert huge.item() == pytest.approx(3e3)
+    huge.backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.encoder.parameters())
+
+
+def test_free_bits_refuse_a_vampprior(x: torch.Tensor) -> None:
+    model = VAE([12, 10, 3], prior="vamp", pseudo_inputs=5)
+    with pytest.raises(VaekitError, match="standard normal"):
+        loss(model, x, free_bits=0.1)
+
+
+def test_iwae_cost_is_the_negated_mean_bound(model: VAE, x: torch.Tensor) -> None:
+    torch.manual_seed(4)
+    cost, terms = loss(model, x, objective="iwae", k=7)
+    torch.manual_seed(4)
+    torch.testing.assert_close(cost, -iwae_bound(model, x, k=7).mean())
+    assert terms.reconstruction.shape == (4,)
+
+
+# -- the VampPrior ---------------------------------------------------------------------------------------
+
+
+def test_vampprior_log_prob_is_the_mixture_of_encoder_posteriors() -> None:
+    model = VAE([12, 10, 3], prior="vamp", pseudo_inputs=7)
+    z = torch.randn(5, 2, 3)
+    mu, log_sigma = model.encoder(model.prior.pseudo_inputs)
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=torch.zeros(7)),
+        torch.distributions.Independent(torch.distributions.Normal(mu, log_sigma.exp()), 1),
+    )
+    torch.testing.assert_close(model.prior.log_prob(z), mixture.log_prob(z), atol=1e-4, rtol=1e-5)
+
+
+def test_pairwise_log_prob_matches_the_broadcast_formula() -> None:
+    components = DiagonalGaussian(torch.randn(6, 4), torch.randn(6, 4) * 0.3)
+    z = torch.randn(3, 5, 4)
+    torch.testing.assert_close(components.log_prob_pairwise(z), components.log_prob(z.unsqueeze(-2)), atol=1e-4, rtol=1e-5)
+
+
+def test_vampprior_learns_its_pseudo_inputs_and_uses_the_kl_estimate(x: torch.Tensor) -> None:
+    model = VAE([12, 10, 3], prior="vamp", pseudo_inputs=5)
+    assert isinstance(model.prior, VampPrior) and not isinstance(model.prior, StandardNormal)
+    cost, _ = loss(model, x)
+    cost.backward()
+    assert model.prior.pseudo_inputs_raw.grad.abs().sum() > 0
+    q = model.posterior(x)
+    z = q.rsample()
+    torch.testing.assert_close(kl_divergence(model, q, z), q.log_prob(z) - model.prior.log_prob(z))
+    assert model.sample(9).shape == (9, 12)
+
+
+def test_the_prior_is_saved_and_rebuilt(tmp_path) -> None:
+    model = VAE([12, 10, 3], prior="vamp", pseudo_inputs=5)
+    with torch.no_grad():
+        model.prior.pseudo_inputs_raw.uniform_()
+    loaded = vaekit.load(model.save(tmp_path / "run"))
+    assert loaded.config.prior == "vamp"
+    torch.testing.assert_close(loaded.prior.pseudo_inputs, model.prior.pseudo_inputs)
+    z = torch.randn(4, 3)
+    torch.testing.assert_close(loaded.prior.log_prob(z), model.prior.log_prob(z))
+    torch.manual_seed(0)
+    assert torch.isfinite(loaded.sample(3)).all()
+
+
+def test_a_loaded_prior_keeps_using_its_own_encoder(tmp_path) -> None:
+    import copy
+
+    model = VAE([12, 10, 3], prior="vamp", pseudo_inputs=5)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.encoder.mu.bias.add_(5.0)
+    z = torch.randn(4, 3)
+    assert not torch.allclose(twin.prior.log_prob(z), model.prior.log_prob(z))
+
+
+def test_objective_options_are_checked() -> None:
+    with pytest.raises(VaekitError, match="objective elbo"):
+        TrainConfig(objective="iwae", warmup_epochs=5)
+    with pytest.raises(VaekitError, match="iwae-k"):
+        TrainConfig(objective="iwae", iwae_k=0)
+    with pytest.raises(VaekitError, match="lr-decay"):
+        TrainConfig(lr_schedule="plateau", lr_decay=1.5)
+    with pytest.raises(VaekitError, match="prior"):
+        vaekit.ModelConfig(architecture=(12, 10, 3), prior="gaussian-mixture")

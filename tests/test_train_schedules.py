@@ -1,0 +1,94 @@
+"""Training options of the numbers issue: KL warm-up, learning-rate schedules, early stopping, exact resume."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+
+import vaekit
+from vaekit.config import DataConfig, TrainConfig
+from vaekit.data import Split, Splits
+from vaekit.model import VAE
+from vaekit.train import BEST_FILE, burda_lr_factor, kl_weight, train
+
+train_module = sys.modules["vaekit.train"]  # the package's `vaekit.train` attribute is the function
+
+
+@pytest.fixture(scope="module")
+def data() -> Splits:
+    digits = vaekit.load_data(DataConfig("digits"))
+    return Splits(train=Split(digits.train.x[:200]), valid=Split(digits.valid.x[:50]), test=Split(digits.test.x[:50]), image_shape=digits.image_shape)
+
+
+def tiny_config(tmp_path, **options) -> TrainConfig:
+    values = dict(epochs=4, batch_size=50, progress=False, out=str(tmp_path), seed=3)
+    values.update(options)
+    return TrainConfig(**values)
+
+
+def test_burdas_schedule_steps_by_powers_of_three() -> None:
+    factors = [burda_lr_factor(epoch) for epoch in (0, 1, 3, 4, 12, 13, 3279, 10_000)]
+    exponents = [0, 1, 1, 2, 2, 3, 7, 7]
+    assert factors == pytest.approx([10 ** (-i / 7) for i in exponents])
+
+
+def test_warm_up_raises_the_kl_weight_linearly() -> None:
+    config = TrainConfig(beta=2.0, warmup_epochs=4)
+    assert [kl_weight(config, step, steps_per_epoch=10) for step in (0, 10, 20, 40, 90)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+    assert kl_weight(TrainConfig(beta=0.5), 0, 10) == 0.5
+
+
+def scripted_validation(monkeypatch: pytest.MonkeyPatch, costs: list[float], snapshots: list[dict]) -> None:
+    """Replace the validation cost by a script, remembering the weights at each validation."""
+
+    def fake_validate(model, x_valid, config, progress, logger, cluster) -> float:
+        snapshots.append({name: t.clone() for name, t in model.state_dict().items()})
+        cost = costs[len(snapshots) - 1]
+        progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_cost": cost})
+        return cost
+
+    monkeypatch.setattr(train_module, "validate", fake_validate)
+
+
+def test_early_stopping_ends_with_the_best_weights(data: Splits, tmp_path, monkeypatch) -> None:
+    snapshots: list[dict] = []
+    scripted_validation(monkeypatch, [50.0, 40.0, 45.0, 46.0, 30.0, 30.0], snapshots)
+    result = train(VAE([64, 16, 2]), data, tiny_config(tmp_path, epochs=6, patience=2))
+    assert result.progress.epoch == 4  # epochs 3 and 4 were no better than epoch 2
+    assert result.progress.best_epoch == 2 and result.progress.best_valid_cost == 40.0
+    best = snapshots[1]
+    for name, tensor in vaekit.load(result.run_dir).state_dict().items():
+        torch.testing.assert_close(tensor, best[name])
+    assert (result.run_dir / BEST_FILE).is_file()
+
+
+def test_plateau_schedule_drops_the_rate_after_patience_epochs(data: Splits, tmp_path, monkeypatch) -> None:
+    scripted_validation(monkeypatch, [50.0, 51.0, 52.0, 53.0], [])
+    config = tiny_config(tmp_path, lr=1e-3, lr_schedule="plateau", lr_patience=1, lr_decay=0.5)
+    result = train(VAE([64, 16, 2]), data, config)
+    _, state = train_module.load_checkpoint(result.run_dir / train_module.CHECKPOINT_FILE)
+    assert state["scheduler"]["_last_lr"] == pytest.approx([5e-4])  # epoch 2 tolerated, dropped at epoch 3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(lr_schedule="plateau", lr_patience=0, warmup_epochs=2, patience=3),
+        dict(lr_schedule="burda", objective="iwae", iwae_k=3),
+    ],
+)
+def test_an_interrupted_run_resumes_exactly(data: Splits, tmp_path, options) -> None:
+    torch.manual_seed(5)
+    whole = train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "whole", **options))
+    torch.manual_seed(5)
+    first = train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "parts", **{**options, "epochs": 2}))
+    torch.manual_seed(123)  # the resumed run must not depend on the caller's random state or fresh weights
+    resumed = train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "parts", **options), run_dir=first.run_dir)
+    for name, tensor in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=0)
+    assert [h["valid_cost"] for h in resumed.progress.history] == [h["valid_cost"] for h in whole.progress.history]
+    assert resumed.progress.best_valid_cost == whole.progress.best_valid_cost
+    assert not math.isinf(whole.progress.best_valid_cost)
