@@ -28,6 +28,14 @@ def shared_data() -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits, the offline default data set."""
+    from vaekit import DataConfig, load_data
+
+    return load_data(DataConfig())
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)

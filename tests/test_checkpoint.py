@@ -1,6 +1,5 @@
 """Never lose a run: atomic writes, damaged files refused, exact resume after SIGKILL, NaN stops."""
 
-import importlib
 import json
 import os
 import signal
@@ -13,9 +12,11 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import VAE, DataConfig, TrainConfig, VaekitError, load_data
+from vaekit import VAE, TrainConfig, VaekitError
 from vaekit.checkpoint import CHECKPOINT_FILE, atomic_write_bytes, load_checkpoint
 from vaekit.train import train
+
+from helpers import poison_loss
 
 ARGS = ["--arch", "64,48,2", "--epochs", "4", "--batch-size", "32", "--seed", "5", "--dropout", "0.1", "--no-progress"]
 
@@ -169,26 +170,8 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
 # -- numerical faults ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_data(DataConfig())
-
-
-def poison_step(monkeypatch, bad_call: int) -> None:
-    """Make the loss NaN on one call, as a numerical blow-up would."""
-    train_module = importlib.import_module("vaekit.train")  # `vaekit.train` is also the function
-    real_loss, calls = train_module.loss, {"n": 0}
-
-    def loss(model, x, l2=0.0, **objective):
-        calls["n"] += 1
-        cost, terms = real_loss(model, x, l2, **objective)
-        return (cost * float("nan"), terms) if calls["n"] == bad_call else (cost, terms)
-
-    monkeypatch.setattr(train_module, "loss", loss)
-
-
 def test_a_nan_loss_stops_the_run_naming_the_step(digits, tmp_path, monkeypatch):
-    poison_step(monkeypatch, bad_call=10)
+    poison_loss(monkeypatch, bad_call=10)
     config = TrainConfig(epochs=2, batch_size=64, checkpoint_every=4, out=str(tmp_path), progress=False, device="cpu")
     with pytest.raises(VaekitError, match="at step 10"):
         train(VAE([64, 16, 2]), digits, config)
@@ -198,7 +181,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step(digits, tmp_path, monkeypatch)
 
 
 def test_skipping_nan_batches_counts_them(digits, tmp_path, monkeypatch):
-    poison_step(monkeypatch, bad_call=3)
+    poison_loss(monkeypatch, bad_call=3)
     config = TrainConfig(epochs=1, batch_size=64, on_nonfinite="skip", out=str(tmp_path), progress=False, device="cpu")
     result = train(VAE([64, 16, 2]), digits, config)
     assert result.progress.skipped_batches == 1

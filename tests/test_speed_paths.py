@@ -3,29 +3,19 @@
 Functional tests only (what the paths compute, not how fast): benchmarks/throughput.py measures speed.
 """
 
-import importlib
 
 import pytest
 import torch
 
-from vaekit import VAE, DataConfig, TrainConfig, VaekitError, load_data
+from vaekit import VAE, TrainConfig, VaekitError
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from vaekit.objectives import loss
 from vaekit.train import (LOG_EVERY, BatchCost, Logger, NonFiniteSteps, make_optimizer, step_on_device_if_finite, train,
                           train_step)
 
+from helpers import poison_loss, quick_config
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data(DataConfig())
-
-
-def quick(tmp_path, **overrides) -> TrainConfig:
-    options = dict(epochs=2, batch_size=64, out=str(tmp_path), progress=False, device="cpu")
-    options.update(overrides)
-    return TrainConfig(**options)
 
 
 def state_of(model: VAE, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -51,19 +41,6 @@ class PoisonedCost(BatchCost):
     def forward(self, x, global_rows, beta):
         cost, reconstruction, kl = super().forward(x, global_rows, beta)
         return cost * self.factor, reconstruction, kl
-
-
-def poison_call(monkeypatch, bad_call: int) -> None:
-    """Make the training loss NaN on one call (`vaekit.train` is also the function: import the module)."""
-    train_module = importlib.import_module("vaekit.train")
-    real_loss, calls = train_module.loss, {"n": 0}
-
-    def loss_with_a_nan(model, x, l2=0.0, **objective):
-        calls["n"] += 1
-        cost, terms = real_loss(model, x, l2, **objective)
-        return (cost * float("nan"), terms) if calls["n"] == bad_call else (cost, terms)
-
-    monkeypatch.setattr(train_module, "loss", loss_with_a_nan)
 
 
 def test_the_optimizer_is_fused_adam():
@@ -145,10 +122,10 @@ def test_the_host_reads_non_finite_steps_late_on_a_gpu_and_names_the_first():
 
 
 def test_skipped_steps_do_not_reach_the_logged_costs(digits, tmp_path, monkeypatch):
-    poison_call(monkeypatch, bad_call=2)
+    poison_loss(monkeypatch, bad_call=2)
     logged = []
     monkeypatch.setattr(Logger, "flush", lambda self, step: logged.append(self.sums.tolist()))
-    result = train(VAE([64, 16, 2]), digits, quick(tmp_path, epochs=None, max_steps=LOG_EVERY, on_nonfinite="skip"))
+    result = train(VAE([64, 16, 2]), digits, quick_config(tmp_path, epochs=None, max_steps=LOG_EVERY, on_nonfinite="skip"))
     assert result.progress.skipped_batches == 1
     total, reconstruction, kl, steps = logged[0]
     assert steps == LOG_EVERY - 1 and all(map(torch.isfinite, torch.tensor([total, reconstruction, kl])))
@@ -186,7 +163,7 @@ def test_bf16_training_learns_and_keeps_float32_weights_and_optimizer(digits, tm
     torch.manual_seed(0)
     model = VAE([64, 64, 2])
     before = -float(model.elbo(digits.valid.x).mean())
-    result = train(model, digits, quick(tmp_path, epochs=5, precision="bf16"))
+    result = train(model, digits, quick_config(tmp_path, epochs=5, precision="bf16"))
     history = [h["valid_cost"] for h in result.progress.history]
     assert history[-1] < before - 5 and history[-1] < history[0]
     tensors, _ = load_checkpoint(result.run_dir / CHECKPOINT_FILE)
@@ -197,17 +174,17 @@ def test_bf16_and_fp32_reach_similar_costs(digits, tmp_path):
     costs = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        result = train(VAE([64, 64, 2]), digits, quick(tmp_path, epochs=5, precision=precision))
+        result = train(VAE([64, 64, 2]), digits, quick_config(tmp_path, epochs=5, precision=precision))
         costs[precision] = result.progress.history[-1]["valid_cost"]
     assert abs(costs["bf16"] - costs["fp32"]) < 0.5, costs  # nats per example, on 360 validation digits
 
 
 def test_bf16_resume_is_bit_identical_on_cpu(digits, tmp_path):
-    config = quick(tmp_path, epochs=2, precision="bf16", seed=4)
+    config = quick_config(tmp_path, epochs=2, precision="bf16", seed=4)
     torch.manual_seed(4)
     whole = train(VAE([64, 32, 2]), digits, config).model
     torch.manual_seed(4)
-    first = train(VAE([64, 32, 2]), digits, quick(tmp_path, epochs=1, precision="bf16", seed=4))
+    first = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, epochs=1, precision="bf16", seed=4))
     resumed = train(VAE([64, 32, 2]), digits, config, run_dir=first.run_dir).model
     for a, b in zip(whole.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
@@ -219,7 +196,7 @@ def test_an_unknown_precision_is_a_clear_error():
 
 
 def test_training_time_is_recorded_apart_from_validation(digits, tmp_path):
-    result = train(VAE([64, 16, 2]), digits, quick(tmp_path, epochs=1))
+    result = train(VAE([64, 16, 2]), digits, quick_config(tmp_path, epochs=1))
     assert 0 < result.progress.train_seconds < 60
 
 
@@ -254,15 +231,15 @@ def test_cuda_steps_never_wait_for_the_gpu(digits, tmp_path, precision):
 def test_cuda_bf16_training_learns(digits, tmp_path):
     model = VAE([64, 64, 2])
     before = -float(model.elbo(digits.valid.x).mean())
-    result = train(model, digits, quick(tmp_path, epochs=5, precision="bf16", device="cuda"))
+    result = train(model, digits, quick_config(tmp_path, epochs=5, precision="bf16", device="cuda"))
     assert result.progress.history[-1]["valid_cost"] < before - 5
 
 
 @CUDA
 def test_cuda_skips_a_nan_step_and_stops_naming_it(digits, tmp_path, monkeypatch):
-    poison_call(monkeypatch, bad_call=5)
+    poison_loss(monkeypatch, bad_call=5)
     with pytest.raises(VaekitError, match="at step 5"):
-        train(VAE([64, 16, 2]), digits, quick(tmp_path, device="cuda"))
+        train(VAE([64, 16, 2]), digits, quick_config(tmp_path, device="cuda"))
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])

@@ -6,20 +6,11 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import VAE, DataConfig, TrainConfig, VaekitError, load_data
+from vaekit import VAE, DataConfig, TrainConfig, VaekitError
 from vaekit.checkpoint import CHECKPOINT_FILE
 from vaekit.train import train
 
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data(DataConfig())
-
-
-def quick(tmp_path, **overrides) -> TrainConfig:
-    options = dict(epochs=2, batch_size=64, out=str(tmp_path), progress=False, device="cpu")
-    options.update(overrides)
-    return TrainConfig(**options)
+from helpers import quick_config
 
 
 def params(model):
@@ -29,14 +20,14 @@ def params(model):
 def test_short_training_lowers_the_validation_cost(digits, tmp_path):
     model = VAE([64, 64, 2])
     before = -float(model.elbo(digits.valid.x).mean())
-    result = train(model, digits, quick(tmp_path, epochs=5))
+    result = train(model, digits, quick_config(tmp_path, epochs=5))
     history = [h["valid_cost"] for h in result.progress.history]
     assert len(history) == 5
     assert history[-1] < before - 5 and history[-1] < history[0]
 
 
 def test_run_folder_holds_config_weights_checkpoint_and_tensorboard(digits, tmp_path):
-    result = train(VAE([64, 32, 2]), digits, quick(tmp_path, epochs=1), DataConfig())
+    result = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, epochs=1), DataConfig())
     run = result.run_dir
     assert run.parent == tmp_path and run.name.endswith("_vae_64_32_2")
     saved = json.loads((run / "config.json").read_text())
@@ -50,39 +41,39 @@ def test_run_folder_holds_config_weights_checkpoint_and_tensorboard(digits, tmp_
 
 def test_same_seed_same_weights_on_cpu(digits, tmp_path):
     torch.manual_seed(3)  # the initial weights
-    a = train(VAE([64, 32, 2]), digits, quick(tmp_path, seed=3)).model
+    a = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, seed=3)).model
     torch.manual_seed(3)
-    b = train(VAE([64, 32, 2]), digits, quick(tmp_path, seed=3)).model
+    b = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, seed=3)).model
     assert torch.equal(params(a), params(b))
     torch.manual_seed(3)
-    c = train(VAE([64, 32, 2]), digits, quick(tmp_path, seed=4)).model
+    c = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, seed=4)).model
     assert not torch.equal(params(a), params(c))
 
 
 def test_max_steps_stops_first(digits, tmp_path):
-    result = train(VAE([64, 32, 2]), digits, quick(tmp_path, epochs=10, max_steps=7))
+    result = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, epochs=10, max_steps=7))
     assert result.progress.step == 7
 
 
 def test_resume_continues_exactly(digits, tmp_path):
     torch.manual_seed(0)
-    full = train(VAE([64, 32, 2], dropout=0.1), digits, quick(tmp_path, epochs=3, seed=1))
+    full = train(VAE([64, 32, 2], dropout=0.1), digits, quick_config(tmp_path, epochs=3, seed=1))
     torch.manual_seed(0)
-    part = train(VAE([64, 32, 2], dropout=0.1), digits, quick(tmp_path, epochs=3, seed=1, max_steps=30))
+    part = train(VAE([64, 32, 2], dropout=0.1), digits, quick_config(tmp_path, epochs=3, seed=1, max_steps=30))
     assert part.progress.step == 30  # mid-epoch: 21 steps per epoch
-    resumed = train(VAE([64, 32, 2], dropout=0.1), digits, quick(tmp_path, epochs=3, seed=1), run_dir=part.run_dir)
+    resumed = train(VAE([64, 32, 2], dropout=0.1), digits, quick_config(tmp_path, epochs=3, seed=1), run_dir=part.run_dir)
     assert resumed.progress.step == full.progress.step
     assert torch.equal(params(resumed.model), params(full.model))
 
 
 def test_the_data_must_fit_the_architecture(digits, tmp_path):
     with pytest.raises(VaekitError, match="64 values per example"):
-        train(VAE([784, 32, 2]), digits, quick(tmp_path))
+        train(VAE([784, 32, 2]), digits, quick_config(tmp_path))
 
 
 def test_l2_penalty_shrinks_weights(digits, tmp_path):
-    plain = train(VAE([64, 32, 2]), digits, quick(tmp_path)).model
-    penalised = train(VAE([64, 32, 2]), digits, quick(tmp_path, l2=1.0)).model
+    plain = train(VAE([64, 32, 2]), digits, quick_config(tmp_path)).model
+    penalised = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, l2=1.0)).model
     assert params(penalised).norm() < params(plain).norm()
 
 
