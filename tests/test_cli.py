@@ -117,3 +117,18 @@ def test_resume_of_a_saved_model_that_is_no_training_run(tmp_path):
     VAE([64, 8, 2]).save(tmp_path / "model-only")
     result = vaekit("train", "--resume", str(tmp_path / "model-only"), check=False)
     assert result.returncode == 1 and "no training run to resume" in result.stderr
+
+
+def test_a_run_trained_on_relative_paths_evaluates_from_another_folder(tmp_path):
+    import numpy as np
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    (work / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    np.save(work / "data" / "bits.npy", (np.random.default_rng(0).random((60, 16)) > 0.5).astype("float32"))
+    vaekit("train", "--data", "data/bits.npy", "--arch", "16,8,2", "--epochs", "1", "--out", "runs", "--no-progress", cwd=work)
+    (run,) = (work / "runs").iterdir()
+    saved = json.loads((run / "config.json").read_text())["data"]
+    assert saved["data"] == str(work / "data" / "bits.npy")
+    report = json.loads(vaekit("evaluate", str(run), "--json", cwd=elsewhere).stdout)
+    assert report["n"] == 6

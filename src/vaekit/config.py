@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -232,6 +233,13 @@ def parse_architecture(text: str) -> tuple[int, ...]:
     return sizes
 
 
+NAMED_DATA_SETS = ("digits", "mnist", "binarized-mnist")
+
+
+def absolute_path(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which data set, where it lives, and how it is split."""
@@ -265,6 +273,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_size", tuple(int(a) for a in self.image_size))
+        # Paths are kept absolute: the run's config.json must find its data from any folder (evaluate, --resume).
+        if self.data not in NAMED_DATA_SETS:
+            object.__setattr__(self, "data", absolute_path(self.data))
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", absolute_path(self.data_dir))
         if self.valid_size < 1:
             raise VaekitError(f"--valid-size must be at least 1, got {self.valid_size}")
         if len(self.image_size) > 2 or any(a < 1 for a in self.image_size):
