@@ -270,7 +270,7 @@ def test_training_snapshots_leave_the_weights_alone_and_make_gifs(tmp_path):
     for (name, a), (_, b) in zip(plain.model.state_dict().items(), seen.model.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     files = sorted(path.name for path in (seen.run_dir / SNAPSHOT_FOLDER).iterdir())
-    steps = [1, 2, 3, 4, 6, 8]
+    steps = [1, 2, 3, 4, 6, 8, 9]  # round(2^(k/2)), and the last step
     assert files == sorted([f"latent_valid_step{s:07d}.png" for s in steps] + [f"manifold_ppf30_step{s:07d}.png" for s in steps])
     for gif in ("latent_over_training.gif", "manifold_over_training.gif"):
         assert gif_frames(seen.run_dir / gif) == len(steps)
@@ -279,10 +279,10 @@ def test_training_snapshots_leave_the_weights_alone_and_make_gifs(tmp_path):
 
 def test_resumed_run_makes_its_gifs_from_every_snapshot_on_disk(tmp_path):
     first = train_tiny(tmp_path, "run", 5, snapshots=True)
-    assert gif_frames(first.run_dir / "manifold_over_training.gif") == 4  # steps 1, 2, 3, 4
+    assert gif_frames(first.run_dir / "manifold_over_training.gif") == 5  # steps 1, 2, 3, 4 and the last, 5
     resumed = train_tiny(tmp_path, "run", 9, snapshots=True, run_dir=first.run_dir)
     assert resumed.progress.step == 9
-    assert gif_frames(first.run_dir / "manifold_over_training.gif") == 6  # and 6, 8
+    assert gif_frames(first.run_dir / "manifold_over_training.gif") == 8  # and 6, 8, 9
     assert len(snapshot_gifs(first.run_dir, tmp_path / "copy")) == 2
 
 

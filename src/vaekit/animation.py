@@ -2,7 +2,7 @@
 
 The morph (the original's morph_numbers) loops through the codes of one example per label.
 While training with snapshots on, the trainer calls `save_snapshot` at steps round(2^(k/2)),
-k = 0, 1, 2, ... (the original's base 2, increment 0.5): a 30 x 30 inverse-CDF grid and a
+k = 0, 1, 2, ... (the original's base 2, increment 0.5), and at the last step: a 30 x 30 inverse-CDF grid and a
 scatter of the validation codes go into RUN/snapshots/, the step in each file's name, and
 `snapshot_gifs` makes one GIF of each from every snapshot on disk, so a resumed run's GIFs
 start at its first step. GIFs are written with Pillow.

@@ -334,7 +334,7 @@ class TrainConfig:
         default="stop",
     )
     snapshots: bool = _help(
-        "save the latent space at steps round(2^(k/2)) and make GIFs of it at the end", default=False
+        "save the latent space at steps round(2^(k/2)) and the last step, and make GIFs of it at the end", default=False
     )
     precision: Literal["fp32", "bf16"] = _help(
         "fp32, or bf16 mixed precision: the networks' matrix products in bfloat16, the weights, the optimizer "

@@ -157,6 +157,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
         progress.seconds = time.perf_counter() - clock_zero
         save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
         if cluster.is_main:
+            if config.snapshots and not animation.is_snapshot_step(progress.step):
+                animation.save_snapshot(model, data, run_dir, progress.step)  # so the GIFs end at the last step
             if config.patience and (run_dir / BEST_FILE).exists():
                 load_weights(run_dir / BEST_FILE, model)
             model.save(run_dir)
