@@ -9,6 +9,7 @@ time and hardware; the Markdown table beside it is rendered from that file alone
     python benchmarks/binarized_mnist.py train vae_784_500_500_50      # train or resume (Ctrl-C saves)
     python benchmarks/binarized_mnist.py valid vae_784_500_500_50 --k 500 --n 2000
     python benchmarks/binarized_mnist.py test vae_784_500_500_50 --k 5000
+    python benchmarks/binarized_mnist.py export vae_784_500_500_50     # its model to benchmarks/checkpoints/
     python benchmarks/binarized_mnist.py table
     python benchmarks/binarized_mnist.py all                            # every step for every configuration
 
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "binarized_mnist.json"
 TABLE = ROOT / "results" / "binarized_mnist.md"
 RUNS = ROOT / "runs"
+CHECKPOINTS = ROOT / "checkpoints"  # the measured models, committed so that anyone can evaluate them again
 DEFAULT_DATA = Path(os.environ.get("VAEKIT_DATA", ROOT.parent.parent / "shared" / "data"))
 
 
@@ -154,6 +157,16 @@ def nll_step(name: str, split: str, data: vaekit.Splits, k: int, n: int | None, 
     print(f"{name}: {split} nll {report['nll']:.2f} nats (k = {k}, n = {len(x)}), elbo {report['elbo']:.2f}", file=sys.stderr)
 
 
+def export_step(name: str) -> None:
+    """Copy a run's model (config.json and the best-on-validation model.safetensors, not the optimizer) to
+    benchmarks/checkpoints/NAME: `vaekit.load` reads it, and `vaekit evaluate` takes it as a run folder."""
+    target = CHECKPOINTS / name
+    target.mkdir(parents=True, exist_ok=True)
+    for file in ("config.json", "model.safetensors"):
+        shutil.copy2(RUNS / name / file, target / file)
+    print(f"{name}: wrote {target}", file=sys.stderr)
+
+
 # -- results --------------------------------------------------------------------------------------------
 
 
@@ -260,7 +273,7 @@ def hardware(device: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["train", "valid", "test", "table", "note", "all"])
+    parser.add_argument("step", choices=["train", "valid", "test", "export", "table", "note", "all"])
     parser.add_argument("names", nargs="*", help=f"configurations (default: all of {', '.join(CONFIGS)}); for note: the text")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder with binarized_mnist_*.amat.gz")
     parser.add_argument("--epochs", type=int, help="train: stop after this many epochs in all (default: the configuration's)")
@@ -293,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             nll_step(name, "valid", data, args.k or 500, args.n or 2000, args.device, args.label)
         if args.step in ("test", "all"):
             nll_step(name, "test", data, args.k or 5000, args.n, args.device, args.label)
+        if args.step in ("export", "all"):
+            export_step(name)
     return 0
 
 

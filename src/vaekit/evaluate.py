@@ -78,6 +78,8 @@ def importance_sampled_log_px(
         raise VaekitError(f"k must be at least 1, got {k}")
     if max_rows < 1:
         raise VaekitError(f"max_rows must be at least 1, got {max_rows}")
+    if len(x) == 0:
+        raise VaekitError("no examples to estimate log p(x) on")
     check_float32(model)
     from tqdm import tqdm
 
@@ -86,19 +88,19 @@ def importance_sampled_log_px(
     batch_size = max(1, max_rows // k_chunk)
     # The results go into tensors allocated once: thousands of small per-batch tensors kept alive
     # between the chunks' large ones fragmented the heap until it grew without bound (23 GB at k = 5000).
-    result = ImportanceSampled(*(torch.empty(len(x), dtype=torch.float64, device=device) for _ in range(3)),
-                               mu=torch.empty(len(x), model.latent_size, device=device))
+    columns: list[torch.Tensor] = []  # log_px, reconstruction, kl, mu
     bar = tqdm(total=len(x), unit="example", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     with seeded(seed, device), evaluating(model), torch.no_grad(), torch.autocast(device.type, enabled=False):
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device, torch.float32, non_blocking=True)
-            rows = slice(start, start + len(batch))
-            for column, values in zip((result.log_px, result.reconstruction, result.kl, result.mu),
-                                      log_mean_weight(model, batch, k, k_chunk)):
-                column[rows] = values
+            values = log_mean_weight(model, batch, k, k_chunk)
+            if not columns:
+                columns = [torch.empty((len(x), *v.shape[1:]), dtype=v.dtype, device=device) for v in values]
+            for column, value in zip(columns, values):
+                column[start : start + len(batch)] = value
             bar.update(len(batch))
     bar.close()
-    return ImportanceSampled(*(column.cpu() for column in (result.log_px, result.reconstruction, result.kl, result.mu)))
+    return ImportanceSampled(*(column.cpu() for column in columns))
 
 
 def log_mean_weight(model: nn.Module, x: torch.Tensor, k: int, k_chunk: int) -> tuple[torch.Tensor, ...]:
