@@ -297,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in names if name not in CONFIGS]
     if unknown:
         parser.error(f"unknown configuration {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    if args.step == "export":
+        for name in names:
+            export_step(name)
+        return 0
     data_config = DataConfig(data="binarized-mnist", data_dir=str(args.data_dir))
     data = vaekit.load_data(data_config)
     for name in names:
@@ -306,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             nll_step(name, "valid", data, args.k or 500, args.n or 2000, args.device, args.label)
         if args.step in ("test", "all"):
             nll_step(name, "test", data, args.k or 5000, args.n, args.device, args.label)
-        if args.step in ("export", "all"):
+        if args.step == "all":
             export_step(name)
     return 0
 
