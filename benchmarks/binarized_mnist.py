@@ -54,7 +54,7 @@ class Benchmark:
     model: ModelConfig
     train: TrainConfig
     published: str
-    start_from: str | None = None  # a configuration whose best weights (its model.safetensors) this one starts from
+    start_from: str | None = None  # a configuration whose best weights so far (its best.safetensors) this one starts from
 
 
 CONFIGS = {
