@@ -34,9 +34,9 @@ import torch
 
 import vaekit
 from vaekit.config import DataConfig, ModelConfig, TrainConfig, to_dict
-from vaekit.checkpoint import load_checkpoint, load_tensors
+from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from vaekit.evaluate import estimate_nll
-from vaekit.train import resolve_device
+from vaekit.train import BEST_FILE, load_weights, resolve_device
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "binarized_mnist.json"
@@ -102,7 +102,7 @@ def train_step(name: str, data: vaekit.Splits, data_config: DataConfig, epochs: 
     torch.manual_seed(config.seed)  # the initial weights (a resumed run replaces them from its checkpoint)
     model = vaekit.VAE(config=dataclasses.replace(bench.model, image_shape=data.image_shape))
     started_from = None
-    if bench.start_from and not (run_dir / "checkpoint.safetensors").exists():
+    if bench.start_from and not (run_dir / CHECKPOINT_FILE).exists():
         started_from = start_from_best(model, bench.start_from)
         print(f"{name}: starting from {bench.start_from}'s best weights (epoch {started_from['epoch']})", file=sys.stderr)
     started = time.perf_counter()
@@ -131,9 +131,8 @@ def train_step(name: str, data: vaekit.Splits, data_config: DataConfig, epochs: 
 def start_from_best(model: vaekit.VAE, other: str) -> dict[str, Any]:
     """Load another configuration's best-on-validation weights so far into model; say which epoch they are from."""
     other_dir = RUNS / other
-    _, state = load_checkpoint(other_dir / "checkpoint.safetensors")
-    tensors, _ = load_tensors(other_dir / "best.safetensors", "best-weights file")
-    model.load_state_dict(tensors)
+    _, state = load_checkpoint(other_dir / CHECKPOINT_FILE)
+    load_weights(other_dir / BEST_FILE, model)
     return {"config": other, "epoch": state["progress"]["best_epoch"], "valid_cost": state["progress"]["best_valid_cost"]}
 
 
