@@ -6,7 +6,10 @@ one process times, epoch by epoch and in turn (so machine noise hits all alike):
   plain       a textbook loop: an nn.Sequential MLP of the same architecture, randperm minibatches
               from an in-memory tensor, torch.optim.Adam (its defaults), loss.item() every step;
   vaekit      vaekit's own trainer (`vaekit.train`, resumed for one more epoch each round), fp32;
+              for this model it takes its hand-written gradient (`vaekit.fused`);
   vaekit-bf16 the same with --precision bf16 (mixed precision, float32 weights and loss);
+  vaekit-autograd, vaekit-autograd-bf16
+              the same two with --no-fused: the gradient through autograd, as for any other model;
   bound       the forward and backward matrix products of the same steps alone, at the same
               shapes, in fp32 and in bf16: what no trainer of this model can beat.
 
@@ -16,7 +19,7 @@ after the last epoch. Then it times the importance-sampled log-likelihood (k=500
 validation images against that estimator's own matrix-product bound. The last line printed is
 one JSON object with every figure, the machine load (os.getloadavg) and the thread count.
 
-    python benchmarks/throughput.py                    # 10 epochs, 1 of them warm-up (~5-15 min on 2 cores)
+    python benchmarks/throughput.py                    # 10 epochs, 1 of them warm-up (~10-20 min on 2 cores)
     python benchmarks/throughput.py --epochs 3 --nll-examples 10   # a quick look
     python benchmarks/throughput.py --device cuda      # data, model and bound on the GPU
 
@@ -117,9 +120,9 @@ class PlainLoop:
 class VaekitTrainer:
     """vaekit.train itself, resumed for one more epoch per round from its own checkpoint."""
 
-    def __init__(self, data: Any, precision: str, device: torch.device, out: Path):
-        self.name = "vaekit" if precision == "fp32" else f"vaekit-{precision}"
-        self.data, self.precision, self.device, self.out = data, precision, device, out
+    def __init__(self, data: Any, precision: str, device: torch.device, out: Path, fused: bool = True):
+        self.name = "-".join(["vaekit"] + ([] if fused else ["autograd"]) + ([] if precision == "fp32" else [precision]))
+        self.data, self.precision, self.device, self.out, self.fused = data, precision, device, out, fused
         self.run_dir: Path | None = None
         self.epochs = 0
         self.train_seconds = 0.0
@@ -129,7 +132,7 @@ class VaekitTrainer:
     def epoch(self) -> float:
         self.epochs += 1
         config = TrainConfig(epochs=self.epochs, batch_size=BATCH, lr=LR, seed=SEED, device=self.device.type,
-                             out=str(self.out), progress=False, precision=self.precision)
+                             out=str(self.out), progress=False, precision=self.precision, fused=self.fused)
         torch.manual_seed(SEED)  # the initial weights; a resumed run loads its checkpoint over them
         started = time.perf_counter()
         result = vaekit.train(vaekit.VAE(ARCHITECTURE), self.data, config, run_dir=self.run_dir)
@@ -248,6 +251,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             PlainLoop(x_train, x_valid, device),
             VaekitTrainer(data, "fp32", device, Path(out)),
             VaekitTrainer(data, "bf16", device, Path(out)),
+            VaekitTrainer(data, "fp32", device, Path(out), fused=False),
+            VaekitTrainer(data, "bf16", device, Path(out), fused=False),
             MatmulBound(n, torch.float32, device),
             MatmulBound(n, torch.bfloat16, device),
         ]
@@ -299,6 +304,8 @@ def summarize(args, device, n, times, cpu_share, valid, trainer_wall, nll, load_
         "efficiency_vs_matmul_bound": round(epoch["bound"] / epoch["vaekit"], 3),
         "bf16_ratio_vs_plain": round(plain / epoch["vaekit-bf16"], 3),
         "bf16_efficiency_vs_bf16_bound": round(epoch["bound-bfloat16"] / epoch["vaekit-bf16"], 3),
+        "fused_speedup_vs_autograd": {"fp32": round(epoch["vaekit-autograd"] / epoch["vaekit"], 3),
+                                      "bf16": round(epoch["vaekit-autograd-bf16"] / epoch["vaekit-bf16"], 3)},
         "best_epoch_ratios": {"ratio_vs_plain": round(best["plain"] / best["vaekit"], 3),
                               "efficiency_vs_matmul_bound": round(best["bound"] / best["vaekit"], 3),
                               "bf16_ratio_vs_plain": round(best["plain"] / best["vaekit-bf16"], 3)},
@@ -317,7 +324,8 @@ def describe(device: torch.device) -> str:
 
 def print_table(result: dict[str, Any]) -> None:
     rows = [("plain", "textbook PyTorch loop, fp32"), ("vaekit", "vaekit trainer, fp32"),
-            ("vaekit-bf16", "vaekit trainer, bf16 mixed precision"), ("bound", "matrix products alone, fp32"),
+            ("vaekit-bf16", "vaekit trainer, bf16 mixed precision"), ("vaekit-autograd", "vaekit --no-fused (autograd), fp32"),
+            ("vaekit-autograd-bf16", "vaekit --no-fused (autograd), bf16"), ("bound", "matrix products alone, fp32"),
             ("bound-bfloat16", "matrix products alone, bf16")]
     epoch, plain = result["epoch_seconds"], result["epoch_seconds"]["plain"]
     print(f"{result['architecture']} batch {result['batch_size']}, {result['examples_per_epoch']} examples/epoch, "
@@ -329,8 +337,9 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{label:38} {epoch[name]:8.2f} {result['examples_per_second'][name]:11,} {plain / epoch[name]:8.2f}x "
               f"{result['epoch_seconds_best'][name]:13.2f} {'' if cost is None else f'{cost:12.2f}'}")
     print(f"vaekit efficiency (bound / epoch): fp32 {result['efficiency_vs_matmul_bound']:.2f}, "
-          f"bf16 {result['bf16_efficiency_vs_bf16_bound']:.2f}; trainer wall per epoch with validation and "
-          f"checkpoint: {result['trainer_wall_seconds_per_epoch']}")
+          f"bf16 {result['bf16_efficiency_vs_bf16_bound']:.2f}; hand-written gradient against autograd: "
+          f"{result['fused_speedup_vs_autograd']['fp32']:.2f}x fp32, {result['fused_speedup_vs_autograd']['bf16']:.2f}x bf16")
+    print(f"trainer wall per epoch with validation and checkpoint: {result['trainer_wall_seconds_per_epoch']}")
     print(f"-ELBO after {result['epochs']} epochs: vaekit - plain {result['elbo_gap_vs_plain_nats']:+.2f} nats, "
           f"bf16 - fp32 {result['bf16_elbo_gap_nats']:+.2f} nats")
     nll = result["nll_eval"]

@@ -16,13 +16,20 @@ def quick_config(tmp_path: Path, **overrides) -> TrainConfig:
 
 
 def poison_loss(monkeypatch, bad_call: int) -> None:
-    """Make the training loss NaN on one call, as a numerical blow-up would."""
+    """Make the training cost and its gradient NaN on one step, as a numerical blow-up would
+    (on either path: autograd's or the hand-written one of vaekit.fused)."""
     train_module = importlib.import_module("vaekit.train")  # `vaekit.train` is also the function
-    real_loss, calls = train_module.loss, {"n": 0}
+    real, calls = train_module.cost_and_gradients, {"n": 0}
 
-    def loss_with_a_nan(model, x, l2=0.0, **objective):
+    def cost_and_gradients_with_a_nan(batch_cost, optimizer, *args):
         calls["n"] += 1
-        cost, terms = real_loss(model, x, l2, **objective)
-        return (cost * float("nan"), terms) if calls["n"] == bad_call else (cost, terms)
+        cost, reconstruction, kl = real(batch_cost, optimizer, *args)
+        if calls["n"] != bad_call:
+            return cost, reconstruction, kl
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.mul_(float("nan"))
+        return cost * float("nan"), reconstruction, kl
 
-    monkeypatch.setattr(train_module, "loss", loss_with_a_nan)
+    monkeypatch.setattr(train_module, "cost_and_gradients", cost_and_gradients_with_a_nan)

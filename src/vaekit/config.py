@@ -342,6 +342,11 @@ class TrainConfig:
         "from Ampere on), where the products run 2x or more faster",
         default="fp32",
     )
+    fused: bool = _help(
+        "train vae-tf's model (dense, Bernoulli likelihood, N(0, I) prior, ELBO, no dropout, one process) with its "
+        "gradient written out by hand instead of autograd (vaekit.fused): the same numbers, faster; --no-fused uses autograd",
+        default=True,
+    )
     threads: int | None = _help(
         "CPU threads for PyTorch's kernels; on a machine busy with other work, 1 can be far faster than one "
         "per core, whose threads wait for each other",

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from vaekit import animation, distributed
+from vaekit import animation, distributed, fused
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from vaekit.config import DataConfig, TrainConfig, from_dict, to_dict, write_json
 from vaekit.data import Splits
@@ -88,7 +88,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     torch.manual_seed(config.seed)  # every rank starts alike; DDP also broadcasts rank 0's weights
     model.to(device).train()
     check_objective_fits(model, config)
-    batch_cost = distributed.wrap(BatchCost(model, config, cluster.world_size), cluster, device)
+    batch_cost = make_batch_cost(model, config, cluster, device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     nonfinite = NonFiniteSteps(device)
@@ -197,20 +197,36 @@ class BatchCost(torch.nn.Module):
         return cost, reconstruction, kl
 
 
-def train_step(batch_cost: torch.nn.Module, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+def make_batch_cost(model: VAE, config: TrainConfig, cluster: Cluster, device: torch.device) -> torch.nn.Module | fused.DenseElbo:
+    """The hand-written dense ELBO where it applies (see `fused.applies`), else BatchCost through autograd, under DDP with torchrun."""
+    if fused.applies(model, config, cluster.world_size):
+        return fused.DenseElbo(model, config)
+    return distributed.wrap(BatchCost(model, config, cluster.world_size), cluster, device)
+
+
+def train_step(batch_cost: torch.nn.Module | fused.DenseElbo, model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                global_rows: int, beta: float, config: TrainConfig) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """One optimizer step (the KL weighted by beta); returns the (detached) cost, the mean reconstruction
     and KL terms, and `finite`, a boolean tensor: whether the loss and every gradient were finite. A step
     that was not leaves the weights and the optimizer untouched. Nothing here waits for the device."""
-    cost, reconstruction, kl = batch_cost(x, global_rows, beta)
-    optimizer.zero_grad(set_to_none=True)
-    cost.backward()
+    cost, reconstruction, kl = cost_and_gradients(batch_cost, optimizer, x, global_rows, beta)
     params = [p for p in model.parameters() if p.grad is not None]
-    finite = all_finite(cost.detach(), [p.grad for p in params])
+    finite = all_finite(cost, [p.grad for p in params])
     if config.clip > 0:
         clip_values(params, config.clip)  # harmless where the step is then skipped
     step_if_finite(optimizer, finite)
-    return cost.detach(), (reconstruction, kl), finite
+    return cost, (reconstruction, kl), finite
+
+
+def cost_and_gradients(batch_cost: torch.nn.Module | fused.DenseElbo, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                       global_rows: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's (detached) cost and mean reconstruction and KL terms, with the cost's gradient in every `.grad`."""
+    if isinstance(batch_cost, fused.DenseElbo):
+        return batch_cost(x, beta)
+    cost, reconstruction, kl = batch_cost(x, global_rows, beta)
+    optimizer.zero_grad(set_to_none=True)
+    cost.backward()
+    return cost.detach(), reconstruction, kl
 
 
 def all_finite(cost: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:

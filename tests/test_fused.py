@@ -1,0 +1,109 @@
+"""The hand-written dense ELBO and its gradient (vaekit.fused) against autograd's, and when the trainer uses it."""
+
+import pytest
+import torch
+
+from vaekit import VAE, TrainConfig, train
+from vaekit.fused import DenseElbo, applies
+from vaekit.objectives import loss
+
+from helpers import quick_config
+
+
+def fixed_noise(model: VAE, seed: int = 3) -> None:
+    """Make every draw of eps the same tensor, so both paths see the same z."""
+    eps = {}
+
+    def noise(shape, dtype):
+        if shape not in eps:
+            eps[shape] = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+        return eps[shape]
+
+    model.noise = noise
+
+
+def autograd_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, bf16: bool = False) -> tuple[torch.Tensor, list]:
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        cost, _ = loss(model, x, l2, objective="elbo", beta=beta)
+    cost.backward()
+    return cost.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def fused_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, precision: str = "fp32") -> tuple[torch.Tensor, list]:
+    cost, _, _ = DenseElbo(model, TrainConfig(l2=l2, precision=precision))(x, beta)
+    return cost, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("nonlinearity", ["elu", "relu", "tanh"])
+@pytest.mark.parametrize("architecture", [[64, 32, 16, 4], [64, 8, 2]])
+def test_the_gradient_is_autograds(digits, nonlinearity, architecture):
+    model = VAE(architecture, nonlinearity=nonlinearity)
+    fixed_noise(model)
+    x = digits.train.x[:50]
+    expected_cost, expected = autograd_gradients(model, x, beta=0.7, l2=0.01)
+    cost, grads = fused_gradients(model, x, beta=0.7, l2=0.01)
+    torch.testing.assert_close(cost, expected_cost, rtol=1e-6, atol=1e-5)
+    for (name, _), got, want in zip(model.named_parameters(), grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_the_terms_are_the_elbos(digits):
+    model = VAE([64, 16, 2])
+    fixed_noise(model)
+    x = digits.train.x[:40]
+    _, reconstruction, kl = DenseElbo(model, TrainConfig())(x, beta=0.25)
+    from vaekit.objectives import elbo_terms
+
+    terms = elbo_terms(model, x)
+    torch.testing.assert_close(reconstruction, terms.reconstruction.mean().detach())
+    torch.testing.assert_close(kl, terms.kl.mean().detach())
+
+
+def test_bf16_agrees_with_autocast_to_its_rounding(digits):
+    model = VAE([64, 32, 4])
+    fixed_noise(model)
+    x = digits.train.x[:64]
+    expected_cost, expected = autograd_gradients(model, x, beta=1.0, l2=0.0, bf16=True)
+    cost, grads = fused_gradients(model, x, beta=1.0, l2=0.0, precision="bf16")
+    torch.testing.assert_close(cost, expected_cost, rtol=1e-4, atol=1e-3)  # the same bf16 forward pass
+    for (name, _), got, want in zip(model.named_parameters(), grads, expected):
+        scale = want.abs().max()
+        assert (got - want).abs().max() <= 0.02 * scale, name  # bfloat16 keeps 8 significant bits
+
+
+def test_each_call_overwrites_the_gradient(digits):
+    model = VAE([64, 16, 2])
+    fixed_noise(model)
+    step = DenseElbo(model, TrainConfig())
+    x = digits.train.x[:30]
+    step(x, 1.0)
+    first = [p.grad.clone() for p in model.parameters()]
+    step(x, 1.0)
+    assert all(torch.equal(a, p.grad) for a, p in zip(first, model.parameters()))
+
+
+def test_it_applies_to_vae_tfs_model_alone():
+    dense = VAE([64, 16, 2])
+    assert applies(dense, TrainConfig(), world_size=1)
+    assert applies(VAE([64, 16, 2], nonlinearity="tanh"), TrainConfig(precision="bf16", l2=0.1, beta=0.5), world_size=1)
+    assert not applies(dense, TrainConfig(fused=False), world_size=1)
+    assert not applies(dense, TrainConfig(), world_size=2)
+    assert not applies(dense, TrainConfig(objective="iwae"), world_size=1)
+    assert not applies(dense, TrainConfig(free_bits=0.1), world_size=1)
+    for options in (dict(dropout=0.1), dict(nonlinearity="softplus"), dict(prior="vamp", pseudo_inputs=4),
+                    dict(likelihood="gaussian")):
+        assert not applies(VAE([64, 16, 2], **options), TrainConfig(), world_size=1), options
+    conv = VAE([64, 4], model="conv", image_shape=(1, 8, 8), conv_channels=(4,))
+    assert not applies(conv, TrainConfig(), world_size=1)
+
+
+def test_training_follows_autograds_run(digits, tmp_path):
+    """The same run with and without --fused: the same weights, to float32 rounding amplified by Adam."""
+    weights = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = VAE([64, 32, 2])
+        result = train(model, digits, quick_config(tmp_path / str(fused), epochs=2, l2=1e-3, fused=fused))
+        weights.append(torch.cat([p.detach().flatten() for p in result.model.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=2e-4)
