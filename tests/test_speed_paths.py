@@ -28,7 +28,7 @@ def one_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, conf
          batch_cost: BatchCost | None = None) -> tuple:
     """One train_step on x with the ELBO at full KL weight: (cost, terms, finite)."""
     batch_cost = BatchCost(model, config, world_size=1) if batch_cost is None else batch_cost
-    return train_step(batch_cost, model, optimizer, x, len(x), 1.0, config)
+    return train_step(batch_cost, optimizer, x, len(x), 1.0, config)
 
 
 class PoisonedCost(BatchCost):

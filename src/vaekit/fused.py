@@ -67,6 +67,7 @@ class DenseElbo:
 
     def __init__(self, model: VAE, config: TrainConfig):
         self.model, self.l2 = model, config.l2
+        self.parameters = list(model.parameters())  # walking the modules every step would cost more than a KL
         self.encoder_layers = [m for m in model.encoder.hidden if isinstance(m, nn.Linear)]
         self.mu_layer, self.log_sigma_layer = model.encoder.mu, model.encoder.log_sigma
         self.decoder_layers = [m for m in model.decoder.hidden if isinstance(m, nn.Linear)] + [model.decoder.logits]
@@ -76,7 +77,7 @@ class DenseElbo:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(cost, mean reconstruction term, mean KL) of batch x (N, D); the gradient of cost lands in `.grad`."""
-        for p in self.model.parameters():
+        for p in self.parameters:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         n = len(x)
