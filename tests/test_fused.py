@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from vaekit import VAE, TrainConfig, train
+from vaekit.distributed import Cluster
 from vaekit.fused import DenseElbo, applies
+from vaekit.train import BatchCost, make_batch_cost
 from vaekit.objectives import loss
 
 from helpers import quick_config
@@ -16,7 +18,7 @@ def fixed_noise(model: VAE, seed: int = 3) -> None:
 
     def noise(shape, dtype):
         if shape not in eps:
-            eps[shape] = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+            eps[shape] = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(model.device)
         return eps[shape]
 
     model.noise = noise
@@ -96,6 +98,30 @@ def test_it_applies_to_vae_tfs_model_alone():
         assert not applies(VAE([64, 16, 2], **options), TrainConfig(), world_size=1), options
     conv = VAE([64, 4], model="conv", image_shape=(1, 8, 8), conv_channels=(4,))
     assert not applies(conv, TrainConfig(), world_size=1)
+
+
+def test_the_trainer_takes_it_by_default_and_autograd_on_request():
+    model, cpu = VAE([64, 16, 2]), torch.device("cpu")
+    assert isinstance(make_batch_cost(model, TrainConfig(), Cluster(), cpu), DenseElbo)
+    assert isinstance(make_batch_cost(model, TrainConfig(fused=False), Cluster(), cpu), BatchCost)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_gradient_is_autograds_on_a_gpu(digits, precision):
+    model = VAE([64, 32, 4]).cuda()
+    fixed_noise(model)
+    x = digits.train.x[:64].cuda()
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        expected_cost, _ = loss(model, x, objective="elbo")
+    expected_cost.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    cost, _, _ = DenseElbo(model, TrainConfig(precision=precision))(x, 1.0)
+    tolerance = 0.02 if precision == "bf16" else 1e-4
+    torch.testing.assert_close(cost, expected_cost.detach(), rtol=1e-3, atol=1e-2)
+    for got, want in zip([p.grad for p in model.parameters()], expected):
+        assert (got - want).abs().max() <= tolerance * want.abs().max()
 
 
 def test_training_follows_autograds_run(digits, tmp_path):

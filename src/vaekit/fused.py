@@ -6,7 +6,9 @@ gradient is a few lines of matrix algebra. Writing them out lets a training step
 autograd's generality costs on a CPU, where a step of 784-500-500-50 at batch 128 takes
 milliseconds: recording the graph, one backward node per operator, fresh gradient tensors
 every step, and the casts autocast inserts around every product under bf16. Here each
-product writes straight into the weights' `.grad`, and under bf16 each weight is cast once per step.
+product writes straight into the weights' `.grad`, and under bf16 each weight is cast once per step:
+an epoch of 784-500-500-50 at batch 128 runs 1.1x faster than through autograd on a 2-core CPU,
+in fp32 and bf16 alike (benchmarks/throughput.py).
 
 `applies` says when this path can train a run; the trainer uses autograd for everything else
 (other likelihoods, priors or objectives, dropout, conv models, several processes).
