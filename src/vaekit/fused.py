@@ -23,6 +23,7 @@ from torch import nn
 
 from vaekit.config import TrainConfig
 from vaekit.model import VAE
+from vaekit.objectives import l2_penalty
 
 
 def elu_grad(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -121,8 +122,8 @@ class DenseElbo:
             grad = self.activation_grad(grad, encoder_h[index + 1])
             grad = self.linear_backward(self.encoder_layers[index], weights, encoder_h[index], grad, input_grad=index > 0)
 
-        if self.l2 > 0:  # l2 * sum(w^2) / 2 over the weight matrices, as objectives.l2_penalty
-            cost = cost + self.l2 * sum(layer.weight.square().sum() for layer in self.all_layers()) / 2
+        if self.l2 > 0:  # l2 * sum(w^2) / 2 over the weight matrices, whose gradient is l2 * w
+            cost = cost + self.l2 * l2_penalty(self.model)
             for layer in self.all_layers():
                 layer.weight.grad.add_(layer.weight, alpha=self.l2)
         return cost, reconstruction, kl
