@@ -37,6 +37,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import vaekit
+from vaekit.cli import keep_freed_memory
 from vaekit.config import TrainConfig
 from vaekit.distributed import Cluster, SharedNoise
 
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps < 1 or args.rounds < 1:
         parser.error("--steps and --rounds must be at least 1")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the vaekit command does
     result = measure(args)
     print_table(result)
     if args.json_out:

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vaekit
+from vaekit.cli import keep_freed_memory
 from vaekit.config import DataConfig, TrainConfig
 from vaekit.evaluate import MAX_ROWS, importance_sampled_log_px
 from vaekit.train import resolve_device
@@ -242,6 +243,7 @@ def nll_matmul_bound(n: int, k: int, max_rows: int, device: torch.device) -> flo
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the vaekit command does
     device = resolve_device(args.device)
     load_before = os.getloadavg()
     data = vaekit.load_data(DataConfig(data="binarized-mnist", data_dir=str(args.data_dir)))
