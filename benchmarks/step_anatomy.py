@@ -14,11 +14,11 @@ check, clipping, Adam) in fp32 and in bf16 mixed precision, and times
                 it reads the weights, gradients and both moments and writes back three of them,
                 7 x 4 bytes per weight, all of it once per step however the step is written.
 
-In rounds, the contenders in turn, with medians over the rounds. The products inside a real step
-take longer than the bound's: between two products the step does other work, so their operands and
-the CPU's state are no longer those of a tight loop. Its last line is one JSON object.
+In rounds, the contenders in turn, with medians over the rounds. The products inside the step
+against the bound says whether the step's other work (which passes through the caches between two
+products) slows the products themselves. Its last line is one JSON object.
 
-    python benchmarks/step_anatomy.py                 # about a minute on 2 cores
+    python benchmarks/step_anatomy.py                 # about two minutes on 2 cores
     python benchmarks/step_anatomy.py --device cuda   # the parts time the GPU's work only where they synchronize
 """
 
