@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -42,7 +42,7 @@ from vaekit.config import TrainConfig
 from vaekit.distributed import Cluster, SharedNoise
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ARCHITECTURE, BATCH, LR, MatmulBound, synchronized  # noqa: E402
+from throughput import ARCHITECTURE, BATCH, LR, MatmulBound, print_json, synchronized
 
 train = importlib.import_module("vaekit.train")  # the module: `vaekit.train` is also the function
 PARTS = ("cost_and_gradients", "all_finite", "clip_values", "step_if_finite")
@@ -79,20 +79,23 @@ class Step:
         """Seconds per step in each of the calls train.train_step makes, in its order (keep the two alike)."""
         seconds = dict.fromkeys(PARTS, 0.0)
 
-        def timed(part: str, call: Callable[[], object]) -> object:
+        @contextmanager
+        def timing(part: str) -> Iterator[None]:
             started = time.perf_counter()
-            result = call()
+            yield
             seconds[part] += synchronized(started, self.device)
-            return result
 
         for _ in range(steps):
             x = self.next_batch()
-            with self.noise.batch(self.model, BATCH, slice(None)):
-                cost, _, _ = timed(PARTS[0], lambda: train.cost_and_gradients(self.batch_cost, self.optimizer, x, BATCH, 1.0))
+            with timing("cost_and_gradients"), self.noise.batch(self.model, BATCH, slice(None)):
+                cost, _, _ = train.cost_and_gradients(self.batch_cost, self.optimizer, x, BATCH, 1.0)
             params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-            finite = timed(PARTS[1], lambda: train.all_finite(cost, [p.grad for p in params]))
-            timed(PARTS[2], lambda: train.clip_values(params, self.config.clip))
-            timed(PARTS[3], lambda: train.step_if_finite(self.optimizer, finite))
+            with timing("all_finite"):
+                finite = train.all_finite(cost, [p.grad for p in params])
+            with timing("clip_values"):
+                train.clip_values(params, self.config.clip)
+            with timing("step_if_finite"):
+                train.step_if_finite(self.optimizer, finite)
         return {part: value / steps for part, value in seconds.items()}
 
     def product_seconds(self, steps: int) -> float:
@@ -198,9 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()  # as the vaekit command does
     result = measure(args)
     print_table(result)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    print_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -374,8 +374,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--warmup must be at least 0 and less than --epochs")
     result = run(args)
     print_table(result)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(result, indent=1) + "\n")
+    print_json(result, args.json_out)
+
+
+def print_json(result: dict[str, Any], json_out: Path | None) -> None:
+    """Print the result as one JSON line, the benchmark's last, and also write it to json_out if given."""
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
 
 
