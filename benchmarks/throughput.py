@@ -10,6 +10,9 @@ one process times, epoch by epoch and in turn (so machine noise hits all alike):
   vaekit-bf16 the same with --precision bf16 (mixed precision, float32 weights and loss);
   vaekit-autograd, vaekit-autograd-bf16
               the same two with --no-fused: the gradient through autograd, as for any other model;
+  vaekit-bf16-compile
+              bf16 with --compile: the hand-written gradient through torch.compile (compiled in
+              the warm-up epoch, which the medians leave out);
   bound       the forward and backward matrix products of the same steps alone, at the same
               shapes, in fp32 and in bf16: what no trainer of this model can beat.
 
@@ -122,9 +125,10 @@ class PlainLoop:
 class VaekitTrainer:
     """vaekit.train itself, resumed for one more epoch per round from its own checkpoint."""
 
-    def __init__(self, data: Any, precision: str, device: torch.device, out: Path, fused: bool = True):
-        self.name = "-".join(["vaekit"] + ([] if fused else ["autograd"]) + ([] if precision == "fp32" else [precision]))
-        self.data, self.precision, self.device, self.out, self.fused = data, precision, device, out, fused
+    def __init__(self, data: Any, precision: str, device: torch.device, out: Path, fused: bool = True, compile: bool = False):
+        self.name = "-".join(["vaekit"] + ([] if fused else ["autograd"]) + ([] if precision == "fp32" else [precision])
+                             + (["compile"] if compile else []))
+        self.data, self.precision, self.device, self.out, self.fused, self.compile = data, precision, device, out, fused, compile
         self.run_dir: Path | None = None
         self.epochs = 0
         self.train_seconds = 0.0
@@ -134,7 +138,8 @@ class VaekitTrainer:
     def epoch(self) -> float:
         self.epochs += 1
         config = TrainConfig(epochs=self.epochs, batch_size=BATCH, lr=LR, seed=SEED, device=self.device.type,
-                             out=str(self.out), progress=False, precision=self.precision, fused=self.fused)
+                             out=str(self.out), progress=False, precision=self.precision, fused=self.fused,
+                             compile=self.compile)
         torch.manual_seed(SEED)  # the initial weights; a resumed run loads its checkpoint over them
         started = time.perf_counter()
         result = vaekit.train(vaekit.VAE(ARCHITECTURE), self.data, config, run_dir=self.run_dir)
@@ -256,6 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             VaekitTrainer(data, "bf16", device, Path(out)),
             VaekitTrainer(data, "fp32", device, Path(out), fused=False),
             VaekitTrainer(data, "bf16", device, Path(out), fused=False),
+            VaekitTrainer(data, "bf16", device, Path(out), compile=True),
             MatmulBound(n, torch.float32, device),
             MatmulBound(n, torch.bfloat16, device),
         ]
@@ -313,6 +319,8 @@ def summarize(args, device, n, times, cpu_share, valid, trainer_wall, nll, load_
         "bf16_ratio_vs_plain": ratio("plain", "vaekit-bf16"),
         "bf16_efficiency_vs_bf16_bound": ratio("bound-bfloat16", "vaekit-bf16"),
         "fused_speedup_vs_autograd": {"fp32": ratio("vaekit-autograd", "vaekit"), "bf16": ratio("vaekit-autograd-bf16", "vaekit-bf16")},
+        "bf16_compile_ratio_vs_plain": ratio("plain", "vaekit-bf16-compile"),
+        "compile_speedup_bf16": ratio("vaekit-bf16", "vaekit-bf16-compile"),
         "best_epoch_ratios": {"ratio_vs_plain": round(best["plain"] / best["vaekit"], 3),
                               "efficiency_vs_matmul_bound": round(best["bound"] / best["vaekit"], 3),
                               "bf16_ratio_vs_plain": round(best["plain"] / best["vaekit-bf16"], 3)},
@@ -332,7 +340,8 @@ def describe(device: torch.device) -> str:
 def print_table(result: dict[str, Any]) -> None:
     rows = [("plain", "textbook PyTorch loop, fp32"), ("vaekit", "vaekit trainer, fp32"),
             ("vaekit-bf16", "vaekit trainer, bf16 mixed precision"), ("vaekit-autograd", "vaekit --no-fused (autograd), fp32"),
-            ("vaekit-autograd-bf16", "vaekit --no-fused (autograd), bf16"), ("bound", "matrix products alone, fp32"),
+            ("vaekit-autograd-bf16", "vaekit --no-fused (autograd), bf16"),
+            ("vaekit-bf16-compile", "vaekit --compile, bf16"), ("bound", "matrix products alone, fp32"),
             ("bound-bfloat16", "matrix products alone, bf16")]
     epoch = result["epoch_seconds"]
     print(f"{result['architecture']} batch {result['batch_size']}, {result['examples_per_epoch']} examples/epoch, "
@@ -346,7 +355,8 @@ def print_table(result: dict[str, Any]) -> None:
     print("vs plain and the efficiencies: medians over rounds of the ratio within a round")
     print(f"vaekit efficiency (bound / epoch): fp32 {result['efficiency_vs_matmul_bound']:.2f}, "
           f"bf16 {result['bf16_efficiency_vs_bf16_bound']:.2f}; hand-written gradient against autograd: "
-          f"{result['fused_speedup_vs_autograd']['fp32']:.2f}x fp32, {result['fused_speedup_vs_autograd']['bf16']:.2f}x bf16")
+          f"{result['fused_speedup_vs_autograd']['fp32']:.2f}x fp32, {result['fused_speedup_vs_autograd']['bf16']:.2f}x bf16; "
+          f"--compile against eager, bf16: {result['compile_speedup_bf16']:.2f}x")
     print(f"trainer wall per epoch with validation and checkpoint: {result['trainer_wall_seconds_per_epoch']}")
     print(f"-ELBO after {result['epochs']} epochs: vaekit - plain {result['elbo_gap_vs_plain_nats']:+.2f} nats, "
           f"bf16 - fp32 {result['bf16_elbo_gap_nats']:+.2f} nats")

@@ -1,5 +1,7 @@
 """The hand-written dense ELBO and its gradient (vaekit.fused) against autograd's, and when the trainer uses it."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -32,8 +34,9 @@ def autograd_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, bf16
     return cost.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-def fused_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, precision: str = "fp32") -> tuple[torch.Tensor, list]:
-    cost, _, _ = DenseElbo(model, TrainConfig(l2=l2, precision=precision))(x, beta)
+def fused_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, precision: str = "fp32",
+                    compile: bool = False) -> tuple[torch.Tensor, list]:
+    cost, _, _ = DenseElbo(model, TrainConfig(l2=l2, precision=precision, compile=compile))(x, beta)
     return cost, [p.grad.clone() for p in model.parameters()]
 
 
@@ -85,6 +88,45 @@ def test_each_call_overwrites_the_gradient(digits):
     assert all(torch.equal(a, p.grad) for a, p in zip(first, model.parameters()))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_it_computes_the_same_gradient(digits, precision):
+    """--compile: torch.compile's kernels give the eager numbers, also as beta changes (the second beta
+    recompiles with beta symbolic, which the third then uses)."""
+    model = VAE([64, 32, 4])
+    fixed_noise(model)
+    x = digits.train.x[:64]
+    step = DenseElbo(model, TrainConfig(l2=1e-3, precision=precision, compile=True))
+    tolerance = 1e-4 if precision == "fp32" else 0.02  # fused kernels round bf16 intermediates differently
+    for beta in (1.0, 0.25, 0.5):
+        expected_cost, expected = fused_gradients(model, x, beta=beta, l2=1e-3, precision=precision)
+        cost, _, _ = step(x, beta)
+        torch.testing.assert_close(cost, expected_cost, rtol=tolerance / 10, atol=0)
+        for got, want in zip([p.grad for p in model.parameters()], expected):
+            assert (got - want).abs().max() <= tolerance * want.abs().max()
+
+
+def test_compiled_it_falls_back_to_eager_where_compiling_fails(digits, monkeypatch):
+    def no_compiler(function, **options):
+        def fail(*args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    model = VAE([64, 16, 2])
+    fixed_noise(model)
+    x = digits.train.x[:32]
+    expected_cost, expected = fused_gradients(model, x, beta=1.0, l2=0.0)
+    step = DenseElbo(model, TrainConfig(compile=True))
+    with pytest.warns(UserWarning, match="torch.compile failed .*InvalidCxxCompiler.*training without it"):
+        cost, _, _ = step(x, 1.0)
+    torch.testing.assert_close(cost, expected_cost)
+    for got, want in zip([p.grad for p in model.parameters()], expected):
+        torch.testing.assert_close(got, want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning, not one per step
+        step(x, 1.0)
+
+
 def test_it_applies_to_vae_tfs_model_alone():
     dense = VAE([64, 16, 2])
     assert applies(dense, TrainConfig(), world_size=1)
@@ -104,6 +146,8 @@ def test_the_trainer_takes_it_by_default_and_autograd_on_request():
     model, cpu = VAE([64, 16, 2]), torch.device("cpu")
     assert isinstance(make_batch_cost(model, TrainConfig(), Cluster(), cpu), DenseElbo)
     assert isinstance(make_batch_cost(model, TrainConfig(fused=False), Cluster(), cpu), BatchCost)
+    with pytest.warns(UserWarning, match="--compile applies to the hand-written gradient only"):
+        assert isinstance(make_batch_cost(model, TrainConfig(fused=False, compile=True), Cluster(), cpu), BatchCost)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

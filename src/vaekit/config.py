@@ -347,6 +347,12 @@ class TrainConfig:
         "gradient written out by hand instead of autograd (vaekit.fused): the same numbers, faster; --no-fused uses autograd",
         default=True,
     )
+    compile: bool = _help(
+        "with the hand-written gradient (see --fused), run it through torch.compile: its elementwise work fused "
+        "into a few kernels; pays under --precision bf16 (a step 1.1x faster on a 2-core CPU, fp32 1.02x) "
+        "after 5-10 s of compiling; where compiling fails, training goes on without it after one warning",
+        default=False,
+    )
     threads: int | None = _help(
         "CPU threads for PyTorch's kernels; on a machine busy with other work, 1 can be far faster than one "
         "per core, whose threads wait for each other",

@@ -17,6 +17,10 @@ The numbers are autograd's: tests/test_fused.py compares the two gradients.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,16 +70,18 @@ class DenseElbo:
 
     With precision "bf16" the products run in bfloat16 as under autocast, on weights cast once per
     step; mu, log_sigma, the logits, the cost and the gradients handed to the optimizer are float32.
+    With `config.compile`, `elbo_and_gradients` runs through torch.compile (see `compiled`).
     """
 
     def __init__(self, model: VAE, config: TrainConfig):
         self.model, self.l2 = model, config.l2
+        encoder = [m for m in model.encoder.hidden if isinstance(m, nn.Linear)]
+        decoder = [m for m in model.decoder.hidden if isinstance(m, nn.Linear)] + [model.decoder.logits]
+        self.layers = [*encoder, model.encoder.mu, model.encoder.log_sigma, *decoder]
         self.parameters = list(model.parameters())  # walking the modules every step would cost more than a KL
-        self.encoder_layers = [m for m in model.encoder.hidden if isinstance(m, nn.Linear)]
-        self.mu_layer, self.log_sigma_layer = model.encoder.mu, model.encoder.log_sigma
-        self.decoder_layers = [m for m in model.decoder.hidden if isinstance(m, nn.Linear)] + [model.decoder.logits]
-        self.activation, self.activation_grad = NONLINEARITIES[model.config.nonlinearity]
-        self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+        self.settings = dict(encoder_layers=len(encoder), nonlinearity=model.config.nonlinearity,
+                             dtype=torch.bfloat16 if config.precision == "bf16" else torch.float32)
+        self.compute = compiled(elbo_and_gradients) if config.compile else elbo_and_gradients
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,71 +89,107 @@ class DenseElbo:
         for p in self.parameters:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        n = len(x)
-        weights = {layer: layer.weight.to(self.dtype) for layer in self.all_layers()}  # one cast per step
-
-        # forward: the encoder's hidden layers, q(z|x), one draw of z, the decoder
-        encoder_h = [x.to(self.dtype)]
-        for layer in self.encoder_layers:
-            encoder_h.append(self.activation(self.linear(layer, weights, encoder_h[-1])))
-        mu = self.linear(self.mu_layer, weights, encoder_h[-1]).float()
-        log_sigma = self.linear(self.log_sigma_layer, weights, encoder_h[-1]).float()
-        sigma = log_sigma.exp()
-        eps = self.noise(mu)
-        z = torch.addcmul(mu, sigma, eps)
-        decoder_h = [z.to(self.dtype)]
-        for layer in self.decoder_layers[:-1]:
-            decoder_h.append(self.activation(self.linear(layer, weights, decoder_h[-1])))
-        logits = self.linear(self.decoder_layers[-1], weights, decoder_h[-1]).float()
-
-        # the cost: -log p(x|z) (the cross-entropy) + beta KL(q(z|x) || N(0, I)), averaged over the batch
-        reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
-        variance = sigma.square()
-        kl = 0.5 * (mu.square().sum() + variance.sum() - 2 * log_sigma.sum()) / n - 0.5 * mu.shape[1]
-        cost = reconstruction + beta * kl
-
-        # backward: d cost / d logits = (sigmoid(logits) - x) / N, then layer by layer
-        grad = torch.sigmoid(logits).sub_(x).div_(n)
-        for index in reversed(range(len(self.decoder_layers))):
-            grad = self.linear_backward(self.decoder_layers[index], weights, decoder_h[index], grad)
-            if index > 0:
-                grad = self.activation_grad(grad, decoder_h[index])
-        grad_z = grad.float()
-        # z = mu + sigma eps; KL = 1/2 sum(mu^2 + sigma^2 - 1 - 2 log_sigma) per example
-        grad_mu = grad_z.add(mu, alpha=beta / n)
-        grad_log_sigma = (grad_z * eps).mul_(sigma).add_(variance - 1, alpha=beta / n)
-        grad = self.linear_backward(self.mu_layer, weights, encoder_h[-1], grad_mu)
-        grad += self.linear_backward(self.log_sigma_layer, weights, encoder_h[-1], grad_log_sigma)
-        for index in reversed(range(len(self.encoder_layers))):
-            grad = self.activation_grad(grad, encoder_h[index + 1])
-            grad = self.linear_backward(self.encoder_layers[index], weights, encoder_h[index], grad, input_grad=index > 0)
-
+        weights, biases = [layer.weight for layer in self.layers], [layer.bias for layer in self.layers]
+        eps = self.noise((len(x), self.layers[self.settings["encoder_layers"]].out_features), x.device)
+        cost, reconstruction, kl = self.compute(
+            weights, biases, [w.grad for w in weights], [b.grad for b in biases], x, eps, float(beta), **self.settings
+        )
         if self.l2 > 0:  # l2 * sum(w^2) / 2 over the weight matrices, whose gradient is l2 * w
             cost = cost + self.l2 * l2_penalty(self.model)
-            for layer in self.all_layers():
-                layer.weight.grad.add_(layer.weight, alpha=self.l2)
+            for w in weights:
+                w.grad.add_(w, alpha=self.l2)
         return cost, reconstruction, kl
 
-    def all_layers(self) -> list[nn.Linear]:
-        return [*self.encoder_layers, self.mu_layer, self.log_sigma_layer, *self.decoder_layers]
-
-    def linear(self, layer: nn.Linear, weights: dict[nn.Linear, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
-        """h W^T + b, in the working precision."""
-        return torch.addmm(layer.bias.to(self.dtype), h, weights[layer].t())
-
-    def linear_backward(self, layer: nn.Linear, weights: dict[nn.Linear, torch.Tensor], h: torch.Tensor,
-                        grad: torch.Tensor, input_grad: bool = True) -> torch.Tensor | None:
-        """Write d cost/dW = grad^T h and d cost/db = sum of grad over the batch; return d cost/dh = grad W."""
-        grad_low = grad.to(self.dtype)
-        if self.dtype == torch.float32:
-            torch.mm(grad_low.t(), h, out=layer.weight.grad)
-        else:
-            layer.weight.grad.copy_(torch.mm(grad_low.t(), h))
-        torch.sum(grad, 0, dtype=torch.float32, out=layer.bias.grad)
-        return torch.mm(grad_low, weights[layer]) if input_grad else None
-
-    def noise(self, mu: torch.Tensor) -> torch.Tensor:
-        """eps ~ N(0, I) shaped like mu, from the trainer's shared stream as `DiagonalGaussian.rsample` draws it."""
+    def noise(self, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """eps ~ N(0, I), from the trainer's shared stream as `DiagonalGaussian.rsample` draws it."""
         if self.model.noise is not None:
-            return self.model.noise(mu.shape, mu.dtype)
-        return torch.randn(mu.shape, dtype=mu.dtype, device=mu.device)
+            return self.model.noise(torch.Size(shape), torch.float32)
+        return torch.randn(shape, device=device)
+
+
+def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], weight_grads: list[torch.Tensor],
+                       bias_grads: list[torch.Tensor], x: torch.Tensor, eps: torch.Tensor, beta: float, *,
+                       encoder_layers: int, nonlinearity: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ELBO's cost, its two terms, and its gradient written into weight_grads and bias_grads.
+
+    The layers are in the order encoder hidden layers (encoder_layers of them), mu, log_sigma,
+    decoder hidden layers, logits; eps is the reparameterization noise, one row per example.
+    """
+    activation, activation_grad = NONLINEARITIES[nonlinearity]
+    n = len(x)
+    low = [w.to(dtype) for w in weights]  # one cast per step
+    mu_layer, log_sigma_layer = encoder_layers, encoder_layers + 1
+    decoder_layers = list(range(encoder_layers + 2, len(weights)))
+
+    def linear(i: int, h: torch.Tensor) -> torch.Tensor:
+        """h W^T + b, in the working precision."""
+        return torch.addmm(biases[i].to(dtype), h, low[i].t())
+
+    def linear_backward(i: int, h: torch.Tensor, grad: torch.Tensor, input_grad: bool = True) -> torch.Tensor | None:
+        """Write d cost/dW = grad^T h and d cost/db = sum of grad over the batch; return d cost/dh = grad W."""
+        grad_low = grad.to(dtype)
+        if dtype == torch.float32:
+            torch.mm(grad_low.t(), h, out=weight_grads[i])
+        else:
+            weight_grads[i].copy_(torch.mm(grad_low.t(), h))
+        torch.sum(grad, 0, dtype=torch.float32, out=bias_grads[i])
+        return torch.mm(grad_low, low[i]) if input_grad else None
+
+    # forward: the encoder's hidden layers, q(z|x), one draw of z, the decoder
+    encoder_h = [x.to(dtype)]
+    for i in range(encoder_layers):
+        encoder_h.append(activation(linear(i, encoder_h[-1])))
+    mu = linear(mu_layer, encoder_h[-1]).float()
+    log_sigma = linear(log_sigma_layer, encoder_h[-1]).float()
+    sigma = log_sigma.exp()
+    z = torch.addcmul(mu, sigma, eps)
+    decoder_h = [z.to(dtype)]
+    for i in decoder_layers[:-1]:
+        decoder_h.append(activation(linear(i, decoder_h[-1])))
+    logits = linear(decoder_layers[-1], decoder_h[-1]).float()
+
+    # the cost: -log p(x|z) (the cross-entropy) + beta KL(q(z|x) || N(0, I)), averaged over the batch
+    reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
+    variance = sigma.square()
+    kl = 0.5 * (mu.square().sum() + variance.sum() - 2 * log_sigma.sum()) / n - 0.5 * mu.shape[1]
+    cost = reconstruction + beta * kl
+
+    # backward: d cost / d logits = (sigmoid(logits) - x) / N, then layer by layer
+    grad = torch.sigmoid(logits).sub_(x).div_(n)
+    for position, i in reversed(list(enumerate(decoder_layers))):
+        grad = linear_backward(i, decoder_h[position], grad)
+        if position > 0:
+            grad = activation_grad(grad, decoder_h[position])
+    grad_z = grad.float()
+    # z = mu + sigma eps; KL = 1/2 sum(mu^2 + sigma^2 - 1 - 2 log_sigma) per example
+    # (beta / n) multiplies rather than going in as `alpha=`: under torch.compile a new beta's graph kept the old alpha
+    grad_mu = grad_z + mu * (beta / n)
+    grad_log_sigma = (grad_z * eps).mul_(sigma) + (variance - 1) * (beta / n)
+    grad = linear_backward(mu_layer, encoder_h[-1], grad_mu)
+    grad += linear_backward(log_sigma_layer, encoder_h[-1], grad_log_sigma)
+    for i in reversed(range(encoder_layers)):
+        grad = activation_grad(grad, encoder_h[i + 1])
+        grad = linear_backward(i, encoder_h[i], grad, input_grad=i > 0)
+    return cost, reconstruction, kl
+
+
+def compiled(function: Callable[..., Any]) -> Callable[..., Any]:
+    """function through torch.compile (inductor: the elementwise work fused into a few C++ kernels, the
+    products left to the BLAS), or function itself from the first call on where compiling fails (no C++
+    compiler, say), with one warning. On a 2-core CPU, 784-500-500-50 at batch 128: a bf16 step 1.1x
+    faster, fp32 1.02x, after 5-10 s of compiling."""
+    fast = torch.compile(function, fullgraph=True)  # a second beta or batch size compiles once more, then no more
+    state = {"call": fast}
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return state["call"](*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: the same numbers, uncompiled
+            if state["call"] is function:
+                raise
+            warnings.warn(f"--compile: torch.compile failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
+                          "training without it", stacklevel=2)
+            state["call"] = function
+            return function(*args, **kwargs)
+
+    return call

@@ -201,6 +201,8 @@ def make_batch_cost(model: VAE, config: TrainConfig, cluster: Cluster, device: t
     """The hand-written dense ELBO where it applies (see `fused.applies`), else BatchCost through autograd, under DDP with torchrun."""
     if fused.applies(model, config, cluster.world_size):
         return fused.DenseElbo(model, config)
+    if config.compile:
+        warnings.warn("--compile applies to the hand-written gradient only (see --fused); this run trains through autograd, uncompiled", stacklevel=2)
     return distributed.wrap(BatchCost(model, config, cluster.world_size), cluster, device)
 
 
