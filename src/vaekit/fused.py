@@ -12,7 +12,8 @@ in fp32 and bf16 alike (benchmarks/throughput.py).
 
 `applies` says when this path can train a run; the trainer uses autograd for everything else
 (other likelihoods, priors or objectives, dropout, conv models, several processes).
-The numbers are autograd's: tests/test_fused.py compares the two gradients.
+The numbers are autograd's: tests/test_fused.py compares the two gradients. The maths is one
+function of explicit tensors, `elbo_and_gradients`, which `--compile` hands to torch.compile.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class DenseElbo:
         encoder = [m for m in model.encoder.hidden if isinstance(m, nn.Linear)]
         decoder = [m for m in model.decoder.hidden if isinstance(m, nn.Linear)] + [model.decoder.logits]
         self.layers = [*encoder, model.encoder.mu, model.encoder.log_sigma, *decoder]
+        self.latent_size = model.encoder.mu.out_features
         self.parameters = list(model.parameters())  # walking the modules every step would cost more than a KL
         self.settings = dict(encoder_layers=len(encoder), nonlinearity=model.config.nonlinearity,
                              dtype=torch.bfloat16 if config.precision == "bf16" else torch.float32)
@@ -90,7 +92,7 @@ class DenseElbo:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         weights, biases = [layer.weight for layer in self.layers], [layer.bias for layer in self.layers]
-        eps = self.noise((len(x), self.layers[self.settings["encoder_layers"]].out_features), x.device)
+        eps = self.noise((len(x), self.latent_size), x.device)
         cost, reconstruction, kl = self.compute(
             weights, biases, [w.grad for w in weights], [b.grad for b in biases], x, eps, float(beta), **self.settings
         )
