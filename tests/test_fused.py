@@ -34,9 +34,8 @@ def autograd_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, bf16
     return cost.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-def fused_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, precision: str = "fp32",
-                    compile: bool = False) -> tuple[torch.Tensor, list]:
-    cost, _, _ = DenseElbo(model, TrainConfig(l2=l2, precision=precision, compile=compile))(x, beta)
+def fused_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, precision: str = "fp32") -> tuple[torch.Tensor, list]:
+    cost, _, _ = DenseElbo(model, TrainConfig(l2=l2, precision=precision))(x, beta)
     return cost, [p.grad.clone() for p in model.parameters()]
 
 
