@@ -29,9 +29,10 @@ from vaekit.objectives import elbo_terms, log_weights
 
 EVAL_BATCH = 1000
 # Codes decoded at once by the estimator (k-chunk x examples). Small enough that a chunk's tensors
-# (about 15 MB for a 784-500-500 decoder) stay in the heap that malloc reuses: at 8192 rows they
-# were returned to the OS and page-faulted back every chunk (13,000 faults per example at k = 5000,
-# 300 at 1024 rows), which made the estimate about 25% slower on a 2-core CPU.
+# (about 15 MB for a 784-500-500 decoder) mostly stay in the heap that glibc's malloc reuses: at
+# 8192 rows they were returned to the OS and page-faulted back every chunk (13,000 faults per
+# example at k = 5000, 300 at 1024 rows), about 25% slower on a 2-core CPU. The vaekit command's
+# `cli.keep_freed_memory()` stops that at any size (there, 1024 and 2048 rows ran alike).
 MAX_ROWS = 1024
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2
 
