@@ -1,11 +1,12 @@
 """Where a training step's time goes: vaekit's step, part by part, against the matrix-product bound.
 
 throughput.py says how far an epoch is from the bound; this says why. For the 784-500-500-50 VAE at
-batch 128 it runs vaekit's training step (`train.train_step`: the hand-written gradient, the finite
-check, clipping, Adam) in fp32 and in bf16 mixed precision, and times
+batch 128 it runs vaekit's training step (`train.train_step`: the hand-written gradient, which
+checks and clips each gradient as it writes it, then Adam) in fp32, in bf16 mixed precision, and in
+bf16 with --compile, and times
 
   step          the whole step, as the trainer takes it;
-  parts         the four calls train_step makes, each timed on its own (their sum is a little
+  parts         the two calls train_step makes, each timed on its own (their sum is a little
                 more than the step, by the timers' own cost);
   products      the self time of every matrix product inside the gradient's computation, from
                 torch.profiler over the same steps;
@@ -18,7 +19,7 @@ In rounds, the contenders in turn, with medians over the rounds. The products in
 against the bound says whether the step's other work (which passes through the caches between two
 products) slows the products themselves. Its last line is one JSON object.
 
-    python benchmarks/step_anatomy.py                 # about two minutes on 2 cores
+    python benchmarks/step_anatomy.py                 # about three minutes on 2 cores
     python benchmarks/step_anatomy.py --device cuda   # the parts time the GPU's work only where they synchronize
 """
 
@@ -45,17 +46,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import ARCHITECTURE, BATCH, LR, MatmulBound, print_json, synchronized
 
 train = importlib.import_module("vaekit.train")  # the module: `vaekit.train` is also the function
-PARTS = ("cost_and_gradients", "all_finite", "clip_values", "step_if_finite")
+PARTS = ("checked_gradients", "step_if_finite")
+CONTENDERS = {"fp32": dict(precision="fp32"), "bf16": dict(precision="bf16"), "bf16-compile": dict(precision="bf16", compile=True)}
 PRODUCTS = ("aten::mm", "aten::addmm")
 
 
 class Step:
     """vaekit's training step on fixed random binary batches: it times the step whole, part by part, or profiled."""
 
-    def __init__(self, precision: str, device: torch.device, examples: int = 50 * BATCH):
+    def __init__(self, device: torch.device, examples: int = 50 * BATCH, **config: object):
+        """config: TrainConfig's fields beyond the benchmark's own (precision, compile, clip)."""
         torch.manual_seed(0)
         self.model = vaekit.VAE(ARCHITECTURE).to(device)
-        self.config = TrainConfig(batch_size=BATCH, lr=LR, precision=precision, device=device.type)
+        self.config = TrainConfig(batch_size=BATCH, lr=LR, device=device.type, **config)
         self.batch_cost = train.make_batch_cost(self.model, self.config, Cluster(), device)
         self.optimizer = train.make_optimizer(self.model, self.config)
         self.noise = SharedNoise(0, device)
@@ -87,13 +90,8 @@ class Step:
 
         for _ in range(steps):
             x = self.next_batch()
-            with timing("cost_and_gradients"), self.noise.batch(self.model, BATCH, slice(None)):
-                cost, _, _ = train.cost_and_gradients(self.batch_cost, self.optimizer, x, BATCH, 1.0)
-            params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-            with timing("all_finite"):
-                finite = train.all_finite(cost, [p.grad for p in params])
-            with timing("clip_values"):
-                train.clip_values(params, self.config.clip)
+            with timing("checked_gradients"), self.noise.batch(self.model, BATCH, slice(None)):
+                _, _, _, finite = train.checked_gradients(self.batch_cost, self.optimizer, x, BATCH, 1.0, self.config.clip)
             with timing("step_if_finite"):
                 train.step_if_finite(self.optimizer, finite)
         return {part: value / steps for part, value in seconds.items()}
@@ -111,10 +109,10 @@ class Step:
 
 def measure(args: argparse.Namespace) -> dict[str, object]:
     device = train.resolve_device(args.device)
-    precisions = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    steps = {name: Step(name, device) for name in precisions}
-    bounds = {name: MatmulBound(args.steps * BATCH, dtype, device) for name, dtype in precisions.items()}
-    samples: dict[str, dict[str, list[float]]] = {name: {} for name in precisions}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    steps = {name: Step(device, **config) for name, config in CONTENDERS.items()}
+    bounds = {name: MatmulBound(args.steps * BATCH, dtypes[config["precision"]], device) for name, config in CONTENDERS.items()}
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in CONTENDERS}
 
     def note(name: str, key: str, value: float) -> None:
         samples[name].setdefault(key, []).append(value)
@@ -163,7 +161,7 @@ def summarize(samples: dict[str, dict[str, list[float]]], device: torch.device, 
             "ms_per_step": ms,
             "efficiency_vs_matmul_bound": round(1 / within["step"], 3),
             "products_in_step_vs_bound": round(within["products_in_step"], 3),
-            "other_work_in_gradient_ms": round(ms["cost_and_gradients"] - ms["products_in_step"], 3),
+            "other_work_in_gradient_ms": round(ms["checked_gradients"] - ms["products_in_step"], 3),
             # a step that runs the bound's products and then Adam at memory speed, with nothing else
             "efficiency_ceiling_with_adam": round(ms["bound"] / (ms["bound"] + adam_floor_ms), 3),
         }
@@ -171,17 +169,17 @@ def summarize(samples: dict[str, dict[str, list[float]]], device: torch.device, 
 
 
 def print_table(result: dict[str, object]) -> None:
-    names = ("fp32", "bf16")
-    rows = [("step", "training step (train_step)"), ("cost_and_gradients", "  cost and gradient"),
-            ("products_in_step", "    its matrix products (profiled)"), ("all_finite", "  finite check"),
-            ("clip_values", "  clip by value"), ("step_if_finite", "  Adam step"), ("bound", "matrix products alone (bound)")]
+    names = list(CONTENDERS)
+    rows = [("step", "training step (train_step)"), ("checked_gradients", "  cost and checked, clipped gradient"),
+            ("products_in_step", "    its matrix products (profiled)"), ("step_if_finite", "  Adam step"),
+            ("bound", "matrix products alone (bound)")]
     print(f"{result['architecture']} batch {result['batch_size']}, {result['device']}, {result['threads']} threads; "
           f"ms per step, medians of {result['rounds']} rounds of {result['steps_per_round']} steps")
-    print(f"{'':38} {'fp32':>8} {'bf16':>8}")
+    print(f"{'':38} " + " ".join(f"{name:>12}" for name in names))
     for key, label in rows:
-        print(f"{label:38} " + " ".join(f"{result[name]['ms_per_step'][key]:8.2f}" for name in names))
-    print(f"{'products in the step / bound':38} " + " ".join(f"{result[name]['products_in_step_vs_bound']:7.2f}x" for name in names))
-    print(f"{'efficiency (bound / step)':38} " + " ".join(f"{result[name]['efficiency_vs_matmul_bound']:8.2f}" for name in names))
+        print(f"{label:38} " + " ".join(f"{result[name]['ms_per_step'][key]:12.2f}" for name in names))
+    print(f"{'products in the step / bound':38} " + " ".join(f"{result[name]['products_in_step_vs_bound']:11.2f}x" for name in names))
+    print(f"{'efficiency (bound / step)':38} " + " ".join(f"{result[name]['efficiency_vs_matmul_bound']:12.2f}" for name in names))
     print(f"Adam moves {result['adam_traffic_mb']} MB per step: {result['adam_at_bandwidth_ms']:.2f} ms at the "
           f"{result['copy_bandwidth_gb_per_s']} GB/s of a large copy, so a step of the bound's products and Adam alone "
           f"would reach an efficiency of " + " and ".join(f"{result[name]['efficiency_ceiling_with_adam']:.2f} ({name})" for name in names))

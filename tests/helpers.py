@@ -17,19 +17,12 @@ def quick_config(tmp_path: Path, **overrides) -> TrainConfig:
 
 def poison_loss(monkeypatch, bad_call: int) -> None:
     """Make the training cost and its gradient NaN on one step, as a numerical blow-up would
-    (on either path: autograd's or the hand-written one of vaekit.fused)."""
+    (on either path: autograd's or the hand-written one of vaekit.fused): that step's batch is NaN."""
     train_module = importlib.import_module("vaekit.train")  # `vaekit.train` is also the function
-    real, calls = train_module.cost_and_gradients, {"n": 0}
+    real, calls = train_module.checked_gradients, {"n": 0}
 
-    def cost_and_gradients_with_a_nan(batch_cost, optimizer, *args):
+    def checked_gradients_of_a_nan_batch(batch_cost, optimizer, x, *args):
         calls["n"] += 1
-        cost, reconstruction, kl = real(batch_cost, optimizer, *args)
-        if calls["n"] != bad_call:
-            return cost, reconstruction, kl
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.mul_(float("nan"))
-        return cost * float("nan"), reconstruction, kl
+        return real(batch_cost, optimizer, x * float("nan") if calls["n"] == bad_call else x, *args)
 
-    monkeypatch.setattr(train_module, "cost_and_gradients", cost_and_gradients_with_a_nan)
+    monkeypatch.setattr(train_module, "checked_gradients", checked_gradients_of_a_nan_batch)

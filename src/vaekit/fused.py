@@ -10,6 +10,9 @@ product writes straight into the weights' `.grad`, and under bf16 each weight is
 an epoch of 784-500-500-50 at batch 128 runs 1.1x faster than through autograd on a 2-core CPU,
 in fp32 and bf16 alike (benchmarks/throughput.py).
 
+It also does what the trainer does between the gradient and the optimizer's step, the finite check
+and clipping, each gradient as it is written, while it is still in the cache.
+
 `applies` says when this path can train a run; the trainer uses autograd for everything else
 (other likelihoods, priors or objectives, dropout, conv models, several processes).
 The numbers are autograd's: tests/test_fused.py compares the two gradients. The maths is one
@@ -28,7 +31,6 @@ from torch import nn
 
 from vaekit.config import TrainConfig
 from vaekit.model import VAE
-from vaekit.objectives import l2_penalty
 
 
 def elu_grad(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -67,7 +69,8 @@ def applies(model: VAE, config: TrainConfig, world_size: int) -> bool:
 
 class DenseElbo:
     """Computes the minibatch cost of `objectives.loss` (the ELBO, the KL weighted by beta, plus the L2
-    penalty) and writes its gradient into every parameter's `.grad`, overwriting what was there.
+    penalty) and writes its gradient into every parameter's `.grad`, overwriting what was there, each
+    value clamped to [-clip, clip] as `train.clip_values` would (config.clip; 0 clamps nothing).
 
     With precision "bf16" the products run in bfloat16 as under autocast, on weights cast once per
     step; mu, log_sigma, the logits, the cost and the gradients handed to the optimizer are float32.
@@ -75,31 +78,26 @@ class DenseElbo:
     """
 
     def __init__(self, model: VAE, config: TrainConfig):
-        self.model, self.l2 = model, config.l2
+        self.model = model
         encoder = [m for m in model.encoder.hidden if isinstance(m, nn.Linear)]
         decoder = [m for m in model.decoder.hidden if isinstance(m, nn.Linear)] + [model.decoder.logits]
         self.layers = [*encoder, model.encoder.mu, model.encoder.log_sigma, *decoder]
         self.latent_size = model.encoder.mu.out_features
         self.settings = dict(encoder_layers=len(encoder), nonlinearity=model.config.nonlinearity,
-                             dtype=torch.bfloat16 if config.precision == "bf16" else torch.float32)
+                             dtype=torch.bfloat16 if config.precision == "bf16" else torch.float32, l2=config.l2, clip=config.clip)
         self.compute = compiled(elbo_and_gradients) if config.compile else elbo_and_gradients
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(cost, mean reconstruction term, mean KL) of batch x (N, D); the gradient of cost lands in `.grad`."""
+    def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(cost, mean reconstruction term, mean KL, finite) of batch x (N, D), where finite is a boolean tensor:
+        whether the cost and every gradient value were finite (before clipping, as `train.all_finite` says).
+        The clipped gradient of cost lands in `.grad`."""
         weights, biases = [layer.weight for layer in self.layers], [layer.bias for layer in self.layers]
         for p in weights + biases:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         eps = self.noise((len(x), self.latent_size), x.device)
-        cost, reconstruction, kl = self.compute(
-            weights, biases, [w.grad for w in weights], [b.grad for b in biases], x, eps, float(beta), **self.settings
-        )
-        if self.l2 > 0:  # l2 * sum(w^2) / 2 over the weight matrices, whose gradient is l2 * w
-            cost = cost + self.l2 * l2_penalty(self.model)
-            for w in weights:
-                w.grad.add_(w, alpha=self.l2)
-        return cost, reconstruction, kl
+        return self.compute(weights, biases, [w.grad for w in weights], [b.grad for b in biases], x, eps, float(beta), **self.settings)
 
     def noise(self, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
         """eps ~ N(0, I), from the trainer's shared stream as `DiagonalGaussian.rsample` draws it."""
@@ -110,8 +108,11 @@ class DenseElbo:
 
 def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], weight_grads: list[torch.Tensor],
                        bias_grads: list[torch.Tensor], x: torch.Tensor, eps: torch.Tensor, beta: float, *,
-                       encoder_layers: int, nonlinearity: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ELBO's cost, its two terms, and its gradient written into weight_grads and bias_grads.
+                       encoder_layers: int, nonlinearity: str, dtype: torch.dtype, l2: float,
+                       clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cost (the ELBO's, plus l2 * sum(w^2) / 2 over the weight matrices), its two ELBO terms, whether
+    the cost and its gradient were finite, and the gradient, clamped to [-clip, clip] unless clip is 0,
+    written into weight_grads and bias_grads.
 
     The layers are in the order encoder hidden layers (encoder_layers of them), mu, log_sigma,
     decoder hidden layers, logits; eps is the reparameterization noise, one row per example.
@@ -121,6 +122,14 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
     low = [w.to(dtype) for w in weights]  # one cast per step
     mu_layer, log_sigma_layer = encoder_layers, encoder_layers + 1
     decoder_layers = list(range(encoder_layers + 2, len(weights)))
+    # Factors multiply rather than go in as `alpha=`: torch.compile's inductor can drop an add's alpha where it
+    # folds the add into a matrix product (pytorch/pytorch#167313; here an l2 * w added onto a gradient product).
+    sums = []  # of each gradient before its clip (which would turn an infinity finite): the finite check's
+
+    def finish_gradient(gradient: torch.Tensor) -> None:
+        sums.append(gradient.sum())
+        if clip > 0:
+            gradient.clamp_(-clip, clip)
 
     def linear(i: int, h: torch.Tensor) -> torch.Tensor:
         """h W^T + b, in the working precision."""
@@ -133,7 +142,11 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
             torch.mm(grad_low.t(), h, out=weight_grads[i])
         else:
             weight_grads[i].copy_(torch.mm(grad_low.t(), h))
+        if l2 > 0:
+            weight_grads[i].add_(weights[i] * l2)
         torch.sum(grad, 0, dtype=torch.float32, out=bias_grads[i])
+        finish_gradient(weight_grads[i])
+        finish_gradient(bias_grads[i])
         return torch.mm(grad_low, low[i]) if input_grad else None
 
     # forward: the encoder's hidden layers, q(z|x), one draw of z, the decoder
@@ -154,6 +167,8 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
     variance = sigma.square()
     kl = 0.5 * (mu.square().sum() + variance.sum() - 2 * log_sigma.sum()) / n - 0.5 * mu.shape[1]
     cost = reconstruction + beta * kl
+    if l2 > 0:
+        cost = cost + l2 * sum(w.square().sum() for w in weights) / 2
 
     # backward: d cost / d logits = (sigmoid(logits) - x) / N, then layer by layer
     grad = torch.sigmoid(logits).sub_(x).div_(n)
@@ -163,7 +178,6 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
             grad = activation_grad(grad, decoder_h[position])
     grad_z = grad.float()
     # z = mu + sigma eps; KL = 1/2 sum(mu^2 + sigma^2 - 1 - 2 log_sigma) per example
-    # (beta / n) multiplies rather than going in as `alpha=`: under torch.compile a new beta's graph kept the old alpha
     grad_mu = grad_z + mu * (beta / n)
     grad_log_sigma = (grad_z * eps).mul_(sigma) + (variance - 1) * (beta / n)
     grad = linear_backward(mu_layer, encoder_h[-1], grad_mu)
@@ -171,7 +185,9 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
     for i in reversed(range(encoder_layers)):
         grad = activation_grad(grad, encoder_h[i + 1])
         grad = linear_backward(i, encoder_h[i], grad, input_grad=i > 0)
-    return cost, reconstruction, kl
+    # a sum is NaN or infinite whenever one of its terms is: one number says whether all were finite
+    finite = torch.isfinite(cost + torch.stack(sums).sum())
+    return cost, reconstruction, kl, finite
 
 
 def compiled(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -211,24 +211,25 @@ def train_step(batch_cost: torch.nn.Module | fused.DenseElbo, optimizer: torch.o
     """One optimizer step (the KL weighted by beta); returns the (detached) cost, the mean reconstruction
     and KL terms, and `finite`, a boolean tensor: whether the loss and every gradient were finite. A step
     that was not leaves the weights and the optimizer untouched. Nothing here waits for the device."""
-    cost, reconstruction, kl = cost_and_gradients(batch_cost, optimizer, x, global_rows, beta)
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]  # the model's, without walking its modules
-    finite = all_finite(cost, [p.grad for p in params])
-    if config.clip > 0:
-        clip_values(params, config.clip)  # harmless where the step is then skipped
+    cost, reconstruction, kl, finite = checked_gradients(batch_cost, optimizer, x, global_rows, beta, config.clip)
     step_if_finite(optimizer, finite)
     return cost, (reconstruction, kl), finite
 
 
-def cost_and_gradients(batch_cost: torch.nn.Module | fused.DenseElbo, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                       global_rows: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The batch's (detached) cost and mean reconstruction and KL terms, with the cost's gradient in every `.grad`."""
+def checked_gradients(batch_cost: torch.nn.Module | fused.DenseElbo, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                      global_rows: int, beta: float, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's (detached) cost, mean reconstruction and KL terms, and whether the cost and every gradient
+    value were finite (a boolean tensor), with the cost's gradient, clamped to [-clip, clip], in every `.grad`."""
     if isinstance(batch_cost, fused.DenseElbo):
-        return batch_cost(x, beta)
+        return batch_cost(x, beta)  # it checks and clips each gradient as it writes it, with the clip it was built with
     cost, reconstruction, kl = batch_cost(x, global_rows, beta)
     optimizer.zero_grad(set_to_none=True)
     cost.backward()
-    return cost.detach(), reconstruction, kl
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]  # the model's, without walking its modules
+    finite = all_finite(cost, [p.grad for p in params])
+    if clip > 0:
+        clip_values(params, clip)  # harmless where the step is then skipped
+    return cost.detach(), reconstruction, kl, finite
 
 
 def all_finite(cost: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
