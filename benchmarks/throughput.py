@@ -19,11 +19,11 @@ one process times, epoch by epoch and in turn (so machine noise hits all alike):
 It prints examples/s (medians over the epochs after the warm-up), the speed ratios to the plain
 loop (each the median over rounds of the ratio within a round, whose epochs ran minutes apart at most,
 so that slow spells of a shared machine cancel), vaekit's efficiency (bound time / epoch time), and the validation -ELBO (nats per example)
-after the last epoch. Then it times the importance-sampled log-likelihood (k=5000) on a few
+after the last epoch. Then it times the importance-sampled log-likelihood (k=5000), as it is and with --compile, on a few
 validation images against that estimator's own matrix-product bound. The last line printed is
 one JSON object with every figure, the machine load (os.getloadavg) and the thread count.
 
-    python benchmarks/throughput.py                    # 10 epochs, 1 of them warm-up (~10-20 min on 2 cores)
+    python benchmarks/throughput.py                    # 10 epochs, 1 of them warm-up (~7 min on 2 cores)
     python benchmarks/throughput.py --epochs 3 --nll-examples 10   # a quick look
     python benchmarks/throughput.py --device cuda      # data, model and bound on the GPU
 
@@ -203,18 +203,23 @@ def synchronized(started: float, device: torch.device) -> float:
 
 
 def nll_benchmark(model: vaekit.VAE, x: torch.Tensor, k: int, repeats: int) -> dict[str, Any]:
-    """Time vaekit's log p(x) estimator at k samples on x against the matrix products it has to do."""
+    """Time vaekit's log p(x) estimator at k samples on x, as it is and with --compile, against the matrix
+    products it has to do. The compiled estimator is compiled before the timing (5-10 s, once per run)."""
     max_rows = MAX_ROWS
     device = model.device
-    times, bounds = [], []
+    importance_sampled_log_px(model, x[:1], k, max_rows=max_rows, compile=True)
+    times: dict[str, list[float]] = {"eager": [], "compiled": [], "bound": []}
     for _ in range(repeats):  # in turn, as the training contenders
-        started = time.perf_counter()
-        result = importance_sampled_log_px(model, x, k, max_rows=max_rows)
-        times.append(synchronized(started, device))
-        bounds.append(nll_matmul_bound(len(x), k, max_rows, device))
-    seconds, bound = statistics.median(times), statistics.median(bounds)
-    return {"nll": -result.log_px.mean().item(), "k": k, "n": len(x), "seconds": seconds, "bound_seconds": bound,
-            "vs_bound": seconds / bound, "max_rows": max_rows}
+        for name in ("eager", "compiled"):
+            started = time.perf_counter()
+            result = importance_sampled_log_px(model, x, k, max_rows=max_rows, compile=name == "compiled")
+            times[name].append(synchronized(started, device))
+        times["bound"].append(nll_matmul_bound(len(x), k, max_rows, device))
+    seconds = {name: statistics.median(values) for name, values in times.items()}
+    return {"nll": -result.log_px.mean().item(), "k": k, "n": len(x), "seconds": seconds["eager"],
+            "compiled_seconds": seconds["compiled"], "bound_seconds": seconds["bound"],
+            "vs_bound": seconds["eager"] / seconds["bound"], "compiled_vs_bound": seconds["compiled"] / seconds["bound"],
+            "max_rows": max_rows}
 
 
 def nll_matmul_bound(n: int, k: int, max_rows: int, device: torch.device) -> float:
@@ -330,6 +335,7 @@ def summarize(args, device, n, times, cpu_share, valid, trainer_wall, nll, load_
         "bf16_elbo_gap_nats": round(valid["vaekit-bf16"] - valid["vaekit"], 3),
         "nll_eval": nll,
         "nll_eval_vs_bound": None if nll.get("vs_bound") is None else round(nll["vs_bound"], 3),
+        "nll_eval_compiled_vs_bound": None if nll.get("vs_bound") is None else round(nll["compiled_vs_bound"], 3),
     }
 
 
@@ -367,8 +373,9 @@ def print_table(result: dict[str, Any]) -> None:
     if nll.get("vs_bound") is None:
         print(f"NLL evaluation: {nll.get('note')}")
     else:
-        print(f"NLL evaluation (k={nll['k']}, {nll['n']} examples): {nll['seconds']:.2f} s, matrix products alone "
-              f"{nll['bound_seconds']:.2f} s: {nll['vs_bound']:.2f}x the bound")
+        print(f"NLL evaluation (k={nll['k']}, {nll['n']} examples): {nll['seconds']:.2f} s, with --compile "
+              f"{nll['compiled_seconds']:.2f} s; matrix products alone {nll['bound_seconds']:.2f} s: "
+              f"{nll['vs_bound']:.2f}x and {nll['compiled_vs_bound']:.2f}x the bound")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -120,6 +120,33 @@ def test_report_has_the_documented_keys_and_signs() -> None:
     assert 0 <= report["active_units"] <= 3
 
 
+def test_compiled_it_gives_the_same_estimate_from_the_same_draws(recwarn) -> None:
+    """--compile: log p(x|z) through torch.compile, over chunks of two shapes (32 draws, then 6)."""
+    model = VAE([16, 8, 3])
+    x = (torch.rand(5, 16) > 0.5).float()
+    eager = estimate_nll(model, x, k=70, max_rows=32)
+    compiled = estimate_nll(model, x, k=70, max_rows=32, compile=True)
+    assert compiled["compiled"] and not eager["compiled"]
+    assert not [w for w in recwarn if "torch.compile failed" in str(w.message)]  # it compiled, and ran compiled
+    for key in ("nll", "elbo", "reconstruction", "kl"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-6, abs=1e-4), key
+
+
+def test_compiled_it_falls_back_to_eager_where_compiling_fails(monkeypatch) -> None:
+    def no_compiler(function, **options):
+        def fail(*args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return fail
+
+    model = VAE([16, 8, 3])
+    x = (torch.rand(5, 16) > 0.5).float()
+    eager = importance_sampled_log_px(model, x, k=40, max_rows=16)
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.warns(UserWarning, match="torch.compile failed .*InvalidCxxCompiler.*going on without it"):
+        fallen_back = importance_sampled_log_px(model, x, k=40, max_rows=16, compile=True)
+    torch.testing.assert_close(fallen_back.log_px, eager.log_px, rtol=0, atol=0)
+
+
 def test_active_units_follow_burdas_threshold() -> None:
     mu = torch.stack([torch.randn(2000) * 0.5, torch.randn(2000) * 0.05, torch.zeros(2000)], dim=1)
     assert active_units(mu) == 1  # variances 0.25, 0.0025 and 0
@@ -138,8 +165,16 @@ def test_cli_evaluate_nll_json(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["evaluate", str(run), "--nll", "--k", "20", "--limit", "25", "--split", "test", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["k"] == 20 and report["n"] == 25 and report["split"] == "test"
+    assert report["k"] == 20 and report["n"] == 25 and report["split"] == "test" and not report["compiled"]
     assert report["nll"] > 0 and {"elbo", "reconstruction", "kl", "active_units"} <= set(report)
+
+
+def test_cli_evaluate_nll_compiled(tmp_path, capsys) -> None:
+    assert main(["train", "--arch", "64,16,2", "--max-steps", "3", "--out", str(tmp_path), "--no-progress"]) == 0
+    run = next(tmp_path.iterdir())
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--nll", "--k", "20", "--limit", "25", "--json", "--compile"]) == 0
+    assert json.loads(capsys.readouterr().out)["compiled"]
 
 
 def test_cli_rejects_a_bad_k(tmp_path, capsys) -> None:

@@ -122,6 +122,9 @@ def build_parser() -> Parser:
     evaluate.add_argument("--limit", type=positive_int, help="only the first N examples of the split (default: all)")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar for --nll")
+    evaluate.add_argument("--compile", action="store_true",
+                          help="--nll with log p(x|z) through torch.compile: the same draws, 1.07x faster at k = 5000 on a "
+                               "2-core CPU, after 5-10 s of compiling; without a working compiler it goes on uncompiled")
     evaluate.set_defaults(handler=run_evaluate)
 
     sample = commands.add_parser("sample", help="decode draws from the prior into a PNG grid")
@@ -327,7 +330,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_data_suits(model, split.x)
     x = split.x[: args.limit] if args.limit else split.x
     if args.nll:
-        report = estimate_nll(model, x, k=args.k, seed=args.seed, progress=args.progress and not args.json)
+        report = estimate_nll(model, x, k=args.k, seed=args.seed, progress=args.progress and not args.json, compile=args.compile)
     else:
         report = average_elbo_terms(model, x, seed=args.seed)
     report.update(split=args.split, data=data_config.data, units="nats per example")

@@ -21,14 +21,11 @@ function of explicit tensors, `elbo_and_gradients`, which `--compile` hands to t
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaekit.compiling import compiled
 from vaekit.config import TrainConfig
 from vaekit.model import VAE
 
@@ -74,7 +71,7 @@ class DenseElbo:
 
     With precision "bf16" the products run in bfloat16 as under autocast, on weights cast once per
     step; mu, log_sigma, the logits, the cost and the gradients handed to the optimizer are float32.
-    With `config.compile`, `elbo_and_gradients` runs through torch.compile (see `compiled`).
+    With `config.compile`, `elbo_and_gradients` runs through torch.compile (`vaekit.compiling`).
     """
 
     def __init__(self, model: VAE, config: TrainConfig):
@@ -188,25 +185,3 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
     # a sum is NaN or infinite whenever one of its terms is: one number says whether all were finite
     finite = torch.isfinite(cost + torch.stack(sums).sum())
     return cost, reconstruction, kl, finite
-
-
-def compiled(function: Callable[..., Any]) -> Callable[..., Any]:
-    """function through torch.compile (inductor: the elementwise work fused into a few C++ kernels, the
-    products left to the BLAS), or function itself from the first call on where compiling fails (no C++
-    compiler, say), with one warning. On a 2-core CPU, 784-500-500-50 at batch 128: an epoch 1.12x
-    faster in bf16, 1.07x in fp32, after 5-10 s of compiling."""
-    current = torch.compile(function, fullgraph=True)  # a second beta or batch size compiles once more, then no more
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        nonlocal current
-        try:
-            return current(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - any compiler failure: the same numbers, uncompiled
-            if current is function:
-                raise
-            warnings.warn(f"--compile: torch.compile failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
-                          "training without it", stacklevel=2)
-            current = function
-            return function(*args, **kwargs)
-
-    return call

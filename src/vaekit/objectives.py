@@ -47,14 +47,17 @@ class LogWeights:
         return self.log_px_z + self.log_pz - self.log_qz_x
 
 
-def log_weights(model: VAE, x: torch.Tensor, k: int, q: DiagonalGaussian | None = None) -> LogWeights:
+def log_weights(model: VAE, x: torch.Tensor, k: int, q: DiagonalGaussian | None = None,
+                log_likelihood: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> LogWeights:
     """Draw k codes z ~ q(z|x) per example of x (N, D) and return the parts of their log-weights, (k, N).
 
-    Pass q (the posterior of x) to reuse an encoding across several calls.
+    Pass q (the posterior of x) to reuse an encoding across several calls, and log_likelihood(z, x)
+    to compute log p(x|z) other than as model.likelihood(z).log_prob(x) (compiled, say).
     """
     q = model.posterior(x) if q is None else q
     z = q.rsample(k)  # (k, N, latent)
-    return LogWeights(log_px_z=model.likelihood(z).log_prob(x), log_pz=model.prior.log_prob(z), log_qz_x=q.log_prob(z))
+    log_px_z = model.likelihood(z).log_prob(x) if log_likelihood is None else log_likelihood(z, x)
+    return LogWeights(log_px_z=log_px_z, log_pz=model.prior.log_prob(z), log_qz_x=q.log_prob(z))
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -1,0 +1,37 @@
+"""torch.compile for vaekit's two hot loops, with a clean way out: `--compile`.
+
+Inductor fuses a function's elementwise work into a few C++ (or Triton) kernels and leaves the matrix
+products to the BLAS. vaekit compiles two functions of plain tensors: the hand-written training gradient
+(`fused.elbo_and_gradients`: an epoch of 784-500-500-50 at batch 128 1.12x faster in bf16 on a 2-core CPU,
+1.07x in fp32) and the estimator's log p(x|z) (`evaluate`: the k = 5000 NLL 1.07x faster). Compiling
+takes 5-10 s, and once more for each new input shape or constant; where it fails, the same numbers
+come from the uncompiled function.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def compiled(function: Callable[..., Any]) -> Callable[..., Any]:
+    """function through torch.compile, or function itself from the first call on where compiling fails
+    (no C++ compiler, say), with one warning."""
+    current = torch.compile(function, fullgraph=True)  # a second shape or float value compiles once more, symbolic, then no more
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal current
+        try:
+            return current(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: the same numbers, uncompiled
+            if current is function:
+                raise
+            warnings.warn(f"--compile: torch.compile failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
+                          "going on without it", stacklevel=2)
+            current = function
+            return function(*args, **kwargs)
+
+    return call
