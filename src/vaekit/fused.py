@@ -119,8 +119,6 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
     low = [w.to(dtype) for w in weights]  # one cast per step
     mu_layer, log_sigma_layer = encoder_layers, encoder_layers + 1
     decoder_layers = list(range(encoder_layers + 2, len(weights)))
-    # Factors multiply rather than go in as `alpha=`: torch.compile's inductor can drop an add's alpha where it
-    # folds the add into a matrix product (pytorch/pytorch#167313; here an l2 * w added onto a gradient product).
     sums = []  # of each gradient before its clip (which would turn an infinity finite): the finite check's
 
     def finish_gradient(gradient: torch.Tensor) -> None:
@@ -139,7 +137,7 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
             torch.mm(grad_low.t(), h, out=weight_grads[i])
         else:
             weight_grads[i].copy_(torch.mm(grad_low.t(), h))
-        if l2 > 0:
+        if l2 > 0:  # w * l2, not alpha=l2: torch.compile's inductor drops the alpha of an add it folds into a product (pytorch/pytorch#167313)
             weight_grads[i].add_(weights[i] * l2)
         torch.sum(grad, 0, dtype=torch.float32, out=bias_grads[i])
         finish_gradient(weight_grads[i])
@@ -174,7 +172,7 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
         if position > 0:
             grad = activation_grad(grad, decoder_h[position])
     grad_z = grad.float()
-    # z = mu + sigma eps; KL = 1/2 sum(mu^2 + sigma^2 - 1 - 2 log_sigma) per example
+    # z = mu + sigma eps; KL = 1/2 sum(mu^2 + sigma^2 - 1 - 2 log_sigma) per example (beta / n multiplies, as l2 does)
     grad_mu = grad_z + mu * (beta / n)
     grad_log_sigma = (grad_z * eps).mul_(sigma) + (variance - 1) * (beta / n)
     grad = linear_backward(mu_layer, encoder_h[-1], grad_mu)
