@@ -1,4 +1,4 @@
-"""Helpers shared by the training tests (pytest puts this folder on the path)."""
+"""Helpers shared by the tests (pytest puts this folder on the path)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,15 @@ def poison_loss(monkeypatch, bad_call: int) -> None:
         return real(batch_cost, optimizer, x * float("nan") if calls["n"] == bad_call else x, *args)
 
     monkeypatch.setattr(train_module, "checked_gradients", checked_gradients_of_a_nan_batch)
+
+
+def break_torch_compile(monkeypatch) -> None:
+    """Make every function torch.compile returns fail when called, as it does on a machine without a C++ compiler."""
+    import torch
+
+    def no_compiler(function, **options):
+        def fail(*args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", no_compiler)

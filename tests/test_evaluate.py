@@ -17,6 +17,8 @@ from vaekit.errors import VaekitError
 from vaekit.evaluate import active_units, estimate_nll, importance_sampled_log_px, log_mean_weight
 from vaekit.objectives import iwae_bound
 
+from helpers import break_torch_compile
+
 
 class LinearGaussian(nn.Module):
     """z ~ N(0, I_L), x|z ~ N(W z + b, s^2 I_D): log p(x) = log N(x; b, W W^T + s^2 I) in closed form.
@@ -133,15 +135,10 @@ def test_compiled_it_gives_the_same_estimate_from_the_same_draws(recwarn) -> Non
 
 
 def test_compiled_it_falls_back_to_eager_where_compiling_fails(monkeypatch) -> None:
-    def no_compiler(function, **options):
-        def fail(*args, **kwargs):
-            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
-        return fail
-
     model = VAE([16, 8, 3])
     x = (torch.rand(5, 16) > 0.5).float()
     eager = importance_sampled_log_px(model, x, k=40, max_rows=16)
-    monkeypatch.setattr(torch, "compile", no_compiler)
+    break_torch_compile(monkeypatch)
     with pytest.warns(UserWarning, match="torch.compile failed .*InvalidCxxCompiler.*going on without it"):
         fallen_back = importance_sampled_log_px(model, x, k=40, max_rows=16, compile=True)
     torch.testing.assert_close(fallen_back.log_px, eager.log_px, rtol=0, atol=0)

@@ -11,7 +11,7 @@ from vaekit.fused import DenseElbo, applies
 from vaekit.train import BatchCost, make_batch_cost
 from vaekit.objectives import loss
 
-from helpers import quick_config
+from helpers import break_torch_compile, quick_config
 
 
 def fixed_noise(model: VAE, seed: int = 3) -> None:
@@ -134,12 +134,7 @@ def test_compiled_it_computes_the_same_gradient(digits, precision, recwarn):
 
 
 def test_compiled_it_falls_back_to_eager_where_compiling_fails(digits, monkeypatch):
-    def no_compiler(function, **options):
-        def fail(*args, **kwargs):
-            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
-        return fail
-
-    monkeypatch.setattr(torch, "compile", no_compiler)
+    break_torch_compile(monkeypatch)
     model = VAE([64, 16, 2])
     fixed_noise(model)
     x = digits.train.x[:32]
