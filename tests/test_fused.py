@@ -36,7 +36,7 @@ def autograd_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, bf16
 
 def fused_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, precision: str = "fp32") -> tuple[torch.Tensor, list]:
     """The hand-written cost and gradient, unclipped."""
-    cost, _, _, finite = DenseElbo(model, TrainConfig(l2=l2, precision=precision, clip=0))(x, beta)
+    cost, _, _, finite = DenseElbo(model, TrainConfig(l2=l2, precision=precision))(x, beta, clip=0)
     assert finite
     return cost, [p.grad.clone() for p in model.parameters()]
 
@@ -58,7 +58,7 @@ def test_the_terms_are_the_elbos(digits):
     model = VAE([64, 16, 2])
     fixed_noise(model)
     x = digits.train.x[:40]
-    _, reconstruction, kl, _ = DenseElbo(model, TrainConfig())(x, beta=0.25)
+    _, reconstruction, kl, _ = DenseElbo(model, TrainConfig())(x, beta=0.25, clip=5.0)
     from vaekit.objectives import elbo_terms
 
     terms = elbo_terms(model, x)
@@ -84,7 +84,7 @@ def test_it_clips_each_gradient_value_as_the_trainer_would(digits):
     x = digits.train.x[:30]
     _, unclipped = fused_gradients(model, x, beta=1.0, l2=0.01)
     clip = 0.5 * min(g.abs().max() for g in unclipped)  # every tensor has values beyond it
-    _, _, _, finite = DenseElbo(model, TrainConfig(l2=0.01, clip=clip))(x, 1.0)
+    _, _, _, finite = DenseElbo(model, TrainConfig(l2=0.01))(x, 1.0, clip)
     assert finite
     for got, want in zip([p.grad for p in model.parameters()], unclipped):
         torch.testing.assert_close(got, want.clamp(-clip, clip), rtol=0, atol=0)
@@ -95,12 +95,12 @@ def test_it_says_whether_the_cost_and_gradient_were_finite(digits, precision):
     model = VAE([64, 16, 2])
     step = DenseElbo(model, TrainConfig(precision=precision))
     x = digits.train.x[:30].clone()
-    assert step(x, 1.0)[3]
+    assert step(x, 1.0, 5.0)[3]
     x[7, 5] = float("nan")
-    assert not step(x, 1.0)[3]
+    assert not step(x, 1.0, 5.0)[3]
     with torch.no_grad():  # a gradient that overflows: clipped, it would look finite, but the check saw it before
         model.decoder.logits.weight[0, 0] = 3e38
-    cost, _, _, finite = step(digits.train.x[:30], 1.0)
+    cost, _, _, finite = step(digits.train.x[:30], 1.0, 5.0)
     assert not finite
 
 
@@ -109,9 +109,9 @@ def test_each_call_overwrites_the_gradient(digits):
     fixed_noise(model)
     step = DenseElbo(model, TrainConfig())
     x = digits.train.x[:30]
-    step(x, 1.0)
+    step(x, 1.0, 5.0)
     first = [p.grad.clone() for p in model.parameters()]
-    step(x, 1.0)
+    step(x, 1.0, 5.0)
     assert all(torch.equal(a, p.grad) for a, p in zip(first, model.parameters()))
 
 
@@ -122,11 +122,11 @@ def test_compiled_it_computes_the_same_gradient(digits, precision, recwarn):
     model = VAE([64, 32, 4])
     fixed_noise(model)
     x = digits.train.x[:64]
-    step = DenseElbo(model, TrainConfig(l2=1e-3, precision=precision, compile=True, clip=0))
+    step = DenseElbo(model, TrainConfig(l2=1e-3, precision=precision, compile=True))
     tolerance = 1e-4 if precision == "fp32" else 0.02  # fused kernels round bf16 intermediates differently
     for beta in (1.0, 0.25, 0.5):
         expected_cost, expected = fused_gradients(model, x, beta=beta, l2=1e-3, precision=precision)
-        cost, _, _, _ = step(x, beta)
+        cost, _, _, _ = step(x, beta, 0)
         torch.testing.assert_close(cost, expected_cost, rtol=tolerance / 10, atol=0)
         for got, want in zip([p.grad for p in model.parameters()], expected):
             assert (got - want).abs().max() <= tolerance * want.abs().max()
@@ -139,15 +139,15 @@ def test_compiled_it_falls_back_to_eager_where_compiling_fails(digits, monkeypat
     fixed_noise(model)
     x = digits.train.x[:32]
     expected_cost, expected = fused_gradients(model, x, beta=1.0, l2=0.0)
-    step = DenseElbo(model, TrainConfig(compile=True, clip=0))
+    step = DenseElbo(model, TrainConfig(compile=True))
     with pytest.warns(UserWarning, match="torch.compile failed .*InvalidCxxCompiler.*going on without it"):
-        cost, _, _, _ = step(x, 1.0)
+        cost, _, _, _ = step(x, 1.0, 0)
     torch.testing.assert_close(cost, expected_cost)
     for got, want in zip([p.grad for p in model.parameters()], expected):
         torch.testing.assert_close(got, want)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # one warning, not one per step
-        step(x, 1.0)
+        step(x, 1.0, 0)
 
 
 def test_it_applies_to_vae_tfs_model_alone():
@@ -184,7 +184,7 @@ def test_the_gradient_is_autograds_on_a_gpu(digits, precision):
         expected_cost, _ = loss(model, x, objective="elbo")
     expected_cost.backward()
     expected = [p.grad.clone() for p in model.parameters()]
-    cost, _, _, _ = DenseElbo(model, TrainConfig(precision=precision, clip=0))(x, 1.0)
+    cost, _, _, _ = DenseElbo(model, TrainConfig(precision=precision))(x, 1.0, clip=0)
     tolerance = 0.02 if precision == "bf16" else 1e-4
     torch.testing.assert_close(cost, expected_cost.detach(), rtol=1e-3, atol=1e-2)
     for got, want in zip([p.grad for p in model.parameters()], expected):

@@ -67,7 +67,7 @@ def applies(model: VAE, config: TrainConfig, world_size: int) -> bool:
 class DenseElbo:
     """Computes the minibatch cost of `objectives.loss` (the ELBO, the KL weighted by beta, plus the L2
     penalty) and writes its gradient into every parameter's `.grad`, overwriting what was there, each
-    value clamped to [-clip, clip] as `train.clip_values` would (config.clip; 0 clamps nothing).
+    value clamped to [-clip, clip] as `train.clip_values` would (0 clamps nothing).
 
     With precision "bf16" the products run in bfloat16 as under autocast, on weights cast once per
     step; mu, log_sigma, the logits, the cost and the gradients handed to the optimizer are float32.
@@ -81,11 +81,11 @@ class DenseElbo:
         self.layers = [*encoder, model.encoder.mu, model.encoder.log_sigma, *decoder]
         self.latent_size = model.encoder.mu.out_features
         self.settings = dict(encoder_layers=len(encoder), nonlinearity=model.config.nonlinearity,
-                             dtype=torch.bfloat16 if config.precision == "bf16" else torch.float32, l2=config.l2, clip=config.clip)
+                             dtype=torch.bfloat16 if config.precision == "bf16" else torch.float32, l2=config.l2)
         self.compute = compiled(elbo_and_gradients) if config.compile else elbo_and_gradients
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, beta: float, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(cost, mean reconstruction term, mean KL, finite) of batch x (N, D), where finite is a boolean tensor:
         whether the cost and every gradient value were finite (before clipping, as `train.all_finite` says).
         The clipped gradient of cost lands in `.grad`."""
@@ -94,7 +94,7 @@ class DenseElbo:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         eps = self.noise((len(x), self.latent_size), x.device)
-        return self.compute(weights, biases, [w.grad for w in weights], [b.grad for b in biases], x, eps, float(beta), **self.settings)
+        return self.compute(weights, biases, [w.grad for w in weights], [b.grad for b in biases], x, eps, float(beta), float(clip), **self.settings)
 
     def noise(self, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
         """eps ~ N(0, I), from the trainer's shared stream as `DiagonalGaussian.rsample` draws it."""
@@ -104,9 +104,9 @@ class DenseElbo:
 
 
 def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], weight_grads: list[torch.Tensor],
-                       bias_grads: list[torch.Tensor], x: torch.Tensor, eps: torch.Tensor, beta: float, *,
-                       encoder_layers: int, nonlinearity: str, dtype: torch.dtype, l2: float,
-                       clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                       bias_grads: list[torch.Tensor], x: torch.Tensor, eps: torch.Tensor, beta: float, clip: float, *,
+                       encoder_layers: int, nonlinearity: str, dtype: torch.dtype,
+                       l2: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The cost (the ELBO's, plus l2 * sum(w^2) / 2 over the weight matrices), its two ELBO terms, whether
     the cost and its gradient were finite, and the gradient, clamped to [-clip, clip] unless clip is 0,
     written into weight_grads and bias_grads.

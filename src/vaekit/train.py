@@ -221,7 +221,7 @@ def checked_gradients(batch_cost: torch.nn.Module | fused.DenseElbo, optimizer: 
     """The batch's (detached) cost, mean reconstruction and KL terms, and whether the cost and every gradient
     value were finite (a boolean tensor), with the cost's gradient, clamped to [-clip, clip], in every `.grad`."""
     if isinstance(batch_cost, fused.DenseElbo):
-        return batch_cost(x, beta)  # it checks and clips each gradient as it writes it, with the clip it was built with
+        return batch_cost(x, beta, clip)  # it checks and clips each gradient as it writes it
     cost, reconstruction, kl = batch_cost(x, global_rows, beta)
     optimizer.zero_grad(set_to_none=True)
     cost.backward()
