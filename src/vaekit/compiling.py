@@ -10,6 +10,7 @@ input shape or constant; where it fails, the same numbers come from the uncompil
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,8 @@ import torch
 def compiled(function: Callable[..., Any]) -> Callable[..., Any]:
     """function through torch.compile, or function itself from the first call on where compiling fails
     (no C++ compiler, say), with one warning."""
-    current = torch.compile(function, fullgraph=True)  # a second shape or float value compiles once more, symbolic, then no more
+    # a second shape or float value compiles once more, symbolic, then no more
+    current = torch.compile(with_own_code(function), fullgraph=True)
 
     def call(*args: Any, **kwargs: Any) -> Any:
         nonlocal current
@@ -35,3 +37,13 @@ def compiled(function: Callable[..., Any]) -> Callable[..., Any]:
             return function(*args, **kwargs)
 
     return call
+
+
+def with_own_code(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of function with a code object of its own. torch.compile keeps its graphs, and its limit of
+    eight recompiles, per code object: without a copy every model compiled in one process would share
+    those eight, and the ninth would silently run uncompiled."""
+    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+    copy.__kwdefaults__ = function.__kwdefaults__
+    return copy
