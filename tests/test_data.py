@@ -119,7 +119,7 @@ def test_npy_rejects_nan_and_values_outside_unit_interval(tmp_path):
 
 
 def test_unknown_data_name_is_a_clear_error():
-    with pytest.raises(VaekitError, match="unknown data"):
+    with pytest.raises(VaekitError, match="unknown data '.*cifar': use digits, mnist, binarized-mnist, a path"):
         load_data(DataConfig(data="cifar"))
 
 

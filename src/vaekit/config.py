@@ -233,6 +233,7 @@ def parse_architecture(text: str) -> tuple[int, ...]:
     return sizes
 
 
+# the data sets known by name (data.load_data loads each); any other --data is a path
 NAMED_DATA_SETS = ("digits", "mnist", "binarized-mnist")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaekit.config import DataConfig
+from vaekit.config import NAMED_DATA_SETS, DataConfig
 from vaekit.errors import VaekitError
 
 SPLITS = ("train", "valid", "test")
@@ -93,7 +93,7 @@ def load_data(config: DataConfig) -> Splits:
         splits = load_image_folder(Path(source), config)
     else:
         raise VaekitError(
-            f"unknown data {source!r}: use digits, mnist, binarized-mnist, a path to a .npy/.npz file, or a folder of images"
+            f"unknown data {source!r}: use {', '.join(NAMED_DATA_SETS)}, a path to a .npy/.npz file, or a folder of images"
         )
     if not Path(source).is_dir() and (config.image_size or config.channels is not None):
         raise VaekitError("--image-size and --channels apply to image folders only")
