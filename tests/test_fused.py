@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+import torch._dynamo
 
 from vaekit import VAE, TrainConfig, train
 from vaekit.distributed import Cluster
@@ -131,6 +132,20 @@ def test_compiled_it_computes_the_same_gradient(digits, precision, recwarn):
         for got, want in zip([p.grad for p in model.parameters()], expected):
             assert (got - want).abs().max() <= tolerance * want.abs().max()
     assert not [w for w in recwarn if "torch.compile failed" in str(w.message)]  # it compiled, and ran compiled
+
+
+def test_compiled_models_of_other_architectures_compile_their_own_and_the_same_reuses(digits, recwarn):
+    """A sweep in one process: each architecture has torch.compile's recompiles to itself (here one each),
+    and a second model of an architecture already compiled (a resumed run, say) compiles nothing."""
+    from torch._dynamo.utils import counters
+
+    x = digits.train.x[:32]
+    before = counters["stats"]["unique_graphs"]
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for sizes in ([64, 16, 2], [64, 20, 3], [64, 16, 2]):
+            DenseElbo(VAE(sizes), TrainConfig(compile=True))(x, 1.0, 0)
+    assert counters["stats"]["unique_graphs"] - before == 2
+    assert not [w for w in recwarn if "torch.compile failed" in str(w.message)]
 
 
 def test_compiled_it_falls_back_to_eager_where_compiling_fails(digits, monkeypatch):

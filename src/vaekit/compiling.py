@@ -10,19 +10,26 @@ input shape or constant; where it fails, the same numbers come from the uncompil
 
 from __future__ import annotations
 
+import functools
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
 
 
-def compiled(function: Callable[..., Any]) -> Callable[..., Any]:
+def compiled(function: Callable[..., Any], kind: Hashable = None) -> Callable[..., Any]:
     """function through torch.compile, or function itself from the first call on where compiling fails
-    (no C++ compiler, say), with one warning."""
+    (no C++ compiler, say), with one warning.
+
+    Functions compiled with equal `kind`s share torch.compile's graphs and its limit of eight recompiles;
+    give every input structure that compiles graphs of its own (a model's architecture, say) a kind of its
+    own, so that a process that compiles for many models does not run out of recompiles and silently run
+    the rest uncompiled, while a model trained or evaluated again reuses its graphs.
+    """
     # a second shape or float value compiles once more, symbolic, then no more
-    current = torch.compile(with_own_code(function), fullgraph=True)
+    current = torch.compile(with_code_for(function, kind), fullgraph=True)
 
     def call(*args: Any, **kwargs: Any) -> Any:
         nonlocal current
@@ -39,11 +46,15 @@ def compiled(function: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def with_own_code(function: Callable[..., Any]) -> Callable[..., Any]:
-    """A copy of function with a code object of its own. torch.compile keeps its graphs, and its limit of
-    eight recompiles, per code object: without a copy every model compiled in one process would share
-    those eight, and the ninth would silently run uncompiled."""
-    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__,
+def with_code_for(function: Callable[..., Any], kind: Hashable) -> Callable[..., Any]:
+    """function, running the code object kept for (its code, kind): torch.compile keeps its graphs, and
+    its limit of recompiles, per code object."""
+    copy = types.FunctionType(code_for(function.__code__, kind), function.__globals__, function.__name__,
                               function.__defaults__, function.__closure__)
     copy.__kwdefaults__ = function.__kwdefaults__
     return copy
+
+
+@functools.cache  # a cache, as torch.compile's own: the same kind finds the same code, and its graphs, again
+def code_for(code: types.CodeType, kind: Hashable) -> types.CodeType:
+    return code.replace()  # an equal but distinct code object

@@ -92,7 +92,7 @@ def importance_sampled_log_px(
     device = model_device(model)
     k_chunk = min(k, max_rows)
     batch_size = max(1, max_rows // k_chunk)
-    log_likelihood = compiled(log_likelihood_of(model)) if compile else None
+    log_likelihood = compiled(log_likelihood_of(model), model.config) if compile else None
     # The results go into tensors allocated once: thousands of small per-batch tensors kept alive
     # between the chunks' large ones fragmented the heap until it grew without bound (23 GB at k = 5000).
     columns: list[torch.Tensor] = []  # log_px, reconstruction, kl, mu

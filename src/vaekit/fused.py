@@ -82,7 +82,8 @@ class DenseElbo:
         self.latent_size = model.encoder.mu.out_features
         self.settings = dict(encoder_layers=len(encoder), nonlinearity=model.config.nonlinearity,
                              dtype=torch.bfloat16 if config.precision == "bf16" else torch.float32, l2=config.l2)
-        self.compute = compiled(elbo_and_gradients) if config.compile else elbo_and_gradients
+        kind = (tuple(tuple(layer.weight.shape) for layer in self.layers), *self.settings.items())  # what its graphs depend on
+        self.compute = compiled(elbo_and_gradients, kind) if config.compile else elbo_and_gradients
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, beta: float, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
