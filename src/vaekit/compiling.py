@@ -2,7 +2,7 @@
 
 Inductor fuses a function's elementwise work into a few C++ (or Triton) kernels and leaves the matrix
 products to the BLAS. vaekit compiles two functions of plain tensors: the hand-written training gradient
-(`fused.elbo_and_gradients`: an epoch of 784-500-500-50 at batch 128 1.12-1.23x faster in bf16 on a
+(`fused.elbo_and_gradients`: an epoch of 784-500-500-50 at batch 128 1.11-1.23x faster in bf16 on a
 2-core CPU, 1.03-1.08x in fp32) and the estimator's log p(x|z) (`evaluate`: the k = 5000 NLL 1.04-1.27x
 faster; benchmarks/throughput.py measures both). Compiling takes 5-10 s, and once more for each new
 input shape or constant; where it fails, the same numbers come from the uncompiled function.
