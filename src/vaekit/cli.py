@@ -123,8 +123,8 @@ def build_parser() -> Parser:
     evaluate.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar for --nll")
     evaluate.add_argument("--compile", action="store_true",
-                          help="--nll with log p(x|z) through torch.compile: the same draws, 1.04-1.27x faster at k = 5000 on a "
-                               "2-core CPU, after 5-10 s of compiling; without a working compiler it goes on uncompiled")
+                          help="--nll with log p(x|z) through torch.compile: the same draws, faster (README, Performance), "
+                               "after 5-10 s of compiling; without a working compiler it goes on uncompiled")
     evaluate.set_defaults(handler=run_evaluate)
 
     sample = commands.add_parser("sample", help="decode draws from the prior into a PNG grid")

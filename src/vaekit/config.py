@@ -350,8 +350,8 @@ class TrainConfig:
     )
     compile: bool = _help(
         "with the hand-written gradient (see --fused), run it through torch.compile: its elementwise work fused "
-        "into a few kernels (an epoch 1.11-1.23x faster in bf16 on a 2-core CPU, 1.03-1.08x in fp32) "
-        "after 5-10 s of compiling; where compiling fails, training goes on without it after one warning",
+        "into a few kernels, faster (README, Performance) after 5-10 s of compiling; where compiling fails, "
+        "training goes on without it after one warning",
         default=False,
     )
     threads: int | None = _help(

@@ -7,8 +7,8 @@ negation at k = 5000 as the test "NLL". The log-weights come from `objectives.lo
 here they are drawn in chunks of (k-chunk x examples) rows, so each decoder matrix product is
 large and memory is bounded by `max_rows` whatever k is, and a running log-sum-exp carries the
 sum across chunks. Everything is float32, accumulated in float64. With compile=True, log p(x|z)
-(the decoder and the likelihood's sum) runs through torch.compile (`vaekit.compiling`), on the same
-draws: on a 2-core CPU the k = 5000 estimate is 1.04-1.27x faster, after 5-10 s of compiling.
+(the decoder and the likelihood's sum) runs through torch.compile (`vaekit.compiling`, which gives
+its speed), on the same draws.
 """
 
 from __future__ import annotations
