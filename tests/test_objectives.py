@@ -120,6 +120,17 @@ def test_pairwise_log_prob_matches_the_broadcast_formula() -> None:
     torch.testing.assert_close(components.log_prob_pairwise(z), components.log_prob(z.unsqueeze(-2)), atol=1e-4, rtol=1e-5)
 
 
+def test_pairwise_log_prob_keeps_its_precision_for_narrow_components() -> None:
+    # near a component of sigma = 0.01 in 50 dimensions the expanded terms are ~1e6 and cancel to ~50
+    torch.manual_seed(0)
+    mu, log_sigma = torch.randn(20, 50), torch.full((20, 50), math.log(0.01))
+    z = mu[torch.randint(20, (64,))] + 0.01 * torch.randn(64, 50)
+    exact = DiagonalGaussian(mu.double(), log_sigma.double()).log_prob(z.double().unsqueeze(-2))
+    pairwise = DiagonalGaussian(mu, log_sigma).log_prob_pairwise(z)
+    assert pairwise.dtype == torch.float32
+    torch.testing.assert_close(pairwise.double(), exact, rtol=1e-6, atol=1e-3)  # float32's own rounding, no more
+
+
 def test_vampprior_learns_its_pseudo_inputs_and_uses_the_kl_estimate(x: torch.Tensor) -> None:
     model = VAE([12, 10, 3], prior="vamp", pseudo_inputs=5)
     assert isinstance(model.prior, VampPrior) and not isinstance(model.prior, StandardNormal)
