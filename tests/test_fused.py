@@ -8,7 +8,7 @@ import torch._dynamo
 
 from vaekit import VAE, TrainConfig, train
 from vaekit.distributed import Cluster
-from vaekit.fused import DenseElbo, applies
+from vaekit.fused import NONLINEARITIES, DenseElbo, applies
 from vaekit.train import BatchCost, make_batch_cost
 from vaekit.objectives import loss
 
@@ -53,6 +53,17 @@ def test_the_gradient_is_autograds(digits, nonlinearity, architecture):
     torch.testing.assert_close(cost, expected_cost, rtol=1e-6, atol=1e-5)
     for (name, _), got, want in zip(model.named_parameters(), grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(NONLINEARITIES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_each_nonlinearitys_derivative_is_autograds_on_saturated_units_too(name, dtype):
+    activation, activation_grad = NONLINEARITIES[name]
+    a = torch.linspace(-8, 3, 45, dtype=dtype).requires_grad_()  # elu's derivative exp(a) is 3e-4 at -8
+    h = activation(a)
+    grad = torch.rand(45, dtype=dtype) + 0.5
+    (expected,) = torch.autograd.grad(h, a, grad)
+    assert torch.equal(activation_grad(grad, a.detach(), h.detach()), expected)
 
 
 def test_the_terms_are_the_elbos(digits):

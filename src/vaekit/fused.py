@@ -30,21 +30,23 @@ from vaekit.config import TrainConfig
 from vaekit.model import VAE
 
 
-def elu_grad(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Back through h = elu(a), from its output: d elu/da = 1 for a > 0, else exp(a) = h + 1."""
-    return torch.addcmul(grad, grad, h.clamp(max=0))
+def elu_grad(grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Back through h = elu(a): d elu/da = 1 for a > 0, else exp(a), from a. (h + 1 also equals exp(a),
+    but in bf16 it has lost its digits where h is near -1.)"""
+    return torch.ops.aten.elu_backward(grad, 1.0, 1, 1, False, a)
 
 
-def relu_grad(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    return grad * (h > 0)
+def relu_grad(grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.threshold_backward(grad, h, 0)
 
 
-def tanh_grad(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """d tanh/da = 1 - tanh(a)^2."""
-    return torch.addcmul(grad, grad, h.square(), value=-1)
+def tanh_grad(grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """d tanh/da = 1 - tanh(a)^2, from the output h."""
+    return torch.ops.aten.tanh_backward(grad, h)
 
 
-# The hidden-unit nonlinearities whose derivative follows from their output: (forward, backward).
+# The hidden-unit nonlinearities: (forward, backward from the pre-activation a and the output h). The
+# backwards are autograd's own kernels for these functions: the same numbers, in one pass, in fp32 and bf16.
 NONLINEARITIES = {"elu": (F.elu, elu_grad), "relu": (F.relu, relu_grad), "tanh": (torch.tanh, tanh_grad)}
 
 
@@ -146,16 +148,18 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
         return torch.mm(grad_low, low[i]) if input_grad else None
 
     # forward: the encoder's hidden layers, q(z|x), one draw of z, the decoder
-    encoder_h = [x.to(dtype)]
+    encoder_a, encoder_h = [], [x.to(dtype)]  # each hidden layer's pre-activation a and output h = activation(a)
     for i in range(encoder_layers):
-        encoder_h.append(activation(linear(i, encoder_h[-1])))
+        encoder_a.append(linear(i, encoder_h[-1]))
+        encoder_h.append(activation(encoder_a[-1]))
     mu = linear(mu_layer, encoder_h[-1]).float()
     log_sigma = linear(log_sigma_layer, encoder_h[-1]).float()
     sigma = log_sigma.exp()
     z = torch.addcmul(mu, sigma, eps)
-    decoder_h = [z.to(dtype)]
+    decoder_a, decoder_h = [], [z.to(dtype)]
     for i in decoder_layers[:-1]:
-        decoder_h.append(activation(linear(i, decoder_h[-1])))
+        decoder_a.append(linear(i, decoder_h[-1]))
+        decoder_h.append(activation(decoder_a[-1]))
     logits = linear(decoder_layers[-1], decoder_h[-1]).float()
 
     # the cost: -log p(x|z) (the cross-entropy) + beta KL(q(z|x) || N(0, I)), averaged over the batch
@@ -171,7 +175,7 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
     for position, i in reversed(list(enumerate(decoder_layers))):
         grad = linear_backward(i, decoder_h[position], grad)
         if position > 0:
-            grad = activation_grad(grad, decoder_h[position])
+            grad = activation_grad(grad, decoder_a[position - 1], decoder_h[position])
     grad_z = grad.float()
     # z = mu + sigma eps; KL = 1/2 sum(mu^2 + sigma^2 - 1 - 2 log_sigma) per example (beta / n multiplies, as l2 does)
     grad_mu = grad_z + mu * (beta / n)
@@ -179,7 +183,7 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
     grad = linear_backward(mu_layer, encoder_h[-1], grad_mu)
     grad += linear_backward(log_sigma_layer, encoder_h[-1], grad_log_sigma)
     for i in reversed(range(encoder_layers)):
-        grad = activation_grad(grad, encoder_h[i + 1])
+        grad = activation_grad(grad, encoder_a[i], encoder_h[i + 1])
         grad = linear_backward(i, encoder_h[i], grad, input_grad=i > 0)
     # a sum is NaN or infinite whenever one of its terms is: one number says whether all were finite
     finite = torch.isfinite(cost + torch.stack(sums).sum())
