@@ -122,6 +122,31 @@ def test_report_has_the_documented_keys_and_signs() -> None:
     assert 0 <= report["active_units"] <= 3
 
 
+def test_the_standard_error_is_the_spread_of_log_px_over_root_n() -> None:
+    model = LinearGaussian()  # q is the true posterior: every draw gives each example's exact log p(x)
+    x = torch.randn(40, 5) * 2
+    report = estimate_nll(model, x, k=3)
+    assert report["nll_std_error"] == pytest.approx(float(model.exact_log_px(x).detach().std() / math.sqrt(40)), rel=1e-4)
+
+
+def test_one_example_has_no_spread_and_no_active_units_and_still_gives_strict_json() -> None:
+    report = estimate_nll(VAE([16, 8, 3]), torch.ones(1, 16), k=10)
+    assert report["nll_std_error"] is None and report["active_units"] is None
+    json.loads(json.dumps(report), parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+
+def test_dropout_is_off_while_evaluating_and_the_mode_is_restored() -> None:
+    torch.manual_seed(0)
+    with_dropout = VAE([16, 8, 3], dropout=0.5)
+    without = VAE([16, 8, 3])
+    without.load_state_dict(with_dropout.state_dict())
+    x = (torch.rand(20, 16) > 0.5).float()
+    assert with_dropout.training
+    assert estimate_nll(with_dropout, x, k=10)["nll"] == estimate_nll(without, x, k=10)["nll"]
+    assert vaekit.evaluate.average_elbo_terms(with_dropout, x) == vaekit.evaluate.average_elbo_terms(without, x)
+    assert with_dropout.training
+
+
 def test_compiled_it_gives_the_same_estimate_from_the_same_draws(recwarn) -> None:
     """--compile: log p(x|z) through torch.compile, over chunks of two shapes (32 draws, then 6)."""
     model = VAE([16, 8, 3])

@@ -342,13 +342,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"{data_config.data} {args.split} ({report['n']} examples), nats per example:")
     if args.nll:
-        print(f"  {'nll':<15} {report['nll']:10.3f}  (+- {report['nll_std_error']:.3f} over examples; k = {args.k})")
+        spread = "" if report["nll_std_error"] is None else f"+- {report['nll_std_error']:.3f} over examples; "
+        print(f"  {'nll':<15} {report['nll']:10.3f}  ({spread}k = {args.k})")
     for key in ("elbo", "reconstruction", "kl"):
         print(f"  {key:<15} {report[key]:10.3f}")
     if bits is not None:
         print(f"  {'bits per dim':<15} {bits:10.4f}  ({'from the nll' if args.nll else 'upper bound, from -elbo'})")
     if args.nll:
-        print(f"  {'active units':<15} {report['active_units']:>10} of {report['latent_size']}")
+        if report["active_units"] is not None:
+            print(f"  {'active units':<15} {report['active_units']:>10} of {report['latent_size']}")
         print(f"  ({report['seconds']:.1f} s, peak memory {report['peak_memory_mb']:.0f} MB: {report['memory_measure']})")
     if model.config.likelihood == "gaussian":
         print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")

@@ -137,8 +137,11 @@ def average_iwae_bound(model: nn.Module, x: torch.Tensor, k: int, seed: int = 0)
     return importance_sampled_log_px(model, x, k, seed=seed).log_px.mean().item()
 
 
-def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
-    """Latent dimensions u with Cov_x(E_q[u]) > threshold, from posterior means mu (N, latent) (Burda et al. 2015, section 5.2)."""
+def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int | None:
+    """Latent dimensions u with Cov_x(E_q[u]) > threshold, from posterior means mu (N, latent) (Burda et al. 2015,
+    section 5.2); None for fewer than two examples, which have no covariance."""
+    if len(mu) < 2:
+        return None
     return int((mu.double().var(dim=0) > threshold).sum())
 
 
@@ -160,7 +163,7 @@ def estimate_nll(
     seconds = time.perf_counter() - started
     report = {
         "nll": -result.log_px.mean().item(),
-        "nll_std_error": (result.log_px.std() / math.sqrt(len(x))).item() if len(x) > 1 else math.nan,
+        "nll_std_error": (result.log_px.std() / math.sqrt(len(x))).item() if len(x) > 1 else None,  # null in JSON, not NaN
         "elbo": result.elbo.mean().item(),
         "reconstruction": result.reconstruction.mean().item(),
         "kl": result.kl.mean().item(),
