@@ -23,7 +23,14 @@ from vaekit.animation import (
 )
 from vaekit.cli import main
 from vaekit.data import Split, Splits
-from vaekit.images import AXIS_MARGINS, RIGHT, canvas_scale, decoded_images, to_pixels
+from vaekit.images import (
+    AXIS_MARGINS,
+    RIGHT,
+    canvas_scale,
+    decoded_images,
+    to_images,
+    to_pixels,
+)
 from vaekit.latent import (
     grid_codes,
     grid_coordinates,
@@ -40,6 +47,7 @@ from vaekit.plots import (
     PlotOptions,
     all_plots,
     manifold_canvas,
+    prior_draws,
     save_example,
     save_interpolation,
     save_latent_scatter,
@@ -199,6 +207,18 @@ def test_each_figure_is_written_with_its_expected_size(tmp_path, shape):
     assert png_size(save_example(data.test.x[0], shape, tmp_path / "e.png")) == (600, 500)
 
 
+def test_prior_samples_come_from_the_models_own_prior():
+    vamp = VAE([64, 16, 2], prior="vamp", pseudo_inputs=5)
+    with torch.no_grad():
+        vamp.encoder.mu.bias.copy_(torch.tensor([0.0, 5.0]))  # every component sits near z = (0, 5)
+        vamp.encoder.mu.weight.zero_()
+    draws = prior_draws(vamp, 400)
+    assert abs(float(draws[:, 1].mean()) - 5) < 0.3 and abs(float(draws[:, 0].mean())) < 0.3
+    torch.testing.assert_close(prior_draws(vamp, 400), draws, rtol=0, atol=0)  # the same seed, the same codes
+    standard = prior_draws(tiny_model(GRAY), 400)
+    assert abs(float(standard.mean())) < 0.15 and abs(float(standard.std()) - 1) < 0.1
+
+
 @pytest.mark.parametrize("projection", ["pca", "tsne"])
 def test_latent_scatter_of_a_larger_latent_is_projected(tmp_path, projection):
     model, data = tiny_model(GRAY, latent=5), random_splits(GRAY)
@@ -235,6 +255,17 @@ def test_all_plots_draws_rgb_data_without_labels(tmp_path):
     assert all(path.is_file() for path in paths)
     if "matplotlib.pyplot" in sys.modules:  # figures never go through pyplot, so none stay open
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
+
+
+def test_images_of_other_channel_counts_show_their_channels_side_by_side(tmp_path):
+    x = np.arange(2 * 24).reshape(2, 24) / 48  # two examples of 2 channels of 4 x 3 pixels
+    images = to_images(x, (2, 4, 3))
+    assert images.shape == (2, 4, 6, 1)
+    np.testing.assert_array_equal(images[1, :, 3:, 0], x[1].reshape(2, 4, 3)[1])
+    options = PlotOptions(ppf_sizes=(6,), frames=3)
+    two_channels = all_plots(tiny_model((2, 8, 8)), random_splits((2, 8, 8)), tmp_path / "two", options)
+    grey = all_plots(tiny_model(GRAY), random_splits(GRAY), tmp_path / "grey", options)
+    assert sorted(path.name for path in two_channels) == sorted(path.name for path in grey)
 
 
 def test_all_plots_refuses_unknown_kinds_and_data_of_another_size(tmp_path):

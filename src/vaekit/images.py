@@ -34,12 +34,17 @@ NO_MARGINS = (20, 20)
 
 
 def to_images(x: np.ndarray | torch.Tensor, image_shape: tuple[int, ...]) -> np.ndarray:
-    """Flat examples (N, D) in [0, 1] -> images (N, H, W, C) as float arrays."""
+    """Flat examples (N, D) in [0, 1] -> images (N, H, W, C) as float arrays.
+
+    Grey, RGB and RGBA images are shown as they are; any other number of channels (2, or 5 bands,
+    say) as that many grey images side by side, (N, H, channels * W, 1), as the explorer does.
+    """
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
     channels, height, width = image_shape
-    if channels not in (1, 3, 4):
-        raise VaekitError(f"figures need images with 1, 3 or 4 channels, not {channels}")
-    return x.reshape(len(x), channels, height, width).transpose(0, 2, 3, 1)
+    images = x.reshape(len(x), channels, height, width)
+    if channels in (1, 3, 4):
+        return images.transpose(0, 2, 3, 1)
+    return images.transpose(0, 2, 1, 3).reshape(len(x), height, channels * width, 1)
 
 
 def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) -> np.ndarray:
