@@ -17,8 +17,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch import nn
 
 from vaekit.compiling import compiled
 from vaekit.errors import VaekitError
-from vaekit.model import evaluating
+from vaekit.model import evaluating, seeded
 from vaekit.objectives import elbo_terms, log_weights
 
 EVAL_BATCH = 1000
@@ -193,14 +192,6 @@ def check_float32(model: nn.Module) -> None:
     dtypes = {p.dtype for p in model.parameters()}
     if dtypes != {torch.float32}:
         raise VaekitError(f"log p(x) is estimated in float32; the model's weights are {sorted(map(str, dtypes))}")
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run the body on its own seeded random stream, leaving the caller's untouched."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:

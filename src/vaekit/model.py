@@ -241,6 +241,14 @@ def evaluating(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the body (on the CPU and, for a CUDA device, that device) on its own seeded random stream, leaving the caller's untouched."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """config.json of a run as a dict, with a clear error if it is missing or broken."""
     path = Path(run_dir) / CONFIG_FILE

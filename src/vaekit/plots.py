@@ -36,6 +36,7 @@ from vaekit.images import (  # noqa: F401 - save_image_grid: `vaekit sample` and
     to_images,
 )
 from vaekit.latent import LatentPlane, Projection, grid_codes, grid_coordinates, interpolate, latent_plane, project_to_plane
+from vaekit.model import evaluating, seeded
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -60,8 +61,7 @@ def save_reconstructions(model: VAE, x: torch.Tensor, path: str | Path, n: int =
     x = torch.as_tensor(x)[:n]
     if len(x) == 0:
         raise VaekitError("no examples to reconstruct")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0, model.device):
         recon = model.reconstruct(x, sample=sample)
     shape = image_shape_of(model)
     columns = min(columns, len(x))
@@ -217,15 +217,24 @@ def save_example(x: torch.Tensor | np.ndarray, image_shape: tuple[int, ...], pat
 
 
 def save_prior_samples(model: VAE, path: str | Path, n: int = 100, seed: int = 0, title: str = "") -> Path:
-    """n draws z ~ N(0, I), decoded to pixel means, in a square grid."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        z = torch.randn(n, model.latent_size)
-    canvas = image_grid(decoded_images(model, z))
-    fig, ax = canvas_figure(canvas, heading(title, f"{n} draws of z from the prior N(0, I), decoded"), margins=NO_MARGINS)
+    """n draws z ~ p(z), the model's own prior, decoded to pixel means, in a square grid."""
+    canvas = image_grid(decoded_images(model, prior_draws(model, n, seed)))
+    fig, ax = canvas_figure(canvas, heading(title, f"{n} draws of z from the prior {prior_name(model)}, decoded"), margins=NO_MARGINS)
     ax.set_xticks([])
     ax.set_yticks([])
     return save_figure(fig, path)
+
+
+def prior_draws(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
+    """n codes drawn from the model's prior p(z), (n, latent) on the CPU, the same for the same seed."""
+    with seeded(seed, model.device), evaluating(model), torch.no_grad():
+        return model.prior.sample(n).cpu()
+
+
+def prior_name(model: VAE) -> str:
+    if model.config.prior == "vamp":
+        return f"(a VampPrior of {model.config.pseudo_inputs} pseudo-inputs)"
+    return "N(0, I)"
 
 
 # -- all of them (all_plots) ---------------------------------------------------------------------------------
