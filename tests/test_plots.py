@@ -46,6 +46,7 @@ from vaekit.plots import (
     WRITERS,
     PlotOptions,
     all_plots,
+    label_colours,
     manifold_canvas,
     prior_draws,
     save_example,
@@ -54,6 +55,7 @@ from vaekit.plots import (
     save_manifold_grid,
     save_prior_samples,
     save_reconstructions,
+    strip_figure,
 )
 
 GRAY, RGB = (1, 8, 8), (3, 8, 8)
@@ -205,6 +207,29 @@ def test_each_figure_is_written_with_its_expected_size(tmp_path, shape):
     assert png_size(save_interpolation(model, data.test.x[0], data.test.x[1], tmp_path / "i.png"))[0] == 119 * 6 + 20 + RIGHT
     assert png_size(save_latent_scatter(model, data.test.x, tmp_path / "l.png", data.test.y)) == (800, 640)
     assert png_size(save_example(data.test.x[0], shape, tmp_path / "e.png")) == (600, 500)
+
+
+def test_each_label_keeps_its_colour_in_every_split_and_neighbours_differ_in_hue():
+    from matplotlib import colormaps
+
+    everyone, without_zero = label_colours(np.arange(10)), label_colours(np.arange(1, 10))
+    assert all(without_zero[label] == everyone[label] for label in range(1, 10))
+    assert [everyone[label] for label in range(10)] == [colormaps["tab10"](i) for i in range(10)]
+    twenty = label_colours(np.arange(20))
+    assert len(set(twenty.values())) == 20 and twenty[4] == everyone[4] and twenty[5] == everyone[5]
+    odd = label_colours(np.array([-1, 7, 100]))  # labels outside 0-19: by rank
+    assert list(odd.values()) == [everyone[0], everyone[1], everyone[2]]
+
+
+def test_a_one_dimensional_latent_is_drawn_one_row_per_label():
+    z, labels = np.linspace(-2, 2, 60), np.repeat([3, 5, 8], 20)
+    ax = strip_figure(z, labels, "", limits=(-4, 4), seed=0).axes[0]
+    assert [tick.get_text() for tick in ax.get_yticklabels()] == ["3", "5", "8"]
+    (points,) = [collection.get_offsets() for collection in ax.collections]
+    rows = np.round(points[:, 1])
+    assert sorted(zip(points[:, 0], rows)) == sorted(zip(z, np.repeat([0, 1, 2], 20)))  # each z in its label's row
+    assert np.abs(points[:, 1] - rows).max() <= 0.35 and (points[:, 1] - rows).std() > 0.1  # spread across it
+    assert ax.get_xlim() == (-4, 4)
 
 
 def test_prior_samples_come_from_the_models_own_prior():

@@ -35,7 +35,15 @@ from vaekit.images import (  # noqa: F401 - save_image_grid: `vaekit sample` and
     save_image_grid,
     to_images,
 )
-from vaekit.latent import LatentPlane, Projection, grid_codes, grid_coordinates, interpolate, latent_plane, project_to_plane
+from vaekit.latent import (
+    LatentPlane,
+    Projection,
+    grid_codes,
+    grid_coordinates,
+    interpolate,
+    latent_plane,
+    project_to_plane,
+)
 from vaekit.model import evaluating, seeded
 
 if TYPE_CHECKING:
@@ -93,6 +101,8 @@ def save_latent_scatter(model: VAE, x: torch.Tensor, path: str | Path, labels: t
         keep = np.sort(np.random.default_rng(seed).choice(len(mu), MAX_TSNE_POINTS, replace=False))
         mu, labels = mu[keep], None if labels is None else labels[keep]
         sampled = f" ({MAX_TSNE_POINTS} of {len(x)} at random)"
+    if mu.shape[1] == 1:
+        return save_figure(strip_figure(mu[:, 0], labels, title, limits, seed), path)
     points, (x_name, y_name), how = project_to_plane(mu, projection, seed)
     fig = scatter_figure(points, labels, heading(title, f"means of q(z|x) of {len(points)} examples{sampled}, {how}"), limits)
     fig.axes[0].set_xlabel(x_name)
@@ -100,9 +110,25 @@ def save_latent_scatter(model: VAE, x: torch.Tensor, path: str | Path, labels: t
     return save_figure(fig, path)
 
 
+def strip_figure(z: np.ndarray, labels: np.ndarray | None, title: str, limits: tuple[float, float] | None, seed: int) -> Figure:
+    """A 1-D latent's scatter: z along x, one row per label, each point placed at random across its row
+    so that the points of a row do not hide one another."""
+    classes, rows = (np.array([]), np.zeros(len(z), int)) if labels is None else np.unique(labels, return_inverse=True)
+    spread = np.random.default_rng(seed).uniform(-0.35, 0.35, len(z))
+    points = np.column_stack([z, rows + spread])
+    fig = scatter_figure(points, labels, heading(title, f"means of q(z|x) of {len(z)} examples, 1-D latent"), None)
+    ax = fig.axes[0]
+    ax.set_aspect("auto")
+    if limits is not None:
+        ax.set_xlim(*limits)
+    ax.set_yticks(range(len(classes)), [str(c) for c in classes])
+    ax.set_xlabel("z₁")
+    ax.set_ylabel("label" if labels is not None else "")
+    return fig
+
+
 def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, limits: tuple[float, float] | None) -> Figure:
     """An 800 x 640 scatter; a legend for up to 20 labels, a colour bar for more."""
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -114,9 +140,9 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, li
     if labels is None:
         ax.scatter(xs, ys, color="tab:blue", **style)
     elif len(classes := np.unique(labels)) <= 20:
-        cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
-        ax.scatter(xs, ys, c=[cmap(i) for i in np.searchsorted(classes, labels)[order]], **style)
-        handles = [Line2D([], [], ls="", marker="o", ms=8, color=cmap(i), label=str(c)) for i, c in enumerate(classes)]
+        colour = label_colours(classes)
+        ax.scatter(xs, ys, c=[colour[label] for label in labels[order]], **style)
+        handles = [Line2D([], [], ls="", marker="o", ms=8, color=colour[c], label=str(c)) for c in classes]
         ax.legend(handles=handles, title="label", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     else:
         fig.colorbar(ax.scatter(xs, ys, c=labels[order], cmap="viridis", **style), ax=ax, label="label")
@@ -127,6 +153,20 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, li
     ax.grid(alpha=0.25)
     ax.set_title(textwrap.fill(title, 80), fontsize=11)
     return fig
+
+
+def label_colours(classes: np.ndarray) -> dict[Any, tuple[float, ...]]:
+    """A colour for each of up to 20 classes, the same in every figure: labels 0-19 by their value (so a
+    split without some class colours the others as every other split does), other labels by their rank.
+
+    tab20's dark shades come first (they are tab10's colours), then its light ones, so that neighbouring
+    labels differ in hue."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"]
+    shades = [palette(i) for i in range(0, 20, 2)] + [palette(i) for i in range(1, 20, 2)]
+    by_value = np.issubdtype(classes.dtype, np.integer) and classes.min() >= 0 and classes.max() < 20
+    return {c: shades[int(c) if by_value else rank] for rank, c in enumerate(classes)}
 
 
 # -- 3. manifold grid (exploreLatent) -----------------------------------------------------------------------
