@@ -15,8 +15,10 @@ from PIL import Image
 from vaekit import DataConfig, ModelConfig, TrainConfig, VaekitError, train
 from vaekit.animation import (
     SNAPSHOT_FOLDER,
+    caption_font,
     is_snapshot_step,
     morph_by_label,
+    morph_examples,
     save_snapshot,
     snapshot_gifs,
     snapshot_steps,
@@ -264,6 +266,15 @@ def test_morph_gif_has_the_frames_of_every_transition(tmp_path):
         morph_by_label(model, data.test, tmp_path, order=[1, 11])
     with pytest.raises(VaekitError, match="needs labels"):
         morph_by_label(model, random_splits(GRAY, labels=False).test, tmp_path)
+
+
+def test_morph_frames_of_narrow_images_are_wide_enough_for_their_captions(tmp_path):
+    shape = (1, 28, 6)  # enlarged 9 times: 54 pixels wide, narrower than "#1234 → #567"
+    names = ["#1234", "#567", "#8"]
+    path = morph_examples(tiny_model(shape), torch.rand(3, 28 * 6), tmp_path / "narrow.gif", 2, names=names)
+    with Image.open(path) as gif:
+        width = gif.size[0]
+    assert width >= caption_font().getlength("#1234 → #567") and gif_frames(path) == 3 * 2
 
 
 def test_all_plots_draws_rgb_data_without_labels(tmp_path):

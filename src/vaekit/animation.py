@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,17 +69,23 @@ def caption_font(size: int = 18) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
 
 
-def captioned(image: np.ndarray, caption: str, font: ImageFont.FreeTypeFont) -> Image.Image:
-    """An image (H, W, C) in [0, 1], enlarged towards MORPH_PX, above a white band with a caption."""
+def captioned(image: np.ndarray, caption: str, font: ImageFont.FreeTypeFont, width: int = 0) -> Image.Image:
+    """An image (H, W, C) in [0, 1], enlarged towards MORPH_PX, above a white band with a caption; the frame is
+    `width` pixels wide where the enlarged image is narrower (frames of one GIF share a size)."""
     from PIL import Image, ImageDraw
 
     picture = Image.fromarray(to_pixels(image)).convert("RGB")
     scale = max(1, MORPH_PX // max(picture.size))
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    frame = Image.new("RGB", (picture.width, picture.height + CAPTION_PX), "white")
-    frame.paste(picture, (0, 0))
+    frame = Image.new("RGB", (max(picture.width, width), picture.height + CAPTION_PX), "white")
+    frame.paste(picture, ((frame.width - picture.width) // 2, 0))
     ImageDraw.Draw(frame).text((frame.width / 2, picture.height + CAPTION_PX / 2), caption, fill="black", font=font, anchor="mm")
     return frame
+
+
+def caption_width(captions: Iterable[str], font: ImageFont.FreeTypeFont) -> int:
+    """Pixels wide that a frame must be for the longest of these captions to fit, with a margin."""
+    return max(round(font.getlength(caption)) for caption in captions) + CAPTION_PX
 
 
 # -- 5. morph (morph_numbers) ----------------------------------------------------------------------------------
@@ -96,10 +102,11 @@ def morph_examples(model: VAE, x: torch.Tensor, path: str | Path, frames_per_tra
     z = loop_path(encoded_means(model, x), frames_per_transition)
     images = decoded_images(model, z)
     font = caption_font()
+    captions = [f"{names[start]} → {names[(start + 1) % len(names)]}" for start in range(len(names))]
+    width = caption_width(captions, font)
     frames, durations = [], []
     for index, image in enumerate(images):
-        start = index // frames_per_transition
-        frames.append(captioned(image, f"{names[start]} → {names[(start + 1) % len(names)]}", font))
+        frames.append(captioned(image, captions[index // frames_per_transition], font, width))
         durations.append(MORPH_HOLD_MS if index % frames_per_transition == 0 else MORPH_FRAME_MS)
     return save_gif(frames, path, durations)
 
