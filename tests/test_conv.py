@@ -54,7 +54,8 @@ def test_dequantized_pixels_stay_inside_their_own_bin() -> None:
     k = torch.arange(256, dtype=torch.float32).repeat(20)
     y = dequantize(k / 255)
     assert ((y >= k / 256) & (y < (k + 1) / 256)).all()
-    assert abs(float((y * 256 - k).mean()) - 0.5) < 0.02  # uniform within the bin
+    position = y * 256 - k
+    assert abs(float(position.mean()) - 0.5) < 0.02 and abs(float(position.std()) - (1 / 12) ** 0.5) < 0.02  # uniform in the bin
 
 
 def test_bits_per_dim_closed_forms() -> None:

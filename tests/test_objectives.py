@@ -55,7 +55,7 @@ def test_log_mean_exp_is_exact_and_finite_for_extreme_log_weights() -> None:
     result = log_mean_exp(log_w, dim=0)
     assert torch.isfinite(result).all()
     torch.testing.assert_close(result[:2], torch.tensor([-1e4, 800.0 + math.log(2)]))
-    assert torch.isfinite(torch.logsumexp(torch.full((10,), -3e38), 0))
+    assert torch.isfinite(log_mean_exp(torch.full((10, 2), -3e38), dim=0)).all()  # every weight tiny
 
 
 def test_closed_form_kl_matches_torch_distributions() -> None:
@@ -80,6 +80,9 @@ def test_free_bits_floor_the_kl_of_each_dimension(model: VAE, x: torch.Tensor) -
     per_dim = q.kl_standard_normal_per_dim().mean(0)
     expected = torch.maximum(per_dim, torch.tensor(0.5)).sum()
     torch.testing.assert_close(free_bits_kl(model, q, 0.5), expected)
+    # the floor applies to the batch's mean KL of a dimension, not to each example's: here 1.0, not (2 + 0.5) / 2
+    spread = DiagonalGaussian(torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), torch.zeros(2, 3))
+    assert free_bits_kl(model, spread, 0.5).item() == pytest.approx(1.0 + 0.5 + 0.5)
     huge = free_bits_kl(model, q, 1e3)  # every dimension under the floor: a constant, no gradient
     assert huge.item() == pytest.approx(3e3)
     huge.backward()
@@ -139,8 +142,21 @@ def test_vampprior_learns_its_pseudo_inputs_and_uses_the_kl_estimate(x: torch.Te
     assert model.prior.pseudo_inputs_raw.grad.abs().sum() > 0
     q = model.posterior(x)
     z = q.rsample()
-    torch.testing.assert_close(kl_divergence(model, q, z), q.log_prob(z) - model.prior.log_prob(z))
+    mu, log_sigma = model.encoder(model.prior.pseudo_inputs)
+    prior = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=torch.zeros(5)),
+        torch.distributions.Independent(torch.distributions.Normal(mu, log_sigma.exp()), 1),
+    )
+    posterior = torch.distributions.Independent(torch.distributions.Normal(q.mu, q.sigma), 1)
+    torch.testing.assert_close(kl_divergence(model, q, z), posterior.log_prob(z) - prior.log_prob(z))  # the one-draw estimate
     assert model.sample(9).shape == (9, 12)
+
+
+def test_vampprior_pseudo_inputs_stay_in_the_data_range() -> None:
+    model = VAE([4, 10, 3], prior="vamp", pseudo_inputs=2)
+    with torch.no_grad():
+        model.prior.pseudo_inputs_raw.copy_(torch.tensor([[-1.0, 0.3, 2.0, 1.0], [0.0, -0.2, 0.7, 5.0]]))
+    assert model.prior.pseudo_inputs.tolist() == [[0.0, pytest.approx(0.3), 1.0, 1.0], [0.0, 0.0, pytest.approx(0.7), 1.0]]
 
 
 def test_the_prior_is_saved_and_rebuilt(tmp_path) -> None:
