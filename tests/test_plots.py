@@ -181,6 +181,9 @@ def test_interpolations_run_from_one_code_to_the_other():
     np.testing.assert_allclose(interpolate(a, 2 * a, 3, spherical=True), interpolate(a, 2 * a, 3))
     with pytest.raises(VaekitError, match="at least 2 steps"):
         interpolate(a, b, 1)
+    for opposite in (-a, -1.0000001 * a):  # no one great circle: an error, not codes of norm 1e9
+        with pytest.raises(VaekitError, match="opposite directions"):
+            interpolate(a, opposite, 5, spherical=True)
 
 
 def test_morph_path_loops_through_the_codes_without_repeating_frames():
@@ -244,6 +247,11 @@ def test_prior_samples_come_from_the_models_own_prior():
     torch.testing.assert_close(prior_draws(vamp, 400), draws, rtol=0, atol=0)  # the same seed, the same codes
     standard = prior_draws(tiny_model(GRAY), 400)
     assert abs(float(standard.mean())) < 0.15 and abs(float(standard.std()) - 1) < 0.1
+
+
+def test_a_single_mean_of_a_larger_latent_projects_to_the_origin():
+    points, names, how = project_to_plane(np.random.default_rng(0).normal(size=(1, 5)), "pca")
+    assert points.tolist() == [[0.0, 0.0]] and names == ("PC 1", "PC 2") and "single" in how
 
 
 @pytest.mark.parametrize("projection", ["pca", "tsne"])

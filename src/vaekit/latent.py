@@ -29,6 +29,8 @@ def project_to_plane(mu: np.ndarray, projection: Projection = "pca", seed: int =
         return np.column_stack([mu[:, 0], np.zeros(len(mu))]), ("z₁", ""), "1-D latent"
     if latent == 2:
         return mu, ("z₁", "z₂"), "2-D latent"
+    if len(mu) < 2:  # one point has no directions of spread
+        return np.zeros((len(mu), 2)), ("PC 1", "PC 2"), f"a single {latent}-D mean"
     if projection == "pca":
         origin, u, v, share = principal_directions(mu)
         explained = f"{100 * share:.0f}% of the variance" if np.isfinite(share) else "no variance"
@@ -123,6 +125,9 @@ def interpolate(z_a: np.ndarray, z_b: np.ndarray, n: int, spherical: bool = Fals
     if spherical:
         norms = float(np.linalg.norm(z_a) * np.linalg.norm(z_b))
         angle = math.acos(float(np.clip(z_a @ z_b / norms, -1, 1))) if norms > 0 else 0.0
+        if math.pi - angle < 1e-6:
+            raise VaekitError("the two codes point in opposite directions: no one great circle joins them; "
+                              "interpolate on the line instead")
         if angle > 1e-6:  # parallel codes: the line and the circle agree
             return (np.sin((1 - t) * angle) * z_a + np.sin(t * angle) * z_b) / math.sin(angle)
     return (1 - t) * z_a + t * z_b
