@@ -282,10 +282,11 @@ def test_page_is_one_file_that_needs_no_network(tmp_path: Path) -> None:
     payload = page_payload(path)
     points = payload["points"]
     assert points["n"] == 50 and len(points["labels"]) == 50 and points["n_images"] == 50
+    index = points["index"]  # 50 of the 120: a subset, each point carrying its example's number in the split
+    assert index == sorted(set(index)) and index != list(range(50)) and max(index) < 120
     z = np.frombuffer(base64.b64decode(points["z"]), "<f4").reshape(50, 2)
-    chosen = [row for row in data.train.x.numpy()]  # every code is the mean encoding of a train example
-    mu_all, _ = model.encode(np.stack(chosen))
-    assert all(np.abs(mu_all - code).max(axis=1).min() < 1e-6 for code in z)
+    mu, _ = model.encode(data.train.x[index].numpy())
+    assert np.abs(z - mu).max() < 1e-6 and points["labels"] == data.train.y[index].tolist()
     assert payload["plane"]["basis"] == [[1.0, 0.0], [0.0, 1.0]]
     assert payload["model"]["image_shape"] == [1, 3, 4]
 
@@ -553,6 +554,37 @@ def test_clicking_two_examples_shows_their_interpolation(open_page, digits_model
     assert page.errors == []
 
 
+def test_examples_are_named_by_their_number_in_the_split(open_page, tmp_path: Path) -> None:
+    """With more examples than --points the pad holds a random subset; the page still names each
+    example by its index in the split (clicked, nearest, random anchor), so a user can look it up."""
+    model = sharpened(VAE([12, 9, 2], image_shape=(1, 3, 4)))
+    data = tiny_data(n=120)
+    page = open_page(write_explorer(model, data, tmp_path / "explorer.html", max_points=50))
+
+    def example_named(text: str) -> tuple[int, np.ndarray]:  # "example #17 (label 2)": 17, after checking the label
+        index, label = map(int, re.search(r"example #(\d+) \(label (\d+)\)", text).groups())
+        assert label == data.train.y[index]
+        return index, model.encode(data.train.x[index : index + 1].numpy())[0][0]
+
+    point = page.js("window.vaekitExplorer.examplePoint(40)")  # late in the subset, far from example 40 of the split
+    page.page.mouse.click(point["x"], point["y"])
+    page.settle()
+    index, code = example_named(page.js("document.getElementById('strip-ends').textContent"))
+    assert np.abs(np.array(page.js("window.vaekitExplorer.currentZ()")) - code).max() < 1e-6  # the clicked code
+
+    nearest = page.js("document.getElementById('nearest-label').textContent")
+    assert nearest == f"label {data.train.y[index]} · #{index} · 0.00 away"
+    rgba = np.array(page.js("""() => { const c = document.getElementById('nearest');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }"""))
+    assert np.abs(rgba.reshape(3, 4, 4)[..., 0] - np.round(255 * data.train.x[index].numpy()).reshape(3, 4)).max() <= 1
+
+    for _ in range(3):  # a random example as the anchor: named by its number too
+        page.page.click("#anchor-random")
+        _, code = example_named(page.js("document.getElementById('anchor-name').textContent"))
+        assert np.abs(np.array(page.js("window.vaekitExplorer.anchor()")) - code).max() < 1e-6
+    assert page.errors == []
+
+
 def test_larger_latent_uses_sliders_and_the_principal_plane(open_page, tmp_path: Path) -> None:
     model = sharpened(VAE([12, 16, 5], image_shape=(1, 3, 4)), gain=1.5)
     data = tiny_data(n=300)
@@ -601,6 +633,48 @@ def test_manifold_grid_linear_and_inverse_cdf(open_page, tmp_path: Path) -> None
     linear = np.array(page.js("window.vaekitExplorer.gridZs()")).reshape(8, 8, 2)
     steps = np.diff(linear[0, :, 0])
     assert np.allclose(steps, steps[0]) and not np.allclose(linear, zs)
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("latent", [1, 2])
+def test_pad_view_holds_the_data_and_the_starting_cursor(open_page, tmp_path: Path, latent: int) -> None:
+    """Codes far from the prior mean (as a 1-D latent's often are): the pad shows them and z = 0, where the cursor starts."""
+    model = sharpened(VAE([12, 9, latent], image_shape=(1, 3, 4)))
+    with torch.no_grad():
+        model.encoder.mu.bias.add_(torch.tensor([-3.0, 2.0][:latent]))
+    data = tiny_data()
+    page = open_page(write_explorer(model, data, tmp_path / "explorer.html"))
+    assert page.js("window.vaekitExplorer.currentZ()") == [0.0] * latent
+    view = page.js("window.vaekitExplorer.padView()")
+    mu, _ = model.encode(data.train.x.numpy())
+    uv = np.pad(mu, [(0, 0), (0, 2 - latent)])  # pad coordinates: a 1-D latent's codes lie on v = 0
+    for shown in [np.zeros((1, 2)), uv]:
+        assert np.all(np.abs(shown - [view["cu"], view["cv"]]) <= view["half"])
+    assert np.ptp(uv[:, 0]) < 0.5 * view["half"]  # the codes lie well away from 0 (the view had to widen for it)
+    assert page.errors == []
+
+
+def test_one_dimensional_latent_has_a_one_row_grid(open_page, tmp_path: Path) -> None:
+    from scipy.stats import norm
+
+    model = sharpened(VAE([12, 9, 1], image_shape=(1, 3, 4)))
+    page = open_page(write_explorer(model, tiny_data(), tmp_path / "explorer.html"))
+    page.page.wait_for_function("document.getElementById('grid').dataset.ready")
+    assert page.js("document.getElementById('grid-stats').textContent").startswith("20 codes decoded")  # 20 by 1
+    assert page.js("[document.getElementById('grid').width, document.getElementById('grid').height]") == [20 * 5 + 1, 3 + 2]
+    linear = np.array(page.js("window.vaekitExplorer.gridZs()"))[:, 0]
+    assert len(linear) == 20 and np.allclose(np.diff(linear), np.diff(linear)[0]) and linear[1] > linear[0]
+    page.page.check("input[value=ppf]")
+    page.page.wait_for_function("document.getElementById('grid-stats').textContent.includes('quantiles')")
+    zs = np.array(page.js("window.vaekitExplorer.gridZs()"))[:, 0]
+    assert np.allclose(zs, norm.ppf((np.arange(20) + 0.5) / 20), atol=1e-6)
+
+    grid = page.page.locator("#grid")  # the pointer over a cell decodes that cell's code
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.page.mouse.move(box["x"] + box["width"] * 4.5 / 20, box["y"] + box["height"] / 2)
+    page.settle()
+    assert page.js("window.vaekitExplorer.currentZ()") == pytest.approx([zs[4]], abs=1e-6)
     assert page.errors == []
 
 

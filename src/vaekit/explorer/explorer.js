@@ -2,8 +2,9 @@
 // The explorer's interface: latent pad, decoded view, one slider a latent dimension, the
 // interpolation strip and the manifold grid. All views share one current code z.
 //
-// The pad shows a plane in latent space: z itself for a 2-D latent, otherwise the plane along the
-// data's top two principal directions. A pad position (u, v) maps back to the code on that plane
+// The pad shows a plane in latent space: z itself for a 2-D latent, z along the horizontal for a
+// 1-D latent (the vertical direction is unused), otherwise the plane along the data's top two
+// principal directions. A pad position (u, v) maps back to the code on that plane
 // through the anchor (the data mean, or an example the user centres on):
 //     z = anchor + (u - u_anchor) b1 + (v - v_anchor) b2
 // so a code's projection is always the point it was decoded from.
@@ -45,12 +46,22 @@
 
   const points = loadPoints(DATA.points);
 
+  // Point i is example index[i] of the split: with more examples than --points the pad holds a
+  // random subset, so i (the position in the subset) is not the number a user can look up.
   function loadPoints(p) {
-    if (!p) return { n: 0, z: new Float32Array(0), u: [], v: [], labels: null, images: null, nImages: 0 };
+    if (!p) return { n: 0, index: [], z: new Float32Array(0), u: [], v: [], labels: null, images: null, nImages: 0 };
     const z = VaekitDecoder.float32FromBase64(p.z);
     const u = new Float32Array(p.n), v = new Float32Array(p.n);
     for (let i = 0; i < p.n; i++) [u[i], v[i]] = project(z, i * LATENT);
-    return { n: p.n, z, u, v, labels: p.labels, images: VaekitDecoder.bytesFromBase64(p.images), nImages: p.n_images };
+    return {
+      n: p.n, index: p.index, z, u, v, labels: p.labels,
+      images: VaekitDecoder.bytesFromBase64(p.images), nImages: p.n_images,
+    };
+  }
+
+  function exampleName(i) { // "example #index (label y)": the example's number in the split
+    const label = points.labels ? ` (label ${points.labels[i]})` : "";
+    return `example #${points.index[i]}${label}`;
   }
 
   const classes = points.labels ? [...new Set(points.labels)].sort((a, b) => a - b) : [];
@@ -80,13 +91,18 @@
 
   const view = padView();
 
-  function padView() { // a square window on the plane holding 99% of the data
+  // A square window on the plane holding 99% of the data and the plane's origin (0, 0), where the
+  // cursor starts: the prior mean for a latent of 1 or 2 dimensions, the data mean for more. Data
+  // that sits away from the prior mean (as a 1-D latent's often does) would otherwise leave the
+  // starting cursor off the pad.
+  function padView() {
     if (points.n === 0) return { cu: 0, cv: 0, half: 3 };
     const quantile = (values, q) => {
       const sorted = Float64Array.from(values).sort();
       return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
     };
-    const [u0, u1, v0, v1] = [quantile(points.u, 0.005), quantile(points.u, 0.995), quantile(points.v, 0.005), quantile(points.v, 0.995)];
+    const u0 = Math.min(0, quantile(points.u, 0.005)), u1 = Math.max(0, quantile(points.u, 0.995));
+    const v0 = Math.min(0, quantile(points.v, 0.005)), v1 = Math.max(0, quantile(points.v, 0.995));
     const half = Math.max(0.5, 0.58 * Math.max(u1 - u0, v1 - v0));
     return { cu: (u0 + u1) / 2, cv: (v0 + v1) / 2, half };
   }
@@ -176,8 +192,7 @@
   });
 
   function exampleEndpoint(i) {
-    const label = points.labels ? ` (label ${points.labels[i]})` : "";
-    return { z: points.z.slice(i * LATENT, (i + 1) * LATENT), name: `example #${i}${label}`, example: i };
+    return { z: points.z.slice(i * LATENT, (i + 1) * LATENT), name: exampleName(i), example: i };
   }
 
   function pointEndpoint(z) {
@@ -266,7 +281,7 @@
   randomButton.disabled = points.n === 0;
   randomButton.addEventListener("click", () => {
     const i = Math.floor(Math.random() * points.n);
-    setAnchor(points.z.slice(i * LATENT, (i + 1) * LATENT), exampleEndpoint(i).name);
+    setAnchor(points.z.slice(i * LATENT, (i + 1) * LATENT), exampleName(i));
   });
 
   function describePlane() {
@@ -335,7 +350,7 @@
     canvas.style.visibility = best < points.nImages ? "visible" : "hidden";
     if (best < points.nImages) pixels.paint(canvas, points.images, best * EXAMPLE_SIZE, 1);
     const label = points.labels ? `label ${points.labels[best]} · ` : "";
-    $("nearest-label").textContent = `${label}#${best} · ${Math.sqrt(bestDistance).toFixed(2)} away`;
+    $("nearest-label").textContent = `${label}#${points.index[best]} · ${Math.sqrt(bestDistance).toFixed(2)} away`;
   }
 
   function formatVector(z) {
@@ -420,14 +435,17 @@
   const grid = $("grid");
   let gridGeneration = 0;
 
-  function gridAxes(n, spacing) { // pad coordinates of the cell centres, left to right and top to bottom
+  // Pad coordinates of the cell centres, left to right (n columns) and top to bottom (n rows). A 1-D
+  // latent has one row: its pad's vertical direction decodes nothing, so every row would be the same.
+  function gridAxes(n, spacing) {
     const [ua, va] = state.anchor.uv;
-    const offsets = spacing === "ppf"
-      ? Array.from({ length: n }, (_, i) => VaekitDecoder.inverseNormalCdf((i + 0.5) / n))
-      : Array.from({ length: n }, (_, i) => ((i + 0.5) / n - 0.5) * 2 * view.half);
+    const offsets = (count) => (spacing === "ppf"
+      ? Array.from({ length: count }, (_, i) => VaekitDecoder.inverseNormalCdf((i + 0.5) / count))
+      : Array.from({ length: count }, (_, i) => ((i + 0.5) / count - 0.5) * 2 * view.half));
+    const across = offsets(n), down = offsets(LATENT === 1 ? 1 : n);
     return spacing === "ppf"
-      ? { us: offsets.map((o) => ua + o), vs: offsets.map((o) => va - o) }
-      : { us: offsets.map((o) => view.cu + o), vs: offsets.map((o) => view.cv - o) };
+      ? { us: across.map((o) => ua + o), vs: down.map((o) => va - o) }
+      : { us: across.map((o) => view.cu + o), vs: down.map((o) => view.cv - o) };
   }
 
   async function renderGrid() {
@@ -435,21 +453,22 @@
     const n = Number($("grid-size").value);
     const spacing = document.querySelector("input[name=grid-spacing]:checked").value;
     const axes = gridAxes(n, spacing);
+    const columns = axes.us.length, rows = axes.vs.length, cells = columns * rows;
     state.grid = axes;
-    grid.width = n * (TILE.w + 1) + 1;
-    grid.height = n * (TILE.h + 1) + 1;
+    grid.width = columns * (TILE.w + 1) + 1;
+    grid.height = rows * (TILE.h + 1) + 1;
     const ctx = grid.getContext("2d");
     const image = pixels.sheet(ctx, grid.width, grid.height);
     const start = performance.now();
     let sliceStart = start;
     const z = new Float32Array(LATENT);
-    for (let cell = 0; cell < n * n; cell++) {
-      const row = Math.floor(cell / n), column = cell % n;
+    for (let cell = 0; cell < cells; cell++) {
+      const row = Math.floor(cell / columns), column = cell % columns;
       onPlane(axes.us[column], axes.vs[row], z);
       pixels.write(image, decoder.decode(z), 0, 255, 1 + column * (TILE.w + 1), 1 + row * (TILE.h + 1));
       // A conv decoder takes milliseconds a code: after each short slice (checked after every cell)
       // give the browser a turn, so that the pad's frames and input come in while a large grid fills.
-      if (performance.now() - sliceStart > GRID_SLICE_MS && cell < n * n - 1) {
+      if (performance.now() - sliceStart > GRID_SLICE_MS && cell < cells - 1) {
         ctx.putImageData(image, 0, 0);
         await nextTask();
         if (generation !== gridGeneration) return;
@@ -460,7 +479,7 @@
     const where = spacing === "ppf"
       ? `z at N(0, 1) quantiles ${((0.5 / n) * 100).toFixed(1)}%…${((1 - 0.5 / n) * 100).toFixed(1)}% around ${state.anchor.name}`
       : "covers the pad's view";
-    $("grid-stats").textContent = `${n * n} codes decoded in ${(performance.now() - start).toFixed(0)} ms · ${where}`;
+    $("grid-stats").textContent = `${cells} codes decoded in ${(performance.now() - start).toFixed(0)} ms · ${where}`;
     grid.dataset.ready = String(generation);
   }
 
@@ -480,9 +499,9 @@
 
   grid.addEventListener("pointermove", (event) => {
     const rect = grid.getBoundingClientRect();
-    const n = state.grid.us.length;
-    const column = Math.min(n - 1, Math.max(0, Math.floor(((event.clientX - rect.left) / rect.width) * n)));
-    const row = Math.min(n - 1, Math.max(0, Math.floor(((event.clientY - rect.top) / rect.height) * n)));
+    const columns = state.grid.us.length, rows = state.grid.vs.length;
+    const column = Math.min(columns - 1, Math.max(0, Math.floor(((event.clientX - rect.left) / rect.width) * columns)));
+    const row = Math.min(rows - 1, Math.max(0, Math.floor(((event.clientY - rect.top) / rect.height) * rows)));
     setZ(onPlane(state.grid.us[column], state.grid.vs[row]));
   });
 
@@ -532,6 +551,7 @@
     currentZ: () => Array.from(state.z),
     plane: () => ({ origin: Array.from(plane.origin), basis: [Array.from(plane.b1), Array.from(plane.b2)] }),
     anchor: () => Array.from(state.anchor.z),
+    padView: () => ({ ...view }), // the pad's window on the plane: centre (cu, cv), half-width half
     padPoint(u, v) { // page coordinates of the pad point (u, v), for moving a pointer there
       const rect = padCanvas.getBoundingClientRect();
       const [x, y] = pad.toPad(u, v);

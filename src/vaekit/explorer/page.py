@@ -93,12 +93,14 @@ def likelihood_sigma(model: nn.Module) -> float | None:
 
 
 def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points: int, seed: int) -> dict[str, Any]:
-    """The pad's points (codes, labels, images) and the plane they are shown on; the page projects them."""
+    """The pad's points (codes, labels, images, indices in the split) and the plane they are shown on; the page projects them."""
     latent = model.config.latent_size
     if data is None:
         origin, basis, explained = np.zeros(latent, np.float32), identity_plane(latent), None
         return {"plane": plane_json(origin, basis, explained), "points": None}
-    x, y = chosen_examples(data, split, max_points, seed)
+    part = data[split]
+    index = chosen_indices(len(part), max_points, seed)
+    x, y = part.x[index], None if part.y is None else part.y[index]
     x = x.reshape(len(x), -1)  # flat rows (N, D) in (C, H, W) order, as the page reads them, for images too
     if x.shape[1] != model.config.input_size:
         raise VaekitError(f"{data.name} has {x.shape[1]} values per example; the model takes {model.config.input_size}")
@@ -110,6 +112,7 @@ def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points
         "plane": plane_json(origin, basis, explained),
         "points": {
             "n": len(mu),
+            "index": index.tolist(),  # each point's example number in the split, the number the page shows
             "z": float32_base64(mu),
             "labels": None if y is None else y.tolist(),
             "images": uint8_base64(x[:with_images]),
@@ -118,13 +121,11 @@ def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points
     }
 
 
-def chosen_examples(data: Splits, split: str, max_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """At most max_points examples of the split, a fixed random subset when there are more."""
-    part = data[split]
-    index = torch.arange(len(part))
-    if len(part) > max_points:
-        index = torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:max_points].sort().values
-    return part.x[index], None if part.y is None else part.y[index]
+def chosen_indices(size: int, max_points: int, seed: int) -> torch.Tensor:
+    """Which examples of the split go on the pad, ascending: all, or a fixed random subset when there are more."""
+    if size <= max_points:
+        return torch.arange(size)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:max_points].sort().values
 
 
 def principal_plane(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float] | None]:
