@@ -56,6 +56,59 @@ def test_mnist_missing_files_are_named(tmp_path):
         load_data(DataConfig(data="mnist", data_dir=str(tmp_path)))
 
 
+def write_fake_mnist(folder: Path, pixel: int, n_train: int = 3, n_test: int = 2) -> Path:
+    """The four MNIST files under their official names: tiny, every pixel `pixel`, labels 0, 1, 2, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        images = (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, 28, 28)) + bytes([pixel]) * (n * 784)
+        labels = (2049).to_bytes(4, "big") + n.to_bytes(4, "big") + bytes(range(n))
+        (folder / f"{part}-images-idx3-ubyte.gz").write_bytes(gzip.compress(images))
+        (folder / f"{part}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    return folder
+
+
+UNREACHABLE = "http://127.0.0.1:9/"  # a mirror that refuses connections: any download attempt fails
+
+
+def test_mnist_reads_vaekit_data_without_downloading(tmp_path, isolated_cache, monkeypatch):
+    monkeypatch.setenv("VAEKIT_DATA", str(write_fake_mnist(tmp_path / "shared", pixel=51)))
+    data = load_data(DataConfig(data="mnist", valid_size=1, mirror=UNREACHABLE))
+    assert (len(data.train), len(data.valid), len(data.test)) == (2, 1, 2)
+    assert torch.all(data.train.x == 51 / 255) and data.test.y.tolist() == [0, 1]
+    assert not isolated_cache.exists()  # nothing was downloaded
+
+
+def test_mnist_data_dir_wins_over_vaekit_data(tmp_path, isolated_cache, monkeypatch):
+    monkeypatch.setenv("VAEKIT_DATA", str(write_fake_mnist(tmp_path / "shared", pixel=51)))
+    given = write_fake_mnist(tmp_path / "given", pixel=102)
+    data = load_data(DataConfig(data="mnist", data_dir=str(given), valid_size=1, mirror=UNREACHABLE))
+    assert torch.all(data.train.x == 102 / 255)
+
+
+def test_mnist_downloads_when_vaekit_data_lacks_its_files(tmp_path, isolated_cache, monkeypatch):
+    shared = write_fake_mnist(tmp_path / "shared", pixel=51)
+    (shared / "train-images-idx3-ubyte.gz").unlink()  # a folder for other data sets: the test files only
+    monkeypatch.setenv("VAEKIT_DATA", str(shared))
+    with pytest.raises(VaekitError, match=f"cannot download {UNREACHABLE}train-images"):
+        load_data(DataConfig(data="mnist", valid_size=1, mirror=UNREACHABLE))
+
+
+def write_fake_binarized_mnist(folder: Path, pixel: int) -> Path:
+    """The three .amat splits, two images each, every pixel `pixel` (0 or 1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    row = " ".join([str(pixel)] * 784) + "\n"
+    for split in ("train", "valid", "test"):
+        (folder / f"binarized_mnist_{split}.amat").write_text(row * 2)
+    return folder
+
+
+def test_binarized_mnist_reads_vaekit_data_unless_data_dir_is_given(tmp_path, isolated_cache, monkeypatch):
+    monkeypatch.setenv("VAEKIT_DATA", str(write_fake_binarized_mnist(tmp_path / "shared", pixel=1)))
+    assert torch.all(load_data(DataConfig(data="binarized-mnist")).train.x == 1)
+    given = write_fake_binarized_mnist(tmp_path / "given", pixel=0)
+    assert torch.all(load_data(DataConfig(data="binarized-mnist", data_dir=str(given))).train.x == 0)
+
+
 def test_binarized_mnist_splits(shared_data):
     data = load_data(DataConfig(data="binarized-mnist", data_dir=str(shared_data)))
     assert (len(data.train), len(data.valid), len(data.test)) == (50000, 10000, 10000)

@@ -215,15 +215,51 @@ def test_bad_image_options_are_clear_errors(options: dict, message: str) -> None
         DataConfig(data="x", **options)
 
 
+# (C, H, W) of one image: grey, RGB and RGBA, with squares whose side is itself 1, 3 or 4 and
+# so could pass for the channel axis of the other layout.
+IMAGE_SHAPES = [(3, 20, 12), (4, 8, 8), (3, 4, 4), (4, 3, 3), (1, 3, 3), (3, 1, 1), (1, 5, 5), (4, 6, 9)]
+
+
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
-def test_arrays_of_colour_images_keep_their_pixels_in_place(tmp_path: Path, layout: str) -> None:
+@pytest.mark.parametrize("shape", IMAGE_SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+def test_arrays_of_images_keep_their_pixels_in_place(tmp_path: Path, layout: str, shape: tuple) -> None:
     rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (30, 3, 20, 12), dtype=np.uint8)  # (N, C, H, W)
+    images = rng.integers(0, 256, (30, *shape), dtype=np.uint8)  # (N, C, H, W)
     stored = images.transpose(0, 2, 3, 1) if layout == "NHWC" else images
-    path = tmp_path / "colour.npz"
+    path = tmp_path / "images.npz"
     np.savez(path, x=stored)
     splits = load_data(DataConfig(data=str(path)))
-    assert splits.image_shape == (3, 20, 12)
+    assert splits.image_shape == shape
     x, _ = all_examples(splits)
-    as_bytes = {(row.reshape(3, 20, 12).numpy() * 255).round().astype(np.uint8).tobytes() for row in x}
+    as_bytes = {(row.reshape(shape).numpy() * 255).round().astype(np.uint8).tobytes() for row in x}
     assert as_bytes == {image.tobytes() for image in images}
+
+
+def test_an_rgba_npy_is_four_channels_of_its_height_and_width(tmp_path: Path) -> None:
+    pixels = np.zeros((100, 8, 8, 4), dtype=np.uint8)  # (N, H, W, C), as Pillow and matplotlib give RGBA
+    pixels[..., 3] = 255  # opaque
+    pixels[:, :, :4, 0] = 255  # left half red
+    np.save(tmp_path / "rgba.npy", pixels)
+    splits = load_data(DataConfig(data=str(tmp_path / "rgba.npy")))
+    assert splits.image_shape == (4, 8, 8)
+    images = splits.train.x.reshape(-1, 4, 8, 8)
+    assert (images[:, 0, :, :4] == 1).all() and (images[:, 0, :, 4:] == 0).all()
+    assert (images[:, 3] == 1).all() and (images[:, 1:3] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("example", "image_shape"),
+    [
+        ((8, 8, 4), (4, 8, 8)),  # only the last axis can be channels
+        ((4, 8, 8), (4, 8, 8)),  # only the first
+        ((5, 8, 8), (5, 8, 8)),  # neither: channels first
+        ((4, 4, 3), (3, 4, 4)),  # both: the square reading wins
+        ((4, 3, 3), (4, 3, 3)),
+        ((3, 3, 4), (4, 3, 3)),
+        ((4, 8, 3), (3, 4, 8)),  # both, neither square: the smaller is the channels
+        ((3, 8, 4), (3, 8, 4)),
+        ((4, 4, 4), (4, 4, 4)),  # both square and equal: channels first
+    ],
+)
+def test_the_channel_axis_follows_the_documented_rule(example: tuple, image_shape: tuple) -> None:
+    assert data_module.image_shape_of(example) == image_shape

@@ -223,16 +223,29 @@ def load_mnist(config: DataConfig) -> Splits:
 
 
 def mnist_paths(config: DataConfig) -> dict[str, Path]:
-    """The four IDX files: found under their official names in --data-dir, or downloaded to the cache."""
+    """The four IDX files: from --data-dir, else from $VAEKIT_DATA if it holds them all, else the cache.
+
+    The cache copies are downloaded when missing and checked against the official md5; files in
+    a folder the user names are taken as they are (a subset of MNIST, say).
+    """
     if config.data_dir:
-        folder = Path(config.data_dir)
-        found = {key: find_file(folder, name) for key, (name, _) in MNIST_FILES.items()}
-        missing = [MNIST_FILES[key][0] for key, path in found.items() if path is None]
-        if missing:
-            raise VaekitError(f"{folder} lacks the MNIST files {', '.join(missing)} (gzipped or not)")
-        return found  # type: ignore[return-value]
+        return mnist_files_in(Path(config.data_dir))
+    # $VAEKIT_DATA is a folder shared by several data sets: one without all four MNIST files
+    # (only the test files, say) is not meant for MNIST, so the download goes ahead.
+    shared = os.environ.get("VAEKIT_DATA")
+    if shared and all(find_file(Path(shared), name) for name, _ in MNIST_FILES.values()):
+        return mnist_files_in(Path(shared))
     folder = cache_folder() / "mnist"
     return {key: download(config.mirror + name, folder / name, md5) for key, (name, md5) in MNIST_FILES.items()}
+
+
+def mnist_files_in(folder: Path) -> dict[str, Path]:
+    """The four IDX files under their official names in folder, gzipped or not; an error names the missing."""
+    found = {key: find_file(folder, name) for key, (name, _) in MNIST_FILES.items()}
+    missing = [MNIST_FILES[key][0] for key, path in found.items() if path is None]
+    if missing:
+        raise VaekitError(f"{folder} lacks the MNIST files {', '.join(missing)} (gzipped or not)")
+    return found  # type: ignore[return-value]
 
 
 def download(url: str, destination: Path, md5: str, timeout: float = 60.0) -> Path:
@@ -320,6 +333,7 @@ def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 
     """A .npy of examples, or a .npz with `x` (and `y`), or `x_train`/`x_valid`/`x_test` (and `y_*`).
 
     Images may be (N, H, W), (N, H, W, C), (N, C, H, W) or flat (N, D); uint8 is scaled by 1/255.
+    Which axis of a 4-D array holds the channels is decided by `is_channels_last`.
     A single array is split 80 / 10 / 10 with a fixed seed.
     """
     if not path.is_file():
@@ -387,9 +401,30 @@ def image_shape_of(shape: tuple[int, ...]) -> tuple[int, int, int]:
     raise VaekitError(f"examples of shape {shape} are not vectors or images")
 
 
+# Grey, RGB and RGBA: the channel counts that tell an image array's channel axis from its sides.
+IMAGE_CHANNEL_COUNTS = (1, 3, 4)
+
+
 def is_channels_last(shape: tuple[int, ...]) -> bool:
-    """(H, W, C) rather than (C, H, W): 1 or 3 channels last and not first; ties read as (C, H, W)."""
-    return shape[-1] in (1, 3) and shape[0] not in (1, 3)
+    """Whether one example of shape (a, b, c) is (H, W, C) rather than (C, H, W).
+
+    The rule: a first or last axis of 1, 3 or 4 (grey, RGB, RGBA) is the channels. When only the
+    last is, channels last; when only the first is, or neither is (5 bands, say), channels first.
+    When both are, as in (4, 4, 3) (RGB 4 x 4, or RGBA 4 x 3?), the reading that gives a square
+    image wins: (4, 4, 3) is RGB 4 x 4, (4, 3, 3) RGBA 3 x 3, (3, 3, 4) RGBA 3 x 3.
+    Ambiguous, and guessed: both readings square, (4, 4, 4) or (3, 3, 3), or neither, (4, 8, 3);
+    then the smaller of the two is the channels, and equal ones read channels first.
+    """
+    first, last = shape[0], shape[-1]
+    first_fits, last_fits = first in IMAGE_CHANNEL_COUNTS, last in IMAGE_CHANNEL_COUNTS
+    if first_fits != last_fits:
+        return last_fits
+    if not last_fits:
+        return False
+    square_if_last, square_if_first = shape[0] == shape[1], shape[1] == shape[2]
+    if square_if_last != square_if_first:
+        return square_if_last
+    return last < first
 
 
 def to_labels(y: np.ndarray | None, n: int, what: str) -> torch.Tensor | None:
