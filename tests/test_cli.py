@@ -157,3 +157,98 @@ def test_keep_freed_memory_lets_the_estimator_reuse_its_pages():
     # pages of 4 KB: here 0-1,300 with it (at most one chunk's tensor of fresh heap), 3,000-20,000 with glibc's
     # default (a fresh ~10 MB every chunk or so)
     assert int(faults) < 2000
+
+
+# -- resuming, and the data a run records ----------------------------------------------------------------
+
+
+def quick_run(out: Path, *flags: str) -> Path:
+    """A run of a few steps on the digits, trained through the command line in this process."""
+    from vaekit.cli import main
+
+    assert main(["train", "--arch", "64,8,2", "--batch-size", "500", "--out", str(out), "--no-progress", *flags]) == 0
+    (run,) = out.iterdir()
+    return run
+
+
+def test_resume_refuses_flags_it_would_not_apply_and_records_new_limits(tmp_path, capsys):
+    from vaekit.cli import main
+
+    run = quick_run(tmp_path / "runs", "--max-steps", "2")
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] is None  # --max-steps alone: no epoch limit
+    assert main(["train", "--resume", str(run), "--lr", "0.5", "--arch", "64,3,2"]) == 1
+    assert "only --epochs, --max-steps, --progress, --device can change, not --arch, --lr" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--max-steps", "5", "--no-progress"]) == 0
+    assert "done after 5 steps" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 5  # the next --resume goes on from here
+
+
+def test_max_steps_alone_trains_past_the_default_ten_epochs(tmp_path, capsys):
+    quick_run(tmp_path, "--max-steps", "45")  # 4 steps an epoch at batch 500
+    assert "done after 45 steps" in capsys.readouterr().out
+
+
+def test_resume_never_overwrites_trained_weights_that_have_no_checkpoint(tmp_path, capsys):
+    from vaekit.cli import main
+
+    run = quick_run(tmp_path, "--max-steps", "2")
+    (run / "checkpoint.safetensors").unlink()
+    weights = (run / "model.safetensors").read_bytes()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 1
+    assert "holds trained weights but no checkpoint.safetensors" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == weights
+
+
+def test_a_run_trained_from_python_records_its_data(tmp_path, capsys):
+    import numpy as np
+
+    import vaekit
+    from vaekit.cli import main
+
+    np.save(tmp_path / "own.npy", np.random.default_rng(0).random((300, 16), dtype=np.float32))
+    data = vaekit.load_data(vaekit.DataConfig(str(tmp_path / "own.npy")))
+    run = vaekit.train(vaekit.VAE([16, 8, 2]), data, vaekit.TrainConfig(max_steps=2, out=str(tmp_path / "runs"), progress=False)).run_dir
+    assert main(["evaluate", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"] == str(tmp_path / "own.npy")
+
+
+def test_another_data_file_for_a_run_starts_from_that_files_own_settings(tmp_path):
+    import argparse
+
+    from vaekit.cli import run_data_config
+
+    folder_run = tmp_path / "run"
+    folder_run.mkdir()
+    saved = {"data": str(tmp_path / "images"), "image_size": [8, 8], "channels": 1}
+    (folder_run / "config.json").write_text(json.dumps({"format_version": 1, "model": {}, "data": saved}))
+    assert run_data_config(folder_run, argparse.Namespace()).image_size == (8, 8)  # the run's own
+    assert run_data_config(folder_run, argparse.Namespace(channels=3)).channels == 3  # adjusted
+    other = run_data_config(folder_run, argparse.Namespace(data=str(tmp_path / "rgb.npy")))
+    assert other.data == str(tmp_path / "rgb.npy") and other.image_size == () and other.channels is None
+
+
+@pytest.mark.parametrize("section", ["data", "train"])
+def test_a_config_section_that_is_not_an_object_is_one_clear_line(run_dir, tmp_path, section, capsys):
+    import shutil
+
+    from vaekit.cli import main
+
+    broken = shutil.copytree(run_dir, tmp_path / "run")
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps(config | {section: "x"}))
+    assert main(["evaluate", str(broken)]) == 1
+    assert f"its '{section}' section is not an object" in capsys.readouterr().err
+
+
+def test_explore_writes_html_only(run_dir, capsys):
+    from vaekit.cli import main
+
+    config = (run_dir / "config.json").read_bytes()
+    assert main(["explore", str(run_dir), "--out", str(run_dir / "config.json")]) == 1
+    assert "ending in .html" in capsys.readouterr().err and (run_dir / "config.json").read_bytes() == config
+
+
+def test_warnings_are_one_line_notes(tmp_path):
+    result = vaekit("train", "--arch", "64,8,2", "--max-steps", "1", "--no-fused", "--compile", "--out", str(tmp_path), "--no-progress")
+    assert "vaekit: note: --compile applies to the hand-written gradient only" in result.stderr
+    assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr

@@ -330,9 +330,11 @@ def test_write_explorer_rejects_bad_requests(tmp_path: Path) -> None:
 
 
 def test_explore_command_writes_the_page(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    run = VAE([64, 16, 2], image_shape=(1, 8, 8)).save(tmp_path / "run")  # no data section: the digits
+    run = VAE([64, 16, 2], image_shape=(1, 8, 8)).save(tmp_path / "run")  # a model alone: no record of its data
     out = tmp_path / "explorer.html"
-    assert main(["explore", str(run), "--out", str(out), "--split", "valid", "--points", "100"]) == 0
+    assert main(["explore", str(run), "--out", str(out)]) == 1
+    assert "does not record its data" in capsys.readouterr().err and not out.exists()
+    assert main(["explore", str(run), "--data", "digits", "--out", str(out), "--split", "valid", "--points", "100"]) == 0
     assert page_payload(out)["points"]["n"] == 100
     assert f"wrote {out}" in capsys.readouterr().out
 
@@ -344,9 +346,9 @@ def test_explore_command_writes_the_page(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_explore_command_on_a_conv_gaussian_run(tmp_path: Path) -> None:
     model = VAE([64, 16, 2], model="conv", image_shape=(1, 8, 8), conv_channels=(4, 8), likelihood="gaussian", learn_sigma=True)
-    run = model.save(tmp_path / "run")  # no data section: the digits, which the conv model takes as 1x8x8 images
+    run = model.save(tmp_path / "run")
     out = tmp_path / "explorer.html"
-    assert main(["explore", str(run), "--out", str(out), "--points", "50"]) == 0
+    assert main(["explore", str(run), "--data", "digits", "--out", str(out), "--points", "50"]) == 0  # as 1x8x8 images
     payload = page_payload(out)
     assert payload["model"]["model"] == "conv" and payload["model"]["likelihood"] == "Gaussian"
     assert payload["title"] == "run" and payload["points"]["n"] == 50

@@ -120,3 +120,10 @@ def test_model_config_is_saved_as_json(vae, tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model"]["architecture"] == [64, 32, 16, 3]
     assert ModelConfig(**{**saved["model"], "architecture": tuple(saved["model"]["architecture"])}) == vae.config
+
+
+@pytest.mark.parametrize("image_shape", [(1, 8, 9), (64,), (2, 2, 2, 8)])
+def test_an_image_shape_that_does_not_hold_the_inputs_is_refused(image_shape):
+    with pytest.raises(VaekitError, match="is not \\(channels, height, width\\) of the 64 inputs"):
+        VAE([64, 16, 2], image_shape=image_shape)
+    assert VAE([64, 16, 2], image_shape=(1, 8, 8)).config.image_shape == (1, 8, 8)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = print_note
+            return args.handler(args)
     except VaekitError as error:
         print(f"vaekit: error: {error}", file=sys.stderr)
         return 1
@@ -83,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         first_line = (str(error).strip().splitlines() or [""])[0]
         print(f"vaekit: internal error: {type(error).__name__}: {first_line} (set VAEKIT_DEBUG=1 for details)", file=sys.stderr)
         return 1
+
+
+def print_note(message: Warning | str, *_: Any, **__: Any) -> None:
+    """A warning as one line on stderr: a note to the user, not a place in vaekit's source."""
+    print(f"vaekit: note: {message}", file=sys.stderr)
 
 
 def is_peer_failure(error: Exception) -> bool:
@@ -113,7 +121,7 @@ def build_parser() -> Parser:
     evaluate = commands.add_parser("evaluate", help="report the ELBO (and with --nll, log p(x)) of a trained model",
                                    description=EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
-    add_config_flags(evaluate.add_argument_group("data (default: the run's own)"), DataConfig)
+    add_config_flags(evaluate.add_argument_group("data (default: the run's own)"), DataConfig, defaults_shown=False)
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="valid", help="which split (default: valid)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to compute")
@@ -139,7 +147,7 @@ def build_parser() -> Parser:
     explore = commands.add_parser("explore", help="write an interactive latent explorer: one offline HTML page",
                                   description=EXPLORE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     explore.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
-    add_config_flags(explore.add_argument_group("data on the pad (default: the run's own)"), DataConfig)
+    add_config_flags(explore.add_argument_group("data on the pad (default: the run's own)"), DataConfig, defaults_shown=False)
     explore.add_argument("--split", choices=["train", "valid", "test"], default="train", help="which split to encode (default: train)")
     explore.add_argument("--points", type=positive_int, default=2000, help="encode at most this many examples (default: 2000)")
     explore.add_argument("--out", default="explorer.html", help="HTML file to write (default: explorer.html)")
@@ -174,15 +182,17 @@ points, one slider per latent dimension, and a manifold grid. Examples:
 # -- dataclass fields -> flags -------------------------------------------------------------------------
 
 
-def add_config_flags(group: Any, cls: type) -> None:
-    """One flag per field of the dataclass; defaults are left out so that given flags can be told apart."""
+def add_config_flags(group: Any, cls: type, defaults_shown: bool = True) -> None:
+    """One flag per field of the dataclass; defaults are left out so that given flags can be told apart.
+
+    Without `defaults_shown` the help leaves out the fields' defaults: the group's title says what they are."""
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in CLI_HIDDEN:
             continue
-        flag = "--" + FLAG_NAMES.get(f.name, f.name).replace("_", "-")
+        flag = flag_of(f.name)
         default = f.metadata.get("shown_default", f.default)
-        help_text = f"{f.metadata.get('help', '')} (default: {format_default(default)})"
+        help_text = f.metadata.get("help", "") + (f" (default: {format_default(default)})" if defaults_shown else "")
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         annotation = hints[f.name]
         if annotation is bool:
@@ -209,6 +219,19 @@ def flag_type(annotation: Any) -> Any:
     candidates = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
     base = candidates[0]
     return {int: int_flag, float: float_flag}.get(base, str)
+
+
+def run_data_config(run_dir: str | Path, args: argparse.Namespace) -> DataConfig:
+    """The data a run was trained on, changed by the data flags given; a --data other than the run's
+    starts from that data set's own defaults (an image folder's --image-size does not carry over to a .npy)."""
+    from vaekit.model import read_run_config
+
+    saved, flags = read_run_config(run_dir).get("data"), given(args, DataConfig)
+    if saved is None and "data" not in flags:
+        raise VaekitError(f"{run_dir} does not record its data (it was trained from Python on data it was handed): give --data")
+    if saved is None or ("data" in flags and DataConfig(data=flags["data"]).data != saved.get("data")):
+        saved = {}
+    return from_dict(DataConfig, saved | flags)
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -271,25 +294,25 @@ def run_train(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.distributed import is_main_process
     from vaekit.model import VAE
-    from vaekit.train import resume_configs, stopped_early, train
+    from vaekit.train import check_input_size, resume_configs, stopped_early, train
 
     if args.resume:
         run_dir = Path(args.resume)
         model_values, train_config, data_config = resume_configs(run_dir)
-        overrides = {k: v for k, v in given(args, TrainConfig).items() if k in RESUME_OVERRIDES}
-        train_config = dataclasses.replace(train_config, **overrides)
+        train_config = dataclasses.replace(train_config, **resume_overrides(args))
         data = load_data(data_config)
         torch.manual_seed(train_config.seed)  # as the first start did, in case no checkpoint was written
         model = VAE(config=from_dict(ModelConfig, model_values))
     else:
         run_dir = None
         data_config = DataConfig(**given(args, DataConfig))
-        train_config = TrainConfig(**given(args, TrainConfig))
+        train_config = TrainConfig(**step_limits(given(args, TrainConfig)))
         data = load_data(data_config)
         torch.manual_seed(train_config.seed)  # the initial weights come from the seed too
         model_values = given(args, ModelConfig)
         hidden = DEFAULT_HIDDEN[model_values.get("model", "mlp")]
         model_values.setdefault("architecture", (data.input_size, *hidden, DEFAULT_LATENT))
+        check_input_size(model_values["architecture"][0], data)  # before the model's image shape would disagree
         model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
         check_data_suits(model, data.train.x)
     main_process = is_main_process()  # under torchrun, rank 0 alone speaks
@@ -314,16 +337,35 @@ def run_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def step_limits(values: dict[str, Any]) -> dict[str, Any]:
+    """--max-steps given without --epochs trains for that many steps, past the default 10 epochs if need be."""
+    if "max_steps" in values and "epochs" not in values:
+        return values | {"epochs": None}
+    return values
+
+
+def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings --resume may change; any other flag is refused rather than silently ignored."""
+    values = {**given(args, ModelConfig), **given(args, DataConfig), **given(args, TrainConfig)}
+    refused = [flag_of(name) for name in values if name not in RESUME_OVERRIDES]
+    if refused:
+        allowed = ", ".join(flag_of(name) for name in RESUME_OVERRIDES)
+        raise VaekitError(f"--resume continues a run with its saved settings; only {allowed} can change, not {', '.join(refused)}")
+    return step_limits(values)
+
+
+def flag_of(field_name: str) -> str:
+    return "--" + FLAG_NAMES.get(field_name, field_name).replace("_", "-")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.evaluate import average_elbo_terms, estimate_nll
-    from vaekit.model import load, read_run_config
+    from vaekit.model import load
     from vaekit.train import resolve_device
 
     model = load(args.run, device=resolve_device(args.device))
-    data_values = read_run_config(args.run).get("data", {})
-    data_values.update(given(args, DataConfig))
-    data_config = from_dict(DataConfig, data_values)
+    data_config = run_data_config(args.run, args)
     split = load_data(data_config)[args.split]
     if split.x.shape[1] != model.input_size:
         raise VaekitError(f"{data_config.data} has {split.x.shape[1]} values per example; the model takes {model.input_size}")
@@ -391,12 +433,12 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_explore(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.explorer import serve, write_explorer
-    from vaekit.model import load, read_run_config
+    from vaekit.model import load
 
+    if Path(args.out).suffix.lower() not in (".html", ".htm"):
+        raise VaekitError(f"--out is the HTML page to write: give a name ending in .html, not {args.out}")
     model = load(args.run)
-    data_values = read_run_config(args.run).get("data", {})
-    data_values.update(given(args, DataConfig))
-    data = load_data(from_dict(DataConfig, data_values))
+    data = load_data(run_data_config(args.run, args))
     path = write_explorer(model, data, args.out, split=args.split, max_points=args.points, title=Path(args.run).resolve().name)
     print(f"vaekit: wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
     if args.serve:
@@ -422,7 +464,7 @@ def add_plot_command(commands: Any) -> None:
     which.add_argument("--kind", action="append", choices=FIGURE_KINDS, metavar="KIND",
                        help="one kind of figure (repeat for more): " + ", ".join(FIGURE_KINDS))
     plot.add_argument("--out", help="folder for the figures (default: RUN/figures)")
-    add_config_flags(plot.add_argument_group("data (default: the run's own)"), DataConfig)
+    add_config_flags(plot.add_argument_group("data (default: the run's own)"), DataConfig, defaults_shown=False)
     options = plot.add_argument_group("figures")
     options.add_argument("--n", type=positive_int, default=10, help="examples per reconstruction figure (default: 10)")
     options.add_argument("--projection", choices=["pca", "tsne"], default="pca",
@@ -473,18 +515,14 @@ def range_flag(text: str) -> tuple[float, float]:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    import warnings
-
     from vaekit.data import load_data
-    from vaekit.model import load, read_run_config
+    from vaekit.model import load
     from vaekit.plots import KINDS, PlotOptions, all_plots
     from vaekit.train import resolve_device
 
     run_dir = Path(args.run)
     model = load(run_dir, device=resolve_device(args.device))
-    data_values = read_run_config(run_dir).get("data", {})
-    data_values.update(given(args, DataConfig))
-    data = load_data(from_dict(DataConfig, data_values))
+    data = load_data(run_data_config(run_dir, args))
     options = PlotOptions(n=args.n, projection=args.projection, dims=args.dims, grid=args.grid, span=args.range,
                           ppf_sizes=args.ppf_sizes, steps=args.steps, spherical=args.spherical, order=args.order,
                           frames=args.frames, split=args.split, seed=args.seed)

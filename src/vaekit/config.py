@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,9 @@ class ModelConfig:
         if self.model == "conv":
             self._fill_conv_defaults()
             validate_conv(self)
+        elif self.image_shape and (len(self.image_shape) != 3 or math.prod(self.image_shape) != self.input_size):
+            raise VaekitError(f"image shape {list(self.image_shape)} is not (channels, height, width) of the "
+                              f"{self.input_size} inputs the architecture starts with")
         self._check_likelihood()
 
     def _fill_conv_defaults(self) -> None:
@@ -251,7 +255,7 @@ class DataConfig:
         default="digits",
     )
     data_dir: str | None = _help(
-        "folder with the data files (default: $VAEKIT_DATA, then the download cache)", default=None
+        "folder with the data files", shown_default="$VAEKIT_DATA, then the download cache", default=None
     )
     valid_size: int = _help("MNIST: images taken from the training file for validation", default=5000)
     mirror: str = _help(
@@ -294,7 +298,9 @@ class TrainConfig:
     """How to train: the original's defaults (Adam 1e-3, batch 128, clip by value at 5)."""
 
     epochs: int | None = _help("stop after this many passes over the training set", default=10)
-    max_steps: int | None = _help("stop after this many optimizer steps (whichever comes first)", default=None)
+    max_steps: int | None = _help(
+        "stop after this many optimizer steps, or at --epochs if that comes first (on the command line, "
+        "--max-steps without --epochs has no epoch limit)", default=None)
     batch_size: int = _help("examples per step (per process under torchrun: the global batch is this times the processes)", default=128)
     lr: float = _help("Adam learning rate", default=1e-3)
     l2: float = _help("L2 penalty on weights, l2 * sum(w**2) / 2, the original's lambda_l2_reg", default=0.0)

@@ -67,6 +67,7 @@ class Splits:
     image_shape: tuple[int, int, int]  # (channels, height, width) of one example
     name: str = ""
     class_names: tuple[str, ...] = ()  # label k is class_names[k], where the source names its classes
+    config: DataConfig | None = None  # what load_data read them from; a run trained on them records it
 
     def __getitem__(self, split: str) -> Split:
         if split not in SPLITS:
@@ -99,6 +100,7 @@ def load_data(config: DataConfig) -> Splits:
         raise VaekitError("--image-size and --channels apply to image folders only")
     for split in SPLITS:
         check_values(splits[split].x, f"{source} ({split})")
+    splits.config = config
     return splits
 
 

@@ -262,6 +262,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         raise VaekitError(f"{path} is not readable JSON: {error}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise VaekitError(f"{path} is not a vaekit run config (no 'model' section)")
+    for section in ("train", "data", "distributed"):
+        if section in payload and not isinstance(payload[section], dict):
+            raise VaekitError(f"{path} is not a vaekit run config (its '{section}' section is not an object)")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise VaekitError(f"{path} has format version {version!r}; this vaekit reads version {FORMAT_VERSION}")

@@ -27,7 +27,7 @@ from vaekit.config import DataConfig, TrainConfig, from_dict, to_dict, write_jso
 from vaekit.data import Splits
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
-from vaekit.model import CONFIG_FILE, FORMAT_VERSION, VAE, load_checked_state, read_run_config
+from vaekit.model import CONFIG_FILE, FORMAT_VERSION, VAE, WEIGHTS_FILE, load_checked_state, read_run_config
 from vaekit.distributed import Cluster, SharedNoise, any_rank, broadcast_text, check_world_size, gather_tensors, local_slice, sum_over_ranks
 from vaekit.objectives import l2_penalty, loss
 
@@ -69,15 +69,18 @@ def train(
 ) -> TrainResult:
     """Train model on data.train, validating on data.valid; write the run to a new folder under config.out.
 
-    Pass the run_dir of an earlier run to resume it from its checkpoint.
+    The run's config.json records data_config, by default the one load_data read the data from (so that the
+    CLI can evaluate, plot and resume the run). Pass the run_dir of an earlier run to resume it from its checkpoint.
     Returns the trained model (on its device), the run folder and the final progress.
     """
     check_data_fits(model, data)
+    if run_dir is not None:
+        check_resumable(Path(run_dir))
     if config.threads:
         torch.set_num_threads(config.threads)
     cluster, device = distributed.setup(resolve_device(config.device), config.dist_timeout)
     try:
-        return train_on(cluster, device, model, data, config, data_config, run_dir)
+        return train_on(cluster, device, model, data, config, data_config or data.config, run_dir)
     finally:
         distributed.teardown(cluster)
 
@@ -96,6 +99,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     progress = Progress()
     if run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists():
         progress = restore_checkpoint(Path(run_dir), model, optimizer, scheduler, noise, cluster)
+        if cluster.is_main:
+            record_train_config(Path(run_dir), config)  # new limits (--epochs, --max-steps) hold for the next resume too
     else:
         if cluster.is_main:
             run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
@@ -317,10 +322,10 @@ def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path, bad
     if config.on_nonfinite == "skip":
         progress.skipped_batches += count
         return
-    raise VaekitError(
-        f"the loss or a gradient became NaN/Inf at step {first}; the run stopped and its last good "
-        f"checkpoint in {run_dir} is intact (lower --lr, or pass --on-nonfinite skip to skip such batches)"
-    )
+    saved = (f"its last good checkpoint in {run_dir} is intact" if (run_dir / CHECKPOINT_FILE).exists()
+             else "it had saved no checkpoint yet")
+    raise VaekitError(f"the loss or a gradient became NaN/Inf at step {first}; the run stopped and {saved} "
+                      "(lower --lr, or pass --on-nonfinite skip to skip such batches)")
 
 
 def validate(model: VAE, x_valid: torch.Tensor, config: TrainConfig, progress: Progress, logger: "Logger", cluster: Cluster) -> float:
@@ -415,10 +420,12 @@ def check_objective_fits(model: VAE, config: TrainConfig) -> None:
 
 
 def check_data_fits(model: VAE, data: Splits) -> None:
-    if data.input_size != model.input_size:
-        raise VaekitError(
-            f"the data has {data.input_size} values per example but the architecture starts with {model.input_size}"
-        )
+    check_input_size(model.input_size, data)
+
+
+def check_input_size(input_size: int, data: Splits) -> None:
+    if data.input_size != input_size:
+        raise VaekitError(f"the data has {data.input_size} values per example but the architecture starts with {input_size}")
 
 
 def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
@@ -450,6 +457,21 @@ def create_run_dir(out: Path, architecture: tuple[int, ...]) -> Path:
     except OSError as error:
         raise VaekitError(f"cannot create a run folder in {out}: {error.strerror}") from None
     raise VaekitError(f"cannot find a free run folder name in {out}")
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse to resume a folder whose trained weights have no checkpoint: training would start again from
+    random weights and overwrite them. (A run killed before its first checkpoint has neither: it restarts.)"""
+    if not (run_dir / CHECKPOINT_FILE).exists() and (run_dir / WEIGHTS_FILE).exists():
+        raise VaekitError(f"{run_dir} holds trained weights but no {CHECKPOINT_FILE} to resume from "
+                          "(the optimizer's state and the step are gone); train a new run instead")
+
+
+def record_train_config(run_dir: Path, config: TrainConfig) -> None:
+    """Write the training settings a resumed run goes on with into its config.json, leaving the rest."""
+    payload = read_run_config(run_dir)
+    payload["train"] = to_dict(config)
+    write_json(run_dir / CONFIG_FILE, payload)
 
 
 def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config: DataConfig | None, cluster: Cluster) -> None:
