@@ -130,7 +130,7 @@ def build_parser() -> Parser:
     evaluate.add_argument("--limit", type=positive_int, help="only the first N examples of the split (default: all)")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar for --nll")
-    evaluate.add_argument("--compile", action="store_true",
+    evaluate.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                           help="--nll with log p(x|z) through torch.compile: the same draws, faster (README, Performance), "
                                "after 5-10 s of compiling; without a working compiler it goes on uncompiled")
     evaluate.set_defaults(handler=run_evaluate)
