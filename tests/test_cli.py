@@ -252,3 +252,14 @@ def test_warnings_are_one_line_notes(tmp_path):
     result = vaekit("train", "--arch", "64,8,2", "--max-steps", "1", "--no-fused", "--compile", "--out", str(tmp_path), "--no-progress")
     assert "vaekit: note: --compile applies to the hand-written gradient only" in result.stderr
     assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr
+
+
+def test_resume_of_a_run_without_a_record_of_its_data_is_refused(tmp_path, capsys):
+    from vaekit.cli import main
+
+    run = quick_run(tmp_path, "--max-steps", "2")
+    config = json.loads((run / "config.json").read_text())
+    del config["data"]  # as a run trained from Python on data built by hand
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", str(run), "--max-steps", "3"]) == 1
+    assert "does not record its data" in capsys.readouterr().err

@@ -73,7 +73,7 @@ def train(
     CLI can evaluate, plot and resume the run). Pass the run_dir of an earlier run to resume it from its checkpoint.
     Returns the trained model (on its device), the run folder and the final progress.
     """
-    check_data_fits(model, data)
+    check_input_size(model.input_size, data)
     if run_dir is not None:
         check_resumable(Path(run_dir))
     if config.threads:
@@ -419,10 +419,6 @@ def check_objective_fits(model: VAE, config: TrainConfig) -> None:
         raise VaekitError("--free-bits needs the standard normal prior, whose KL splits over latent dimensions")
 
 
-def check_data_fits(model: VAE, data: Splits) -> None:
-    check_input_size(model.input_size, data)
-
-
 def check_input_size(input_size: int, data: Splits) -> None:
     if data.input_size != input_size:
         raise VaekitError(f"the data has {data.input_size} values per example but the architecture starts with {input_size}")
@@ -566,7 +562,10 @@ def resume_configs(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, DataConf
     payload = read_run_config(run_dir)
     if "train" not in payload:
         raise VaekitError(f"{run_dir} holds a saved model but no training run to resume")
-    return payload["model"], from_dict(TrainConfig, payload["train"]), from_dict(DataConfig, payload.get("data", {}))
+    if "data" not in payload:  # as `cli.run_data_config`: never guess the data
+        raise VaekitError(f"{run_dir} does not record its data (it was trained from Python on data it was handed): "
+                          "resume it from Python, vaekit.train(..., run_dir=...)")
+    return payload["model"], from_dict(TrainConfig, payload["train"]), from_dict(DataConfig, payload["data"])
 
 
 # -- logging and signals -------------------------------------------------------------------------------
