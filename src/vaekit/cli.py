@@ -294,7 +294,7 @@ def run_train(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.distributed import is_main_process
     from vaekit.model import VAE
-    from vaekit.train import check_input_size, resume_configs, stopped_early, train
+    from vaekit.train import resume_configs, stopped_early, train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -312,7 +312,7 @@ def run_train(args: argparse.Namespace) -> int:
         model_values = given(args, ModelConfig)
         hidden = DEFAULT_HIDDEN[model_values.get("model", "mlp")]
         model_values.setdefault("architecture", (data.input_size, *hidden, DEFAULT_LATENT))
-        check_input_size(model_values["architecture"][0], data)  # before the model's image shape would disagree
+        data.check_fits(model_values["architecture"][0])  # before the model's image shape would disagree
         model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
         check_data_suits(model, data.train.x)
     main_process = is_main_process()  # under torchrun, rank 0 alone speaks
@@ -366,9 +366,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     model = load(args.run, device=resolve_device(args.device))
     data_config = run_data_config(args.run, args)
-    split = load_data(data_config)[args.split]
-    if split.x.shape[1] != model.input_size:
-        raise VaekitError(f"{data_config.data} has {split.x.shape[1]} values per example; the model takes {model.input_size}")
+    data = load_data(data_config)
+    data.check_fits(model.input_size)
+    split = data[args.split]
     check_data_suits(model, split.x)
     x = split.x[: args.limit] if args.limit else split.x
     if args.nll:

@@ -78,6 +78,11 @@ class Splits:
     def input_size(self) -> int:
         return self.train.x.shape[1]
 
+    def check_fits(self, input_size: int) -> None:
+        """A clear error where these examples do not have the model's number of input values."""
+        if self.input_size != input_size:
+            raise VaekitError(f"{self.name or 'the data'} has {self.input_size} values per example; the model takes {input_size}")
+
 
 def load_data(config: DataConfig) -> Splits:
     """The data set that config names, checked for shape and for values in [0, 1]."""

@@ -312,8 +312,7 @@ def all_plots(model: VAE, data: Splits, out_dir: str | Path, options: PlotOption
     unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown:
         raise VaekitError(f"unknown kind of figure {', '.join(unknown)}; choose from {', '.join(KINDS)}")
-    if data.input_size != model.input_size:
-        raise VaekitError(f"the data has {data.input_size} values per example; the model takes {model.input_size}")
+    data.check_fits(model.input_size)
     out_dir, tag = Path(out_dir), "" if step is None else f"_step{step}"
     paths: list[Path] = []
     for kind in kinds:

@@ -73,7 +73,7 @@ def train(
     CLI can evaluate, plot and resume the run). Pass the run_dir of an earlier run to resume it from its checkpoint.
     Returns the trained model (on its device), the run folder and the final progress.
     """
-    check_input_size(model.input_size, data)
+    data.check_fits(model.input_size)
     if run_dir is not None:
         check_resumable(Path(run_dir))
     if config.threads:
@@ -417,11 +417,6 @@ def step_schedule(scheduler: Any, valid_cost: float) -> None:
 def check_objective_fits(model: VAE, config: TrainConfig) -> None:
     if config.free_bits and model.config.prior != "standard":
         raise VaekitError("--free-bits needs the standard normal prior, whose KL splits over latent dimensions")
-
-
-def check_input_size(input_size: int, data: Splits) -> None:
-    if data.input_size != input_size:
-        raise VaekitError(f"the data has {data.input_size} values per example but the architecture starts with {input_size}")
 
 
 def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:

@@ -98,12 +98,11 @@ def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points
     if data is None:
         origin, basis, explained = np.zeros(latent, np.float32), identity_plane(latent), None
         return {"plane": plane_json(origin, basis, explained), "points": None}
+    data.check_fits(model.config.input_size)
     part = data[split]
     index = chosen_indices(len(part), max_points, seed)
     x, y = part.x[index], None if part.y is None else part.y[index]
     x = x.reshape(len(x), -1)  # flat rows (N, D) in (C, H, W) order, as the page reads them, for images too
-    if x.shape[1] != model.config.input_size:
-        raise VaekitError(f"{data.name} has {x.shape[1]} values per example; the model takes {model.config.input_size}")
     mu, _ = model.encode(x.numpy())
     mu = np.asarray(mu, dtype=np.float32)
     origin, basis, explained = principal_plane(mu)
