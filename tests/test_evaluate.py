@@ -36,6 +36,9 @@ class LinearGaussian(nn.Module):
         self.prior = StandardNormal(latent_size)
         self.widen, self.shift = widen, shift
 
+    def as_examples(self, data: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(data, dtype=torch.float32)  # any real x: a Gaussian density
+
     def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
         s2 = torch.exp(2 * self.log_s)
         column_norms = self.W.pow(2).sum(0)  # W^T W is diagonal
@@ -204,3 +207,15 @@ def test_cli_rejects_a_bad_k(tmp_path, capsys) -> None:
         main(["evaluate", str(tmp_path), "--nll", "--k", "0"])
     assert exit_info.value.code == 2
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_images_and_arrays_are_taken_as_the_models_own_methods_take_them() -> None:
+    conv = VAE([48, 2], model="conv", image_shape=(3, 4, 4), conv_channels=(4,), conv_kernels=(3,), conv_strides=(2,))
+    images = torch.rand(3, 3, 4, 4)
+    flat = importance_sampled_log_px(conv, images.reshape(3, 48), k=5).log_px
+    assert torch.equal(importance_sampled_log_px(conv, images, k=5).log_px, flat)
+    assert torch.equal(importance_sampled_log_px(conv, images.numpy(), k=5).log_px, flat)
+    pixels = (images * 255).round().to(torch.uint8)
+    assert estimate_nll(conv, pixels, k=5)["nll"] == pytest.approx(estimate_nll(conv, pixels / 255, k=5)["nll"], abs=1e-4)
+    with pytest.raises(VaekitError, match=r"the model takes values in \[0, 1\]"):
+        estimate_nll(conv, pixels.float(), k=5)  # 0-255 floats: a positive Bernoulli log-likelihood otherwise

@@ -127,3 +127,43 @@ def test_an_image_shape_that_does_not_hold_the_inputs_is_refused(image_shape):
     with pytest.raises(VaekitError, match="is not \\(channels, height, width\\) of the 64 inputs"):
         VAE([64, 16, 2], image_shape=image_shape)
     assert VAE([64, 16, 2], image_shape=(1, 8, 8)).config.image_shape == (1, 8, 8)
+
+
+def test_bytes_are_pixels_scaled_as_the_data_loader_scales_them(vae):
+    pixels = np.random.default_rng(0).integers(0, 256, size=(5, 64), dtype=np.uint8)
+    for a, b in zip(vae.encode(pixels), vae.encode(pixels.astype(np.float32) / 255)):
+        np.testing.assert_array_equal(a, b)
+    assert (vae.elbo(torch.from_numpy(pixels)) < 0).all()  # a Bernoulli ELBO; 0-255 unscaled gave +600 nats
+
+
+@pytest.mark.parametrize("bad, message", [(np.full((2, 64), 2.0), r"values in \[2, 2\]"),
+                                          (np.full((2, 64), -0.5), r"values in \[-0.5, -0.5\]"),
+                                          (np.full((2, 64), np.nan), "NaN"),
+                                          (np.zeros((0, 64)), "at least one row")])
+def test_data_the_model_cannot_take_are_refused_clearly(vae, bad, message):
+    for method in (vae.encode, vae.reconstruct, vae.elbo):
+        with pytest.raises(VaekitError, match=message):
+            method(bad)
+    vae.decode(np.full((2, 3), 2.0))  # latent codes have no range
+
+
+def test_images_must_have_the_models_shape_for_an_mlp_too():
+    vae = VAE([48, 16, 2], image_shape=(3, 4, 4))
+    images = torch.rand(2, 3, 4, 4)
+    torch.testing.assert_close(vae.encode(images)[0], vae.encode(images.reshape(2, 48))[0])
+    with pytest.raises(VaekitError, match=r"channels first; got \(2, 4, 4, 3\)"):
+        vae.encode(images.permute(0, 2, 3, 1))  # channels last: the right width, its pixels scrambled
+
+
+def test_one_image_is_one_example():
+    conv = VAE([48, 4], model="conv", image_shape=(3, 4, 4), conv_channels=(4,), conv_kernels=(3,), conv_strides=(2,))
+    image = torch.rand(3, 4, 4)
+    torch.testing.assert_close(conv.encode(image)[0], conv.encode(image[None])[0])
+
+
+def test_a_loaded_model_is_ready_for_use(tmp_path):
+    VAE([64, 16, 2], dropout=0.5, prior="vamp", pseudo_inputs=4).save(tmp_path)
+    loaded = vaekit.load(tmp_path)
+    assert not loaded.training  # a VampPrior's density would otherwise change from call to call (dropout)
+    z = torch.zeros(1, 2)
+    assert torch.equal(loaded.prior.log_prob(z), loaded.prior.log_prob(z))

@@ -9,6 +9,9 @@ large and memory is bounded by `max_rows` whatever k is, and a running log-sum-e
 sum across chunks. Everything is float32, accumulated in float64. With compile=True, log p(x|z)
 (the decoder and the likelihood's sum) runs through torch.compile (`vaekit.compiling`, which gives
 its speed), on the same draws.
+
+A model here is anything with `posterior(x)`, `likelihood(z)`, `prior` and `as_examples(data)` (which
+turns the caller's data into (N, D) float32 rows, as `VAE.as_examples` does, or refuses them).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import nn
 
 from vaekit.compiling import compiled
 from vaekit.errors import VaekitError
-from vaekit.model import evaluating, seeded
+from vaekit.model import ArrayLike, evaluating, seeded
 from vaekit.objectives import elbo_terms, log_weights
 
 EVAL_BATCH = 1000
@@ -39,12 +42,13 @@ MAX_ROWS = 1024
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2
 
 
-def average_elbo_terms(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH, seed: int = 0) -> dict[str, float]:
+def average_elbo_terms(model: nn.Module, x: ArrayLike, batch_size: int = EVAL_BATCH, seed: int = 0) -> dict[str, float]:
     """Mean elbo, reconstruction and kl over x, in nats per example (one z per example).
 
     The noise comes from its own seeded stream, so the figure is repeatable and the
     caller's random state (a training run's, say) is left exactly as it was.
     """
+    x = model.as_examples(x)
     device = model_device(model)
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     with seeded(seed, device), evaluating(model), torch.no_grad():
@@ -71,10 +75,10 @@ class ImportanceSampled:
 
 
 def importance_sampled_log_px(
-    model: nn.Module, x: torch.Tensor, k: int, max_rows: int = MAX_ROWS, seed: int = 0, progress: bool = False,
+    model: nn.Module, x: ArrayLike, k: int, max_rows: int = MAX_ROWS, seed: int = 0, progress: bool = False,
     compile: bool = False,
 ) -> ImportanceSampled:
-    """log p(x) per example of x (N, D) from k importance samples, with the ELBO terms averaged over the same draws.
+    """log p(x) per example of x (N, D) or (N, C, H, W) from k importance samples, with the ELBO terms averaged over the same draws.
 
     Examples are taken max(1, max_rows // k) at a time and their k draws in chunks of at
     most max_rows, so at most max_rows codes are decoded at once for any k.
@@ -83,8 +87,7 @@ def importance_sampled_log_px(
         raise VaekitError(f"k must be at least 1, got {k}")
     if max_rows < 1:
         raise VaekitError(f"max_rows must be at least 1, got {max_rows}")
-    if len(x) == 0:
-        raise VaekitError("no examples to estimate log p(x) on")
+    x = model.as_examples(x)
     check_float32(model)
     from tqdm import tqdm
 
@@ -145,7 +148,7 @@ def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> 
 
 
 def estimate_nll(
-    model: nn.Module, x: torch.Tensor, k: int = 5000, max_rows: int = MAX_ROWS, seed: int = 0, progress: bool = False,
+    model: nn.Module, x: ArrayLike, k: int = 5000, max_rows: int = MAX_ROWS, seed: int = 0, progress: bool = False,
     compile: bool = False,
 ) -> dict[str, Any]:
     """The importance-sampled negative log-likelihood of x and the ELBO terms, in nats per example.
@@ -154,6 +157,7 @@ def estimate_nll(
     over examples), elbo, reconstruction, kl (means over the same k draws), active_units,
     latent_size, k, n, seed and max_rows (which fix the draws), compiled, seconds, peak_memory_mb and memory_measure.
     """
+    x = model.as_examples(x)
     device = model_device(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

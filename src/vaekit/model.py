@@ -126,6 +126,10 @@ class VAE(nn.Module):
             z = self.prior.sample(n)
         return self.decode(z).cpu()
 
+    def as_examples(self, data: ArrayLike) -> torch.Tensor:
+        """data as this model's examples, (N, D) float32: see `as_examples`."""
+        return as_examples(data, self.config)
+
     def elbo(self, x: ArrayLike) -> ArrayLike:
         """Per-example evidence lower bound on log p(x) in nats (one draw of z), shape (N,)."""
         from vaekit.objectives import elbo_terms
@@ -172,11 +176,13 @@ class VAE(nn.Module):
     ) -> tuple[ArrayLike, ...]:
         """Apply fn in eval mode, without gradients, over batches of rows; return numpy for numpy input.
 
-        Data are flattened to (N, width); images of an image model are checked against its image shape.
+        Data become the model's examples (`as_examples`); latent codes are checked for their width.
         """
         as_numpy = isinstance(data, np.ndarray)
-        x = torch.as_tensor(np.asarray(data, dtype=np.float32) if as_numpy else data)
-        x = check_input(x, width, self.config.image_shape if self.is_image_model and not latent else None)
+        if latent:
+            x = check_input(torch.as_tensor(np.asarray(data, dtype=np.float32) if as_numpy else data), width)
+        else:
+            x = self.as_examples(data)
         parts: list[tuple[torch.Tensor, ...]] = []
         with evaluating(self), torch.no_grad():
             for start in range(0, len(x), INFERENCE_BATCH):
@@ -212,8 +218,30 @@ def make_prior(config: ModelConfig, encoder: nn.Module) -> StandardNormal | Vamp
     return StandardNormal(config.latent_size)
 
 
+def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
+    """Data as the model's examples: (N, D) float32 on data's device, as `data.load_data` gives them.
+
+    Bytes (uint8) are pixels 0-255 and are scaled to [0, 1], as the data loader scales them; every
+    value must then lie in [0, 1] (a Bernoulli's probabilities, a Gaussian's pixel values), or the
+    model's numbers would be meaningless (a positive Bernoulli ELBO, say). Images (N, C, H, W), or one
+    image (C, H, W), must have the model's image shape.
+    """
+    x = torch.as_tensor(data).detach()
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    if config.image_shape and tuple(x.shape) == tuple(config.image_shape):
+        x = x.unsqueeze(0)  # one image
+    x = check_input(x, config.input_size, config.image_shape or None)
+    if not torch.isfinite(x).all():
+        raise VaekitError("the examples contain NaN or Inf values")
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        raise VaekitError(f"the examples have values in [{low:g}, {high:g}]; the model takes values in [0, 1] "
+                          "(pixels 0-255 as uint8 are scaled for you)")
+    return x
+
+
 def check_input(x: torch.Tensor, width: int, image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    """Flatten images to (N, D) and check the width; a clear error for a wrong shape.
+    """Flatten images to (N, D) and check the width; a clear error for a wrong shape or no rows.
 
     With image_shape (C, H, W), images must come channels first: (N, H, W, C) would flatten
     to the right width with its pixels in the wrong places.
@@ -223,10 +251,12 @@ def check_input(x: torch.Tensor, width: int, image_shape: tuple[int, ...] | None
         raise VaekitError(f"expected images of shape (N, {expected}), channels first; got {tuple(x.shape)}")
     if x.ndim == 1 and x.numel() == width:
         x = x.reshape(1, width)
-    elif x.ndim > 2:
+    elif x.ndim > 2 and len(x) > 0:
         x = x.reshape(len(x), -1)
     if x.ndim != 2 or x.shape[1] != width:
         raise VaekitError(f"expected input of shape (N, {width}), got {tuple(x.shape)}")
+    if len(x) == 0:
+        raise VaekitError("expected at least one row of input, got none")
     return x
 
 
@@ -272,7 +302,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """Rebuild the VAE from config.json and load model.safetensors, checking every tensor."""
+    """Rebuild the VAE from config.json and load model.safetensors, checking every tensor; in eval mode."""
     from vaekit.checkpoint import load_tensors
 
     payload = read_run_config(run_dir)
@@ -280,7 +310,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     weights_path = Path(run_dir) / WEIGHTS_FILE
     tensors, _ = load_tensors(weights_path, "safetensors weights file")
     load_checked_state(model, tensors, weights_path)
-    return model.to(device)
+    return model.to(device).eval()  # ready to use: no dropout, a VampPrior's pseudo-inputs encoded as at test time
 
 
 def load_checked_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
