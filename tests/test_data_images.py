@@ -263,3 +263,58 @@ def test_an_rgba_npy_is_four_channels_of_its_height_and_width(tmp_path: Path) ->
 )
 def test_the_channel_axis_follows_the_documented_rule(example: tuple, image_shape: tuple) -> None:
     assert data_module.image_shape_of(example) == image_shape
+
+
+def test_deep_grey_images_keep_their_levels(tmp_path: Path, isolated_cache: Path) -> None:
+    root = tmp_path / "deep"
+    root.mkdir()
+    grey16 = np.full((4, 6), 32896, dtype=np.uint16)  # 128 x 257: mid-grey in 16 bits
+    Image.fromarray(grey16).save(root / "little.png")  # mode I;16
+    Image.fromarray(grey16.astype(">u2")).save(root / "big.tif")  # mode I;16B
+    Image.fromarray(np.full((4, 6), 0.5, dtype=np.float32)).save(root / "float.tif")  # mode F
+    for extra, level in enumerate((0, 65535, 65535)):
+        Image.fromarray(np.full((4, 6), level, dtype=np.uint16)).save(root / f"more{extra}.png")
+    splits = load(root)
+    assert splits.image_shape == (1, 4, 6)  # all grey: one channel
+    x, _ = all_examples(splits)
+    levels = sorted(set((x[:, 0] * 255).round().int().tolist()))
+    assert levels == [0, 128, 255]  # Pillow's own conversion clipped 32896 to 255 and 0.5 to 0
+
+
+def test_a_float_image_outside_0_1_is_named(tmp_path: Path, isolated_cache: Path) -> None:
+    root = tmp_path / "floats"
+    root.mkdir()
+    for index in range(3):
+        Image.fromarray(np.full((4, 6), 0.25 * index, dtype=np.float32)).save(root / f"{index}.tif")
+    Image.fromarray(np.full((4, 6), 7.0, dtype=np.float32)).save(root / "bright.tif")
+    with pytest.raises(VaekitError, match=r"bright.tif \(a float image needs values in \[0, 1\]; this one has \[7, 7\]\)"):
+        load(root)
+
+
+def test_palette_images_of_greys_are_grey(tmp_path: Path, isolated_cache: Path) -> None:
+    root = tmp_path / "gifs"
+    for index in range(4):
+        save(root / f"{index}.gif", np.full((4, 6), 60 * index, dtype=np.uint8))  # a GIF is a palette image
+    with Image.open(root / "1.gif") as image:
+        assert image.mode == "P"
+    splits = load(root)
+    assert splits.image_shape == (1, 4, 6)
+    x, _ = all_examples(splits)
+    assert sorted(set((x[:, 0] * 255).round().int().tolist())) == [0, 60, 120, 180]
+    save(root / "red.gif", np.zeros((4, 6, 3), dtype=np.uint8) + np.uint8([200, 0, 0]))
+    assert load(root).image_shape == (3, 4, 6)
+
+
+def test_photos_are_turned_as_their_exif_orientation_says(tmp_path: Path, isolated_cache: Path) -> None:
+    root = tmp_path / "phone"
+    root.mkdir()
+    stored = np.zeros((8, 12), dtype=np.uint8)
+    stored[:, :3] = 255  # a white band on the stored image's left
+    for index in range(3):
+        exif = Image.Exif()
+        exif[0x0112] = 6  # shown turned a quarter clockwise
+        Image.fromarray(stored).save(root / f"{index}.png", exif=exif)
+    splits = load(root)
+    assert splits.image_shape == (1, 12, 8)  # as a viewer shows it: 8 wide, 12 high
+    shown = all_examples(splits)[0][0].reshape(12, 8) * 255
+    assert torch.equal(shown, torch.from_numpy(np.rot90(stored, k=-1).copy()).float())  # the band on top

@@ -25,6 +25,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,8 +45,9 @@ MNIST_FILES = {
 BINARIZED_MNIST_FILES = {split: f"binarized_mnist_{split}.amat" for split in SPLITS}
 IDX_MAGIC = {2049: 1, 2051: 3}  # labels: 1 dimension, images: 3 dimensions (unsigned bytes)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
-IMAGE_CACHE_VERSION = 1  # bump when decoding changes, so old cache files are not reused
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "F")  # and "I;16" with its byte orders "I;16B", "I;16L", "I;16N"
+IMAGE_CACHE_VERSION = 2  # bump when decoding changes, so old cache files are not reused
+EXIF_ORIENTATION = 0x0112  # values 5-8 say the stored pixels are the shown image turned a quarter
 
 
 @dataclass
@@ -523,7 +525,7 @@ def decode_images(folder: Path, files: list[Path], config: DataConfig) -> np.nda
 
     headers = in_threads(lambda relative: read_header(folder / relative), files)
     readable = [header for header in headers if not isinstance(header, str)] or [("L", (1, 1))]
-    channels = config.channels or (1 if all(mode in GRAYSCALE_MODES for mode, _ in readable) else 3)
+    channels = config.channels or (1 if all(is_grey(mode) for mode, _ in readable) else 3)
     height, width = target_size(files, headers, config)
     pixels = np.empty((len(files), channels, height, width), dtype=np.uint8)
 
@@ -550,14 +552,30 @@ def in_threads(fn, items) -> list:
 
 
 def read_header(path: Path) -> tuple[str, tuple[int, int]] | str:
-    """(mode, (height, width)) of an image file without decoding its pixels, or the reason it cannot be read."""
+    """(mode, (height, width)) of an image as it is shown, without decoding its pixels (but a palette's),
+    or the reason it cannot be read. A palette of greys gives mode "L"."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return image.mode, (image.height, image.width)
+            mode, height, width = image.mode, image.height, image.width
+            if mode in ("P", "PA") and has_grey_palette(image):
+                mode = "L"
+            if image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):
+                height, width = width, height
+            return mode, (height, width)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         return str(error) or type(error).__name__
+
+
+def is_grey(mode: str) -> bool:
+    return mode in GRAYSCALE_MODES or mode.startswith("I;16")
+
+
+def has_grey_palette(image: Any) -> bool:
+    """Whether every colour of a palette image's palette is a grey (r = g = b): GIFs are palette images."""
+    colours = np.asarray(image.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+    return bool((colours == colours[:, :1]).all())
 
 
 def target_size(files: list[Path], headers: list, config: DataConfig) -> tuple[int, int]:
@@ -575,10 +593,14 @@ def target_size(files: list[Path], headers: list, config: DataConfig) -> tuple[i
 
 
 def decode_image(path: Path, channels: int, size: tuple[int, int], fit: str) -> np.ndarray:
-    """One image file as uint8 (C, H, W): grayscale or RGB (transparent parts over black), brought to size."""
+    """One image file as uint8 (C, H, W): grayscale or RGB (transparent parts over black), as it is shown
+    (turned by its EXIF orientation, as phones store photos), brought to size."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+            image = Image.fromarray(eight_bit(np.asarray(image), image.mode))
         if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
             black = Image.new("RGBA", image.size, (0, 0, 0, 255))
             image = Image.alpha_composite(black, image.convert("RGBA"))
@@ -591,6 +613,21 @@ def decode_image(path: Path, channels: int, size: tuple[int, int], fit: str) -> 
             image = image.resize((width, height), Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+
+
+def eight_bit(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """Grey pixels of more than 8 bits as uint8 0-255: 16-bit integers (modes "I;16..." and "I") scaled
+    by 255/65535, floats (mode "F") taken as values in [0, 1]. (Pillow's own conversion would clip them.)"""
+    if mode == "F":
+        low, high = float(pixels.min()), float(pixels.max())
+        if not (0 <= low and high <= 1):  # NaN fails too
+            raise ValueError(f"a float image needs values in [0, 1]; this one has [{low:g}, {high:g}]")
+        scaled = pixels.astype(np.float64) * 255
+    else:
+        if pixels.min() < 0 or pixels.max() > 65535:
+            raise ValueError("a 32-bit integer image needs 16-bit values, 0-65535")
+        scaled = pixels.astype(np.float64) * (255 / 65535)
+    return np.round(scaled).astype(np.uint8)
 
 
 def read_image_cache(path: Path) -> np.ndarray | None:
