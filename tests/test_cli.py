@@ -227,6 +227,22 @@ def test_another_data_file_for_a_run_starts_from_that_files_own_settings(tmp_pat
     assert other.data == str(tmp_path / "rgb.npy") and other.image_size == () and other.channels is None
 
 
+def test_another_image_folder_for_a_folder_run_is_read_as_the_runs_was(tmp_path):
+    import argparse
+
+    from vaekit.cli import run_data_config
+
+    run, first, second = tmp_path / "run", tmp_path / "photos", tmp_path / "more_photos"
+    for folder in (run, first, second):
+        folder.mkdir()
+    saved = {"data": str(first), "image_size": [16, 16], "channels": 1, "fit": "crop", "valid_size": 7}
+    (run / "config.json").write_text(json.dumps({"format_version": 1, "model": {}, "data": saved}))
+    other = run_data_config(run, argparse.Namespace(data=str(second)))
+    assert (other.data, other.image_size, other.channels, other.fit) == (str(second), (16, 16), 1, "crop")
+    assert other.valid_size == 5000  # not an image setting: the new data's own default
+    assert run_data_config(run, argparse.Namespace(data=str(second), fit="resize")).fit == "resize"
+
+
 @pytest.mark.parametrize("section", ["data", "train"])
 def test_a_config_section_that_is_not_an_object_is_one_clear_line(run_dir, tmp_path, section, capsys):
     import shutil

@@ -221,16 +221,21 @@ def flag_type(annotation: Any) -> Any:
     return {int: int_flag, float: float_flag}.get(base, str)
 
 
+IMAGE_FOLDER_FLAGS = ("image_size", "channels", "fit")  # how a folder's images become the model's input
+
+
 def run_data_config(run_dir: str | Path, args: argparse.Namespace) -> DataConfig:
-    """The data a run was trained on, changed by the data flags given; a --data other than the run's
-    starts from that data set's own defaults (an image folder's --image-size does not carry over to a .npy)."""
+    """The data a run was trained on, changed by the data flags given. A --data other than the run's
+    starts from that data set's own defaults (an image folder's --image-size does not carry over to a .npy),
+    but another image folder for a run trained on one is read as the run's was (size, channels, fit)."""
     from vaekit.model import read_run_config
 
     saved, flags = read_run_config(run_dir).get("data"), given(args, DataConfig)
     if saved is None and "data" not in flags:
         raise VaekitError(f"{run_dir} does not record its data (it was trained from Python on data it was handed): give --data")
     if saved is None or ("data" in flags and DataConfig(data=flags["data"]).data != saved.get("data")):
-        saved = {}
+        both_folders = saved is not None and Path(saved.get("data", "")).is_dir() and Path(flags["data"]).is_dir()
+        saved = {name: saved[name] for name in IMAGE_FOLDER_FLAGS if name in saved} if both_folders else {}
     return from_dict(DataConfig, saved | flags)
 
 
