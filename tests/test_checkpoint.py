@@ -13,7 +13,7 @@ import torch
 
 import vaekit
 from vaekit import VAE, TrainConfig, VaekitError
-from vaekit.checkpoint import CHECKPOINT_FILE, atomic_write_bytes, load_checkpoint
+from vaekit.checkpoint import CHECKPOINT_FILE, atomic_write_bytes, file_sha256, load_checkpoint, load_tensors, save_tensors
 from vaekit.train import train
 
 from helpers import poison_loss
@@ -165,6 +165,35 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.json"]
+
+
+def test_an_altered_number_in_the_metadata_is_caught(tmp_path):
+    save_tensors(tmp_path / "c.safetensors", {"w": torch.ones(3)}, {"progress": json.dumps({"step": 22})})
+    data = (tmp_path / "c.safetensors").read_bytes()
+    (tmp_path / "c.safetensors").write_bytes(data.replace(b'\\"step\\": 22', b'\\"step\\": 32'))  # one bit: 2 -> 3
+    assert (tmp_path / "c.safetensors").read_bytes() != data
+    with pytest.raises(VaekitError, match="do not match their checksum"):
+        load_tensors(tmp_path / "c.safetensors")
+
+
+def test_files_checksummed_on_their_tensors_alone_still_load(tmp_path):
+    from safetensors.torch import save_file
+
+    tensors = {"w": torch.arange(4.0)}
+    old_digest = file_sha256(tensors)  # as vaekit wrote files before the metadata were covered
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"sha256": old_digest, "note": "kept"})
+    loaded, metadata = load_tensors(tmp_path / "old.safetensors")
+    assert torch.equal(loaded["w"], tensors["w"]) and metadata["note"] == "kept"
+
+
+def test_saved_files_have_the_usual_mode_and_a_killed_writers_leftovers_go(tmp_path):
+    leftover = tmp_path / ".model.safetensors.abc123.tmp"
+    leftover.write_bytes(b"half a file")
+    VAE([64, 16, 2]).save(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not leftover.exists()
 
 
 # -- numerical faults ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ fsynced and renamed over the old one: a crash leaves the previous checkpoint who
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -32,9 +33,12 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
     except OSError as error:
         raise VaekitError(f"cannot write to {path.parent}: {error.strerror}") from None
     tmp = Path(tmp_name)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a writer that was killed
+        if stale != tmp:
+            stale.unlink(missing_ok=True)
     try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual mode
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp (and safetensors' own replace) make 0600; the usual mode
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -69,22 +73,29 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """A digest of every tensor's name, dtype, shape and bytes: safetensors itself has no checksum."""
+CHECKSUM_COVERS = "tensors and metadata"  # files written before this key covered their tensors only
+
+
+def file_sha256(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """A digest of every tensor's name, dtype, shape and bytes, then of the metadata (a checkpoint's step,
+    say) but its own "sha256": safetensors itself has no checksum."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    if metadata is not None:
+        digest.update(json.dumps({k: v for k, v in metadata.items() if k != "sha256"}, sort_keys=True).encode())
     return digest.hexdigest()
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Atomically write tensors as safetensors, with their sha256 in the metadata."""
+    """Atomically write tensors as safetensors, with a sha256 of them and of the metadata in the metadata."""
     from safetensors.torch import save_file
 
     cpu_tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    metadata = {**(metadata or {}), "sha256": tensors_sha256(cpu_tensors)}
+    metadata = {**(metadata or {}), "checksum_covers": CHECKSUM_COVERS}
+    metadata["sha256"] = file_sha256(cpu_tensors, metadata)
     atomic_write_with(Path(path), lambda tmp: save_file(cpu_tensors, str(tmp), metadata=metadata))
 
 
@@ -103,8 +114,11 @@ def load_tensors(path: Path, what: str = "safetensors file") -> tuple[dict[str, 
         raise VaekitError(f"{path} is not a readable {what}: {error}") from None
     if "sha256" not in metadata:
         raise VaekitError(f"{path} has no checksum: it was not written by vaekit")
-    if tensors_sha256(tensors) != metadata["sha256"]:
-        raise VaekitError(f"{path} is damaged: its tensors do not match their checksum")
+    covers = metadata.get("checksum_covers")
+    if covers not in (None, CHECKSUM_COVERS):
+        raise VaekitError(f"{path} is damaged: its metadata were altered")
+    if file_sha256(tensors, metadata if covers else None) != metadata["sha256"]:
+        raise VaekitError(f"{path} is damaged: its tensors or metadata do not match their checksum")
     return tensors, metadata
 
 
