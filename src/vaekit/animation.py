@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from vaekit.checkpoint import atomic_write_with
 from vaekit.errors import VaekitError
 from vaekit.images import decoded_images, encoded_means, prepare_path, to_pixels
 from vaekit.latent import latent_plane, loop_path
@@ -55,8 +57,9 @@ def save_gif(frames: Sequence[Image.Image], path: str | Path, durations_ms: Sequ
     path = prepare_path(path)
     frames = [frame.convert("RGB") for frame in frames]
     try:
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=list(durations_ms), loop=0, optimize=False)
-    except (OSError, ValueError) as error:
+        atomic_write_with(path, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                                                           duration=list(durations_ms), loop=0, optimize=False))
+    except ValueError as error:
         raise VaekitError(f"cannot write {path}: {error}") from None
     return path
 
@@ -111,7 +114,7 @@ def morph_examples(model: VAE, x: torch.Tensor, path: str | Path, frames_per_tra
     return save_gif(frames, path, durations)
 
 
-def morph_by_label(model: VAE, split: Split, out_dir: Path, order: Sequence[int] | None = None,
+def morph_by_label(model: VAE, split: Split, out_dir: str | Path, order: Sequence[int] | None = None,
                    frames_per_transition: int = 10, tag: str = "") -> Path:
     """Morph through one typical example of each label in `order` (default: every label, highest first).
 
@@ -132,7 +135,7 @@ def morph_by_label(model: VAE, split: Split, out_dir: Path, order: Sequence[int]
         distance = np.linalg.norm(mu[members] - mu[members].mean(0), axis=1)
         picks.append(members[distance.argmin()])
     name = "".join(map(str, order)) if all(0 <= label <= 9 for label in order) else "_".join(map(str, order))
-    path = out_dir / f"morph_{name}{tag}.gif"
+    path = Path(out_dir) / f"morph_{name}{tag}.gif"
     return morph_examples(model, split.x[picks], path, frames_per_transition, [str(label) for label in order])
 
 
@@ -200,11 +203,17 @@ def snapshot_gifs(run_dir: str | Path, out_dir: str | Path | None = None) -> lis
             continue
         frames = []
         for _, file in files:
-            with Image.open(file) as image:
-                frame = image.convert("RGB")
+            try:
+                with Image.open(file) as image:
+                    frame = image.convert("RGB")
+            except (OSError, ValueError):  # written before atomic writes, and cut short by a crash
+                warnings.warn(f"{file} is not a readable image: the GIF goes on without it", stacklevel=2)
+                continue
             if frames and frame.size != frames[0].size:  # a snapshot from another version of vaekit
                 frame = frame.resize(frames[0].size)
             frames.append(frame)
+        if not frames:
+            continue
         durations = [SNAPSHOT_FRAME_MS] * (len(frames) - 1) + [LAST_FRAME_MS]
         paths.append(save_gif(frames, Path(out_dir or run_dir) / f"{kind}_over_training.gif", durations))
     return paths

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from vaekit.checkpoint import atomic_write_with
 from vaekit.errors import VaekitError
 
 if TYPE_CHECKING:
@@ -76,8 +77,8 @@ def save_image_grid(
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     path = prepare_path(path)
     try:
-        image.save(path)
-    except (OSError, ValueError) as error:
+        atomic_write_with(path, lambda tmp: image.save(tmp, format="PNG"))  # a killed run leaves no half a PNG
+    except ValueError as error:
         raise VaekitError(f"cannot write {path}: {error}") from None
     return path
 
@@ -95,8 +96,8 @@ def decoded_images(model: VAE, z: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def encoded_means(model: VAE, x: torch.Tensor | np.ndarray) -> np.ndarray:
-    """The means of q(z|x), (N, latent), as numpy."""
-    mu, _ = model.encode(torch.as_tensor(x, dtype=torch.float32))
+    """The means of q(z|x), (N, latent), as numpy; x as the model's methods take it (uint8 pixels too)."""
+    mu, _ = model.encode(model.as_examples(x))
     return mu.cpu().numpy()
 
 
@@ -144,8 +145,8 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write the figure as a PNG of its exact pixel size, then free it."""
     path = prepare_path(path)
     try:
-        fig.savefig(path, dpi=DPI, facecolor="white")
-    except (OSError, ValueError) as error:
+        atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, facecolor="white"))
+    except ValueError as error:
         raise VaekitError(f"cannot write {path}: {error}") from None
     finally:
         fig.clear()
