@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from vaekit.errors import VaekitError
 
@@ -99,6 +101,7 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("architecture", "image_shape", "conv_channels", "conv_kernels", "conv_strides"):
             object.__setattr__(self, name, tuple(int(a) for a in getattr(self, name)))
         if self.model not in MODEL_KINDS:
@@ -277,6 +280,7 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        check_types(self)
         object.__setattr__(self, "image_size", tuple(int(a) for a in self.image_size))
         # Paths are kept absolute: the run's config.json must find its data from any folder (evaluate, --resume).
         if self.data not in NAMED_DATA_SETS:
@@ -368,6 +372,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.epochs is None and self.max_steps is None:
             raise VaekitError("give --epochs or --max-steps (or both)")
         for name in ("epochs", "max_steps"):
@@ -384,7 +389,8 @@ class TrainConfig:
             raise VaekitError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if not self.dist_timeout > 0:
             raise VaekitError(f"--dist-timeout must be positive, got {self.dist_timeout}")
-        for name, choices in (("objective", ("elbo", "iwae")), ("lr_schedule", ("constant", "burda", "plateau"))):
+        for name in ("objective", "lr_schedule", "device", "on_nonfinite"):
+            choices = literal_choices(get_type_hints(TrainConfig)[name])
             if getattr(self, name) not in choices:
                 raise VaekitError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
         if self.iwae_k < 1:
@@ -396,6 +402,43 @@ class TrainConfig:
         for name in ("l2", "clip", "eval_every", "checkpoint_every", "beta", "warmup_epochs", "free_bits", "lr_patience", "min_lr", "patience"):
             if getattr(self, name) < 0:
                 raise VaekitError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+
+def check_types(config: Any) -> None:
+    """One clear error where a field holds a value of the wrong kind (set from Python, or read from
+    JSON): a string for a number, say. Which values of the right kind are allowed, each class checks."""
+    hints = get_type_hints(type(config))
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if not is_of_type(value, hints[item.name]):
+            raise VaekitError(f"{type(config).__name__}.{item.name} must be {type_name(hints[item.name])}, got {value!r}")
+
+
+def is_of_type(value: Any, hint: Any) -> bool:
+    """Whether value fits the annotation: int, float, bool, str, None, tuple[int, ...], unions of them;
+    a list is taken for a tuple, an int for a float. Literals pass: their values are each class's to check."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(is_of_type(value, arg) for arg in args)
+    if origin is tuple:
+        return isinstance(value, (tuple, list)) and all(is_of_type(v, args[0]) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        number = numbers.Integral if hint is int else numbers.Real
+        return isinstance(value, number) and not isinstance(value, bool)
+    if hint in (str, type(None)):
+        return isinstance(value, hint)
+    return True
+
+
+def type_name(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(type_name(arg) for arg in args)
+    if origin is tuple:
+        return f"a list of {type_name(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "None"}.get(hint, str(hint))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

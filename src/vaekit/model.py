@@ -49,6 +49,8 @@ class VAE(nn.Module):
 
     def __init__(self, architecture: list[int] | tuple[int, ...] | None = None, *, config: ModelConfig | None = None, **options: Any):
         super().__init__()
+        if isinstance(architecture, str):
+            raise VaekitError(f"architecture is a list of layer sizes such as [784, 500, 500, 2], got the string {architecture!r}")
         if config is None:
             config = ModelConfig(architecture=tuple(architecture or ()), **options)
         elif architecture is not None or options:
@@ -301,6 +303,19 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return payload
 
 
+def resolve_device(name: str | torch.device) -> torch.device:
+    """'auto' is CUDA when there is a GPU, else the CPU; a clear error for a device there is not."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VaekitError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VaekitError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    return device
+
+
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     """Rebuild the VAE from config.json and load model.safetensors, checking every tensor; in eval mode."""
     from vaekit.checkpoint import load_tensors
@@ -310,7 +325,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     weights_path = Path(run_dir) / WEIGHTS_FILE
     tensors, _ = load_tensors(weights_path, "safetensors weights file")
     load_checked_state(model, tensors, weights_path)
-    return model.to(device).eval()  # ready to use: no dropout, a VampPrior's pseudo-inputs encoded as at test time
+    return model.to(resolve_device(device)).eval()  # ready to use: no dropout, a VampPrior's pseudo-inputs encoded as at test time
 
 
 def load_checked_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
