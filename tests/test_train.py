@@ -1,5 +1,6 @@
 """The training loop: it learns, it is reproducible, it checkpoints and resumes."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 import vaekit
 from vaekit import VAE, DataConfig, TrainConfig, VaekitError
 from vaekit.checkpoint import CHECKPOINT_FILE
+from vaekit.data import Split
 from vaekit.train import train
 
 from helpers import quick_config
@@ -55,6 +57,18 @@ def test_max_steps_stops_first(digits, tmp_path):
     assert result.progress.step == 7
 
 
+@pytest.mark.parametrize("change", ["fewer examples", "another batch size"])
+def test_resuming_on_other_epochs_is_refused_not_an_endless_loop(digits, tmp_path, change):
+    first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=None, max_steps=19))  # stops at batch 19 of 21
+    data, config = digits, quick_config(tmp_path, epochs=2)
+    if change == "fewer examples":  # 3 batches an epoch: the saved place, batch 19, is in none of them
+        data = dataclasses.replace(digits, train=Split(digits.train.x[:150], digits.train.y[:150]))
+    else:
+        config = quick_config(tmp_path, epochs=2, batch_size=32)
+    with pytest.raises(VaekitError, match="resume with the run's own data and batch size"):
+        train(VAE([64, 8, 2]), data, config, run_dir=first.run_dir)
+
+
 def test_resume_continues_exactly(digits, tmp_path):
     torch.manual_seed(0)
     full = train(VAE([64, 32, 2], dropout=0.1), digits, quick_config(tmp_path, epochs=3, seed=1))
@@ -81,3 +95,26 @@ def test_bad_training_options_are_refused():
     for options in ({"batch_size": 0}, {"lr": -1.0}, {"epochs": 0}, {"epochs": None, "max_steps": None}, {"clip": -1.0}):
         with pytest.raises(VaekitError):
             TrainConfig(**options)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: TrainConfig(batch_size="x"), "TrainConfig.batch_size must be an integer, got 'x'"),
+    (lambda: TrainConfig(fused=1), "TrainConfig.fused must be true or false, got 1"),
+    (lambda: TrainConfig(device="gpu"), "unknown --device 'gpu'; choose one of auto, cpu, cuda"),
+    (lambda: TrainConfig(on_nonfinite="ignore"), "unknown --on-nonfinite 'ignore'; choose one of stop, skip"),
+    (lambda: DataConfig(image_size="16"), "DataConfig.image_size must be a list of integers, got '16'"),
+    (lambda: VAE([784, "a", 2]), "ModelConfig.architecture must be a list of integers"),
+    (lambda: VAE("784,500,2"), "architecture is a list of layer sizes such as \\[784, 500, 500, 2\\], got the string"),
+])
+def test_options_of_the_wrong_kind_from_python_are_one_clear_error(make, message):
+    with pytest.raises(VaekitError, match=message):
+        make()
+
+
+def test_a_device_there_is_not_is_a_clear_error(tmp_path):
+    VAE([64, 8, 2]).save(tmp_path)
+    with pytest.raises(VaekitError, match="unknown device 'gpu'"):
+        vaekit.load(tmp_path, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(VaekitError, match="PyTorch sees no CUDA GPU"):
+            vaekit.load(tmp_path, device="cuda")

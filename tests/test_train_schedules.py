@@ -44,7 +44,7 @@ def test_warm_up_raises_the_kl_weight_linearly() -> None:
 def scripted_validation(monkeypatch: pytest.MonkeyPatch, costs: list[float], snapshots: list[dict]) -> None:
     """Replace the validation cost by a script, remembering the weights at each validation."""
 
-    def fake_validate(model, x_valid, config, progress, logger, cluster) -> float:
+    def fake_validate(model, x_valid, config, progress, logger) -> float:
         snapshots.append({name: t.clone() for name, t in model.state_dict().items()})
         cost = costs[len(snapshots) - 1]
         progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_cost": cost})

@@ -27,8 +27,8 @@ from vaekit.config import DataConfig, TrainConfig, from_dict, to_dict, write_jso
 from vaekit.data import Splits
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
-from vaekit.model import CONFIG_FILE, FORMAT_VERSION, VAE, WEIGHTS_FILE, load_checked_state, read_run_config
-from vaekit.distributed import Cluster, SharedNoise, any_rank, broadcast_text, check_world_size, gather_tensors, local_slice, sum_over_ranks
+from vaekit.model import CONFIG_FILE, FORMAT_VERSION, VAE, WEIGHTS_FILE, load_checked_state, read_run_config, resolve_device
+from vaekit.distributed import Cluster, SharedNoise, any_rank, broadcast_text, check_world_size, gather_tensors, local_slice
 from vaekit.objectives import l2_penalty, loss
 
 BEST_FILE = "best.safetensors"
@@ -50,6 +50,7 @@ class Progress:
     skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped on request
     train_seconds: float = 0.0  # wall time of the training steps over all sessions (validation and checkpoints not counted)
     history: list[dict[str, float]] = field(default_factory=list)
+    epoch_shape: tuple[int, int] | None = None  # (training examples, global batch size): where position counts batches of
 
 
 @dataclass
@@ -88,7 +89,9 @@ def train(
 def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, config: TrainConfig,
              data_config: DataConfig | None, run_dir: str | Path | None) -> TrainResult:
     """The loop itself, on this process's device; with torchrun, one of several ranks."""
-    torch.manual_seed(config.seed)  # every rank starts alike; DDP also broadcasts rank 0's weights
+    # each rank its own stream (dropout masks, dequantisation noise) for its own examples; rank 0's is one
+    # process's. (The weights are rank 0's: DDP broadcasts them. The posterior's noise is shared: SharedNoise.)
+    torch.manual_seed(config.seed + cluster.rank)
     model.to(device).train()
     check_objective_fits(model, config)
     batch_cost = make_batch_cost(model, config, cluster, device)
@@ -112,6 +115,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     x_valid = data.valid.x.to(device)
     global_batch = config.batch_size * cluster.world_size
     steps_per_epoch = math.ceil(len(x_train) / global_batch)
+    check_same_epochs(progress, len(x_train), global_batch, steps_per_epoch)
+    progress.epoch_shape = (len(x_train), global_batch)
     total_steps = planned_steps(config, steps_per_epoch)
     logger = Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress, cluster.is_main)
     stop = StopRequest()
@@ -137,7 +142,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                 if nonfinite.due(progress.step) or checkpoint_now or i == steps_per_epoch - 1:
                     handle_nonfinite(config, progress, run_dir, nonfinite.take())
                 if config.eval_every and progress.step % config.eval_every == 0:
-                    validate(model, x_valid, config, progress, logger, cluster)
+                    validate(model, x_valid, config, progress, logger)
                 if checkpoint_now:
                     save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
                 if config.snapshots and cluster.is_main and animation.is_snapshot_step(progress.step):
@@ -150,7 +155,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                 progress.epoch += 1
                 progress.position = 0
                 progress.seconds = time.perf_counter() - clock_zero
-                valid_cost = validate(model, x_valid, config, progress, logger, cluster)
+                valid_cost = validate(model, x_valid, config, progress, logger)
                 if record_epoch_end(progress, valid_cost) and config.patience and cluster.is_main:
                     save_weights(run_dir / BEST_FILE, model)
                 step_schedule(scheduler, valid_cost)
@@ -158,7 +163,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
 
         handle_nonfinite(config, progress, run_dir, nonfinite.take())
         if not progress.history or progress.history[-1]["step"] != progress.step:
-            validate(model, x_valid, config, progress, logger, cluster)  # every run ends with a validation cost
+            validate(model, x_valid, config, progress, logger)  # every run ends with a validation cost
         progress.seconds = time.perf_counter() - clock_zero
         save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
         if cluster.is_main:
@@ -190,7 +195,9 @@ class BatchCost(torch.nn.Module):
     def forward(self, x: torch.Tensor, global_rows: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         config = self.config
         if len(x) == 0:  # the last global batch of an epoch can leave a rank nothing: add no gradient
-            zero = sum(p.sum() for p in self.model.parameters()) * 0.0
+            with torch.no_grad():  # but draw its (empty) share of the batch's noise, as the others draw theirs,
+                loss(self.model, x, objective=config.objective, beta=beta, free_bits=config.free_bits, k=config.iwae_k)
+            zero = sum(p.sum() for p in self.model.parameters()) * 0.0  # so that the ranks' noise streams stay in step
             cost, reconstruction, kl = zero, zero.detach(), zero.detach()
         else:
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
@@ -328,20 +335,16 @@ def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path, bad
                       "(lower --lr, or pass --on-nonfinite skip to skip such batches)")
 
 
-def validate(model: VAE, x_valid: torch.Tensor, config: TrainConfig, progress: Progress, logger: "Logger", cluster: Cluster) -> float:
-    """The validation cost in nats per example, each rank taking a share, logged and kept in the history.
+def validate(model: VAE, x_valid: torch.Tensor, config: TrainConfig, progress: Progress, logger: "Logger") -> float:
+    """The validation cost in nats per example, logged and kept in the history.
 
     It is the negated bound being trained, at full KL weight: -ELBO, or -IWAE bound with --iwae-k samples.
+    Under torchrun every rank takes the whole split with the same seeded draws, so that all agree, with each
+    other and with one process, without a word between them (a share each would draw the same first draws).
     """
-    share = x_valid[local_slice(len(x_valid), cluster)]
-    terms = average_elbo_terms(model, share)
-    sums = [terms["n"], terms["reconstruction"] * terms["n"], terms["kl"] * terms["n"]]
+    terms = average_elbo_terms(model, x_valid)
     if config.objective == "iwae":
-        sums.append(average_iwae_bound(model, share, config.iwae_k) * terms["n"])
-    n, reconstruction, kl, *iwae = sum_over_ranks(torch.tensor(sums, dtype=torch.float64, device=model.device), cluster).tolist()
-    terms = {"elbo": -(reconstruction + kl) / n, "reconstruction": reconstruction / n, "kl": kl / n}
-    if iwae:
-        terms["iwae_bound"] = iwae[0] / n
+        terms["iwae_bound"] = average_iwae_bound(model, x_valid, config.iwae_k)
     cost = -terms.get("iwae_bound", terms["elbo"])
     progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_cost": cost, "seconds": progress.seconds})
     logger.valid(progress.step, terms)
@@ -370,15 +373,6 @@ def kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 # -- setting up --------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when there is a GPU, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VaekitError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
-    return torch.device(name)
 
 
 def make_optimizer(model: VAE, config: TrainConfig) -> torch.optim.Optimizer:
@@ -509,6 +503,16 @@ def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, sche
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
     }
     save_checkpoint(run_dir / CHECKPOINT_FILE, tensors, state)
+
+
+def check_same_epochs(progress: Progress, examples: int, global_batch: int, steps_per_epoch: int) -> None:
+    """A resumed run must see the epochs its checkpoint counted: the same number of training examples in
+    batches of the same size (else its place in the epoch, and the shuffles, mean something else)."""
+    saved = tuple(progress.epoch_shape) if progress.epoch_shape else None  # None: a checkpoint from before it was kept
+    if (saved is not None and saved != (examples, global_batch)) or progress.position > steps_per_epoch:
+        was = f"{saved[0]} training examples in batches of {saved[1]}" if saved else "other data"
+        raise VaekitError(f"the checkpoint was written training on {was}; this run has {examples} in batches of "
+                          f"{global_batch}: resume with the run's own data and batch size")
 
 
 def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any, noise: SharedNoise,
