@@ -61,6 +61,16 @@ def test_sample_writes_a_png(run_dir, tmp_path):
     assert image.size == (4 * (4 * 9 + 1), 4 * (4 * 9 + 1))  # 4x4 grid of 8x8 digits, 1 px padding, x4
 
 
+def test_sample_from_a_model_built_without_an_image_shape(tmp_path):
+    import vaekit as api
+    from vaekit.cli import main
+
+    model = api.VAE([64, 8, 2])  # as the package's docstring builds one: no image_shape
+    model.save(tmp_path / "run")
+    assert main(["sample", str(tmp_path / "run"), "-n", "4", "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").exists()  # 8x8 images, guessed from the 64 inputs as the figures guess them
+
+
 def test_help_is_useful():
     text = vaekit("--help").stdout
     for command in ("train", "evaluate", "sample"):
@@ -181,10 +191,12 @@ def test_resume_refuses_flags_it_would_not_apply_and_records_new_limits(tmp_path
     assert main(["train", "--resume", str(run), "--max-steps", "5", "--no-progress"]) == 0
     assert "done after 5 steps" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 5  # the next --resume goes on from here
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0  # --epochs alone: the new limit
+    assert "done after 9 steps" in capsys.readouterr().out  # 3 epochs of 3 steps, not stopped at the old 5
 
 
 def test_max_steps_alone_trains_past_the_default_ten_epochs(tmp_path, capsys):
-    quick_run(tmp_path, "--max-steps", "45")  # 4 steps an epoch at batch 500
+    quick_run(tmp_path, "--max-steps", "45")  # 3 steps an epoch at batch 500
     assert "done after 45 steps" in capsys.readouterr().out
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_hex
 from torch import nn
 
 from vaekit import VAE, VaekitError
@@ -29,6 +30,7 @@ from vaekit.explorer import make_server, write_explorer
 from vaekit.explorer.layers import export_decoder, run_layers
 from vaekit.explorer.page import principal_plane
 from vaekit.nn import ACTIVATIONS, MLPDecoder
+from vaekit.plots import label_colours
 from vaekit.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,6 +291,8 @@ def test_page_is_one_file_that_needs_no_network(tmp_path: Path) -> None:
     assert np.abs(z - mu).max() < 1e-6 and points["labels"] == data.train.y[index].tolist()
     assert payload["plane"]["basis"] == [[1.0, 0.0], [0.0, 1.0]]
     assert payload["model"]["image_shape"] == [1, 3, 4]
+    labels = sorted(set(data.train.y.tolist()))
+    assert points["colours"] == {str(label): to_hex(label_colours(np.array(labels))[label]) for label in labels}
 
 
 def test_example_images_stay_within_their_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -475,6 +479,9 @@ def test_page_in_chromium(open_page, digits_model: VAE, digits: Splits, tmp_path
     assert page.requests == [path.resolve().as_uri()]
     assert js_decode_error(page, digits_model) < JS_TOLERANCE
     assert page.js("document.querySelectorAll('#legend button').length") == 10
+    swatches = page.js("[...document.querySelectorAll('#legend .swatch')].map(s => getComputedStyle(s).backgroundColor)")
+    in_figures = [tuple(round(255 * c) for c in colour[:3]) for colour in label_colours(np.arange(10)).values()]
+    assert swatches == [f"rgb({r}, {g}, {b})" for r, g, b in in_figures]  # the PNG scatter's colours, label by label
 
     for i in (3, 10):  # as a user would: pick two examples, then move over the pad
         point = page.js(f"window.vaekitExplorer.examplePoint({i})")

@@ -30,6 +30,7 @@ from vaekit.images import (
     RIGHT,
     canvas_scale,
     decoded_images,
+    encoded_means,
     to_images,
     to_pixels,
 )
@@ -361,6 +362,30 @@ def test_resumed_run_makes_its_gifs_from_every_snapshot_on_disk(tmp_path):
     assert len(snapshot_gifs(first.run_dir, tmp_path / "copy")) == 2
 
 
+def test_a_snapshot_cut_short_by_a_crash_does_not_stop_the_gifs(tmp_path):
+    first = train_tiny(tmp_path, "run", 5, snapshots=True)
+    (broken,) = first.run_dir.rglob("manifold*step0000003.png")
+    broken.write_bytes(b"")  # as a SIGKILL mid-write left it before PNGs were written atomically
+    with pytest.warns(UserWarning, match="not a readable image"):
+        paths = snapshot_gifs(first.run_dir)
+    assert len(paths) == 2 and gif_frames(first.run_dir / "manifold_over_training.gif") == 4
+
+
+def test_figures_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    model, data = tiny_model(GRAY), random_splits(GRAY)
+    save_reconstructions(model, data.test.x, tmp_path / "r.png", n=2)
+    before = (tmp_path / "r.png").read_bytes()
+
+    def killed(figure, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"half a PNG")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", killed)
+    with pytest.raises(VaekitError, match="No space left"):
+        save_reconstructions(model, data.test.x, tmp_path / "r.png", n=4)
+    assert (tmp_path / "r.png").read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["r.png"]
+
+
 def test_snapshot_leaves_the_random_stream_alone(tmp_path):
     model, data = tiny_model(GRAY, latent=3), random_splits(GRAY)
     torch.manual_seed(5)
@@ -403,3 +428,32 @@ def test_cli_plot_all_writes_every_kind(tmp_path, capsys):
     assert "is not a vaekit run folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["plot", str(run_dir), "--kind", "histogram"])
+
+
+def test_uint8_pixels_are_drawn_and_encoded_as_the_model_takes_them(tmp_path):
+    model, data = tiny_model(GRAY), random_splits(GRAY)
+    pixels = (data.test.x * 255).round().to(torch.uint8)
+    scaled = pixels.float() / 255
+    np.testing.assert_array_equal(encoded_means(model, pixels), encoded_means(model, scaled))
+    for x, name in ((pixels, "bytes"), (scaled, "floats")):
+        save_reconstructions(model, x, tmp_path / f"{name}.png", n=4)
+        save_interpolation(model, x[0], x[1], tmp_path / f"line_{name}.png")
+    for kind in ("", "line_"):  # the same figure: the inputs drawn scaled, not saturated
+        with Image.open(tmp_path / f"{kind}bytes.png") as a, Image.open(tmp_path / f"{kind}floats.png") as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_label_for_each_example_or_a_clear_error(tmp_path):
+    model, data = tiny_model(GRAY), random_splits(GRAY)
+    with pytest.raises(VaekitError, match="39 labels for 40 examples"):
+        save_latent_scatter(model, data.test.x, tmp_path / "s.png", data.test.y[:-1])
+
+
+def test_morph_by_label_takes_a_folder_name_as_a_string(tmp_path):
+    path = morph_by_label(tiny_model(GRAY), random_splits(GRAY).test, str(tmp_path), order=[1, 7], frames_per_transition=2)
+    assert path == tmp_path / "morph_17.gif" and gif_frames(path) == 4
+
+
+def test_one_example_must_fill_its_image_shape(tmp_path):
+    with pytest.raises(VaekitError, match=r"one example of 64 values is no image of shape \(1, 28, 28\)"):
+        save_example(np.zeros(64), (1, 28, 28), tmp_path / "e.png")

@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = print_note
             return args.handler(args)
     except VaekitError as error:
-        print(f"vaekit: error: {error}", file=sys.stderr)
+        from vaekit.distributed import is_main_process
+
+        if is_main_process():  # under torchrun every rank meets the same error: rank 0 says it once
+            print(f"vaekit: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
@@ -356,6 +359,8 @@ def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if refused:
         allowed = ", ".join(flag_of(name) for name in RESUME_OVERRIDES)
         raise VaekitError(f"--resume continues a run with its saved settings; only {allowed} can change, not {', '.join(refused)}")
+    if "epochs" in values and "max_steps" not in values:  # a new epoch limit alone is the run's limit, as --max-steps alone is
+        values["max_steps"] = None
     return step_limits(values)
 
 
@@ -426,11 +431,11 @@ def run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from vaekit.model import load
-    from vaekit.plots import save_image_grid
+    from vaekit.plots import image_shape_of, save_image_grid
 
     model = load(args.run)
     torch.manual_seed(args.seed)
-    path = save_image_grid(model.sample(args.n), model.config.image_shape, args.out)
+    path = save_image_grid(model.sample(args.n), image_shape_of(model), args.out)
     print(f"vaekit: wrote {path}")
     return 0
 

@@ -69,6 +69,7 @@ def save_reconstructions(model: VAE, x: torch.Tensor, path: str | Path, n: int =
     x = torch.as_tensor(x)[:n]
     if len(x) == 0:
         raise VaekitError("no examples to reconstruct")
+    x = model.as_examples(x)  # the inputs as the model sees them: uint8 pixels scaled, say
     with seeded(0, model.device):
         recon = model.reconstruct(x, sample=sample)
     shape = image_shape_of(model)
@@ -96,6 +97,8 @@ def save_latent_scatter(model: VAE, x: torch.Tensor, path: str | Path, labels: t
     """Encoded means of x as points coloured by label; a larger latent than 2-D is projected (PCA or t-SNE)."""
     mu = encoded_means(model, x)
     labels = None if labels is None else np.asarray(labels)
+    if labels is not None and len(labels) != len(mu):
+        raise VaekitError(f"{len(labels)} labels for {len(mu)} examples: give one label per example")
     sampled = ""
     if projection == "tsne" and mu.shape[1] > 2 and len(mu) > MAX_TSNE_POINTS:
         keep = np.sort(np.random.default_rng(seed).choice(len(mu), MAX_TSNE_POINTS, replace=False))
@@ -212,7 +215,7 @@ def save_manifold_grid(model: VAE, path: str | Path, n: int = 20, span: tuple[fl
 def save_interpolation(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, path: str | Path, n: int = 10,
                        spherical: bool = False, title: str = "") -> Path:
     """A strip of n images decoded on the way from the mean of q(z|x_a) to that of q(z|x_b), the inputs at its ends."""
-    x = torch.stack([torch.as_tensor(x_a), torch.as_tensor(x_b)]).reshape(2, -1)
+    x = model.as_examples(torch.stack([torch.as_tensor(x_a), torch.as_tensor(x_b)]))
     mu = encoded_means(model, x)
     inputs = to_images(x, image_shape_of(model))
     strip = image_grid(decoded_images(model, interpolate(mu[0], mu[1], n, spherical)), columns=n)
@@ -238,6 +241,9 @@ def save_example(x: torch.Tensor | np.ndarray, image_shape: tuple[int, ...], pat
     from matplotlib.figure import Figure
 
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+    x = x / 255 if x.dtype == np.uint8 else x  # pixels 0-255, as the model's methods take them
+    if x.size != np.prod(image_shape):
+        raise VaekitError(f"one example of {x.size} values is no image of shape {tuple(image_shape)}")
     (image,) = to_images(x.reshape(1, -1), image_shape)
     _, height, width = image_shape
     fig = Figure(figsize=EXAMPLE_SIZE, dpi=DPI, layout="constrained")

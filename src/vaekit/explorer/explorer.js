@@ -20,7 +20,7 @@
   if (decoder.outputSize !== EXAMPLE_SIZE) throw new Error(`the decoder gives ${decoder.outputSize} values, images hold ${EXAMPLE_SIZE}`);
   const pixels = VaekitPixels.imageWriter(DATA.model.image_shape);
   const TILE = pixels.tile;
-  const PALETTE = ["#4e9af1", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#a0785a", "#bab0ac"];
+  const UNLABELLED = "#1f77b4"; // the PNG scatter's colour for unlabelled points (matplotlib's tab:blue)
   const PICK_RADIUS = 8; // css pixels from a shown example for a click to pick it
   const GRID_SLICE_MS = 12; // the grid decodes for about this long before it lets the browser draw a frame or take input
   const SLIDER_SPREAD = 3; // sliders reach this many standard deviations (at least the prior's) either side
@@ -49,12 +49,12 @@
   // Point i is example index[i] of the split: with more examples than --points the pad holds a
   // random subset, so i (the position in the subset) is not the number a user can look up.
   function loadPoints(p) {
-    if (!p) return { n: 0, index: [], z: new Float32Array(0), u: [], v: [], labels: null, images: null, nImages: 0 };
+    if (!p) return { n: 0, index: [], z: new Float32Array(0), u: [], v: [], labels: null, colours: null, images: null, nImages: 0 };
     const z = VaekitDecoder.float32FromBase64(p.z);
     const u = new Float32Array(p.n), v = new Float32Array(p.n);
     for (let i = 0; i < p.n; i++) [u[i], v[i]] = project(z, i * LATENT);
     return {
-      n: p.n, index: p.index, z, u, v, labels: p.labels,
+      n: p.n, index: p.index, z, u, v, labels: p.labels, colours: p.colours,
       images: VaekitDecoder.bytesFromBase64(p.images), nImages: p.n_images,
     };
   }
@@ -67,8 +67,9 @@
   const classes = points.labels ? [...new Set(points.labels)].sort((a, b) => a - b) : [];
   const classIndex = new Map(classes.map((label, i) => [label, i]));
   const hiddenClasses = new Set();
-  const colourOf = (i) => (i < PALETTE.length ? PALETTE[i] : `hsl(${(i * 137.5) % 360} 65% 62%)`);
-  const pointColour = (i) => (points.labels ? colourOf(classIndex.get(points.labels[i])) : PALETTE[0]);
+  // each label's colour in the PNG figures (plots.label_colours), sent by the page; past 20 labels, hues
+  const colourOf = (i) => (points.colours && points.colours[classes[i]]) || `hsl(${(i * 137.5) % 360} 65% 62%)`;
+  const pointColour = (i) => (points.labels ? colourOf(classIndex.get(points.labels[i])) : UNLABELLED);
   const pointShown = (i) => !points.labels || !hiddenClasses.has(points.labels[i]);
 
   const spread = latentSpread();

@@ -114,10 +114,24 @@ def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points
             "index": index.tolist(),  # each point's example number in the split, the number the page shows
             "z": float32_base64(mu),
             "labels": None if y is None else y.tolist(),
+            "colours": None if y is None else css_label_colours(part.y.numpy()),
             "images": uint8_base64(x[:with_images]),
             "n_images": with_images,
         },
     }
+
+
+def css_label_colours(labels: np.ndarray) -> dict[str, str] | None:
+    """Each label of the split in the colour the PNG figures give it (`plots.label_colours`), as CSS;
+    None past 20 labels, where the figures use a colour bar and the page its own hues."""
+    from matplotlib.colors import to_hex
+
+    from vaekit.plots import label_colours
+
+    classes = np.unique(labels)
+    if len(classes) > 20:
+        return None
+    return {str(label): to_hex(colour) for label, colour in label_colours(classes).items()}
 
 
 def chosen_indices(size: int, max_points: int, seed: int) -> torch.Tensor:
