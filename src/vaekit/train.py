@@ -50,7 +50,7 @@ class Progress:
     skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped on request
     train_seconds: float = 0.0  # wall time of the training steps over all sessions (validation and checkpoints not counted)
     history: list[dict[str, float]] = field(default_factory=list)
-    epoch_shape: tuple[int, int] | None = None  # (training examples, global batch size): where position counts batches of
+    epoch_shape: tuple[int, int] | None = None  # (training examples, global batch size) of the epochs counted here
 
 
 @dataclass
@@ -194,14 +194,12 @@ class BatchCost(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, global_rows: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         config = self.config
-        if len(x) == 0:  # the last global batch of an epoch can leave a rank nothing: add no gradient
-            with torch.no_grad():  # but draw its (empty) share of the batch's noise, as the others draw theirs,
-                loss(self.model, x, objective=config.objective, beta=beta, free_bits=config.free_bits, k=config.iwae_k)
-            zero = sum(p.sum() for p in self.model.parameters()) * 0.0  # so that the ranks' noise streams stay in step
-            cost, reconstruction, kl = zero, zero.detach(), zero.detach()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            cost, terms = loss(self.model, x, objective=config.objective, beta=beta, free_bits=config.free_bits, k=config.iwae_k)
+        if len(x) == 0:  # the last global batch of an epoch can leave a rank nothing: it added no gradient, though
+            zero = sum(p.sum() for p in self.model.parameters()) * 0.0  # it drew its (empty) share of the noise above,
+            cost, reconstruction, kl = zero, zero.detach(), zero.detach()  # so that the ranks' noise streams stay in step
         else:
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                cost, terms = loss(self.model, x, objective=config.objective, beta=beta, free_bits=config.free_bits, k=config.iwae_k)
             cost = cost * (len(x) * self.world_size / global_rows)  # exactly 1 when the ranks' shares are equal
             reconstruction, kl = terms.reconstruction.detach().mean(), terms.kl.detach().mean()
         if config.l2 > 0:
