@@ -33,6 +33,7 @@ def test_its_report_finds_the_products_and_prints_json(tmp_path, capsys):
     assert result["adam_traffic_mb"] == round(7 * 4 * weights / 1e6, 1)
     for name in step_anatomy.CONTENDERS:
         ms = result[name]["ms_per_step"]
-        # the profiler saw the products under the names it sums, and they are part of the gradient's time
-        assert 0 < ms["products_in_step"] < ms["checked_gradients"], name
+        # the profiler saw the products under the names it sums (two separate 2-step timings are not compared:
+        # on a busy machine the profiled products took longer than the unprofiled gradient, 20.3 against 18.9 ms)
+        assert ms["products_in_step"] > 0, name
         assert all(ms[part] > 0 for part in step_anatomy.PARTS)
