@@ -111,7 +111,7 @@ def load_data(config: DataConfig) -> Splits:
     return splits
 
 
-def check_values(x: torch.Tensor, what: str) -> None:
+def check_values(x: torch.Tensor, what: str, needs: str = "a Bernoulli model needs data in [0, 1]") -> None:
     """Refuse NaN/Inf and values outside [0, 1], which a Bernoulli likelihood cannot model."""
     if x.numel() == 0:
         raise VaekitError(f"{what} holds no examples, or examples of size 0")
@@ -119,7 +119,7 @@ def check_values(x: torch.Tensor, what: str) -> None:
         raise VaekitError(f"{what} contains NaN or Inf values")
     low, high = float(x.min()), float(x.max())
     if low < 0 or high > 1:
-        raise VaekitError(f"{what} has values in [{low:g}, {high:g}]; a Bernoulli model needs data in [0, 1]")
+        raise VaekitError(f"{what} has values in [{low:g}, {high:g}]; {needs}")
 
 
 def is_8bit(x: torch.Tensor) -> bool:

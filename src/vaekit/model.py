@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from vaekit.config import ModelConfig, from_dict, to_dict, write_json
+from vaekit.data import check_values
 from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal, VampPrior, bits_per_dim
 from vaekit.errors import VaekitError
 from vaekit.nn import NETWORKS
@@ -233,12 +234,7 @@ def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
     if config.image_shape and tuple(x.shape) == tuple(config.image_shape):
         x = x.unsqueeze(0)  # one image
     x = check_input(x, config.input_size, config.image_shape or None)
-    if not torch.isfinite(x).all():
-        raise VaekitError("the examples contain NaN or Inf values")
-    low, high = float(x.min()), float(x.max())
-    if low < 0 or high > 1:
-        raise VaekitError(f"the examples have values in [{low:g}, {high:g}]; the model takes values in [0, 1] "
-                          "(pixels 0-255 as uint8 are scaled for you)")
+    check_values(x, "the input", needs="the model takes values in [0, 1] (pixels 0-255 as uint8 are scaled for you)")
     return x
 
 
