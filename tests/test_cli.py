@@ -187,12 +187,30 @@ def test_resume_refuses_flags_it_would_not_apply_and_records_new_limits(tmp_path
     run = quick_run(tmp_path / "runs", "--max-steps", "2")
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] is None  # --max-steps alone: no epoch limit
     assert main(["train", "--resume", str(run), "--lr", "0.5", "--arch", "64,3,2"]) == 1
-    assert "only --epochs, --max-steps, --progress, --device can change, not --arch, --lr" in capsys.readouterr().err
+    assert "only --epochs, --max-steps, --progress, --device, --threads, --dist-timeout, --data-dir can change, not --arch, --lr" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--max-steps", "5", "--no-progress"]) == 0
     assert "done after 5 steps" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 5  # the next --resume goes on from here
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0  # --epochs alone: the new limit
     assert "done after 9 steps" in capsys.readouterr().out  # 3 epochs of 3 steps, not stopped at the old 5
+
+
+def test_resume_may_change_what_depends_on_the_machine_and_records_it(tmp_path, capsys, shared_data):
+    from vaekit.cli import main
+
+    before, after = tmp_path / "data_here", tmp_path / "data_moved"
+    before.mkdir()
+    for name, source in [("train-images-idx3-ubyte.gz", "mnist-train-first14000-images-idx3-ubyte.gz"),
+                         ("train-labels-idx1-ubyte.gz", "mnist-train-first14000-labels-idx1-ubyte.gz"),
+                         ("t10k-images-idx3-ubyte.gz",) * 2, ("t10k-labels-idx1-ubyte.gz",) * 2]:
+        (before / name).symlink_to(shared_data / source)
+    run = quick_run(tmp_path / "runs", "--data", "mnist", "--data-dir", str(before), "--arch", "784,8,2", "--max-steps", "2")
+    before.rename(after)  # the data moved (another machine, say)
+    assert main(["train", "--resume", str(run), "--data-dir", str(after), "--threads", "1", "--dist-timeout", "60",
+                 "--max-steps", "3", "--no-progress"]) == 0, capsys.readouterr().err
+    assert "done after 3 steps" in capsys.readouterr().out
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["data"]["data_dir"] == str(after) and saved["train"]["threads"] == 1  # where evaluate and plot look next
 
 
 def test_max_steps_alone_trains_past_the_default_ten_epochs(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import warnings
@@ -58,6 +59,7 @@ from vaekit.plots import (
     save_manifold_grid,
     save_prior_samples,
     save_reconstructions,
+    scatter_figure,
     strip_figure,
 )
 
@@ -236,6 +238,19 @@ def test_a_one_dimensional_latent_is_drawn_one_row_per_label():
     assert sorted(zip(points[:, 0], rows)) == sorted(zip(z, np.repeat([0, 1, 2], 20)))  # each z in its label's row
     assert np.abs(points[:, 1] - rows).max() <= 0.35 and (points[:, 1] - rows).std() > 0.1  # spread across it
     assert ax.get_xlim() == (-4, 4)
+
+
+def test_the_scatter_names_the_classes_where_the_data_name_them(tmp_path, digits):
+    z, labels, names = np.linspace(-2, 2, 60), np.repeat([0, 2, 1], 20), ("circle", "square", "triangle")
+    ax = strip_figure(z, labels, "", limits=None, seed=0, class_names=names).axes[0]
+    assert [tick.get_text() for tick in ax.get_yticklabels()] == ["0: circle", "1: square", "2: triangle"]
+    ax = scatter_figure(np.column_stack([z, z]), labels, "", None, class_names=names).axes[0]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["0: circle", "1: square", "2: triangle"]
+    ax = scatter_figure(np.column_stack([z, z]), labels, "", None).axes[0]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["0", "1", "2"]
+    named = Splits(digits.train, digits.valid, digits.test, digits.image_shape, class_names=tuple("abcdefghij"))
+    run = train(VAE([64, 16, 2]), named, TrainConfig(max_steps=2, out=str(tmp_path), progress=False)).run_dir
+    assert json.loads((run / "config.json").read_text())["class_names"] == list("abcdefghij")  # from Python, not only the CLI
 
 
 def test_prior_samples_come_from_the_models_own_prior():

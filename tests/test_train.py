@@ -118,3 +118,30 @@ def test_a_device_there_is_not_is_a_clear_error(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(VaekitError, match="PyTorch sees no CUDA GPU"):
             vaekit.load(tmp_path, device="cuda")
+
+
+def test_train_leaves_the_callers_threads_and_random_stream_as_they_were(digits, tmp_path):
+    threads, model = torch.get_num_threads(), VAE([64, 16, 2])
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(model, digits, quick_config(tmp_path, epochs=1, threads=1 if threads > 1 else 2))
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_trained_model_comes_back_ready_to_use_in_eval_mode(digits, tmp_path):
+    model = train(VAE([64, 16, 2], dropout=0.5), digits, quick_config(tmp_path, epochs=1)).model
+    assert not model.training  # as vaekit.load gives it: no dropout in encode, reconstruct or elbo
+    x = digits.valid.x[:4]
+    assert torch.equal(model.encode(x)[0], model.encode(x)[0])
+
+
+def test_dequantizing_data_that_are_not_8_bit_is_refused_from_python_too(digits, tmp_path):
+    model = VAE([64, 16, 2], likelihood="gaussian", dequantize=True)
+    with pytest.raises(VaekitError, match="--dequantize needs 8-bit images"):  # the digits are sixteenths
+        train(model, digits, quick_config(tmp_path, epochs=1))
+    with pytest.raises(VaekitError, match="--dequantize needs 8-bit images"):
+        vaekit.evaluate.estimate_nll(model, digits.valid.x[:4], k=2)
+    assert not any(tmp_path.iterdir())  # refused before any run folder was made
+    model.as_examples(torch.round(digits.valid.x[:4] * 255) / 255)  # 8-bit values pass

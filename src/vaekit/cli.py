@@ -20,7 +20,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 from vaekit.config import FIGURE_KINDS, DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices, parse_architecture
 from vaekit.errors import VaekitError
 
-RESUME_OVERRIDES = ("epochs", "max_steps", "progress", "device")  # what --resume may change
+# what --resume may change: the limits, and what depends on the machine rather than the run
+RESUME_OVERRIDES = ("epochs", "max_steps", "progress", "device", "threads", "dist_timeout", "data_dir")
 FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
 DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST
@@ -307,7 +308,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         model_values, train_config, data_config = resume_configs(run_dir)
-        train_config = dataclasses.replace(train_config, **resume_overrides(args))
+        overrides = resume_overrides(args)
+        data_config = dataclasses.replace(data_config, **{k: v for k, v in overrides.items() if k in given(args, DataConfig)})
+        train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if k not in given(args, DataConfig)})
         data = load_data(data_config)
         torch.manual_seed(train_config.seed)  # as the first start did, in case no checkpoint was written
         model = VAE(config=from_dict(ModelConfig, model_values))
@@ -322,7 +325,6 @@ def run_train(args: argparse.Namespace) -> int:
         model_values.setdefault("architecture", (data.input_size, *hidden, DEFAULT_LATENT))
         data.check_fits(model_values["architecture"][0])  # before the model's image shape would disagree
         model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
-        check_data_suits(model, data.train.x)
     main_process = is_main_process()  # under torchrun, rank 0 alone speaks
     if main_process:
         print(f"vaekit: training {model.config.model} {'-'.join(map(str, model.config.architecture))} on {data.name} "
@@ -330,8 +332,6 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(model, data, train_config, data_config, run_dir=run_dir)
     if not main_process:
         return 130 if result.interrupted else 0
-    if data.class_names:
-        record_class_names(result.run_dir, data.class_names)
     last = result.progress.history[-1]["valid_cost"] if result.progress.history else float("nan")
     state = "stopped early and saved" if result.interrupted else "done"
     print(f"vaekit: {state} after {result.progress.step} steps; validation cost {last:.2f} nats per example")
@@ -379,7 +379,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = load_data(data_config)
     data.check_fits(model.input_size)
     split = data[args.split]
-    check_data_suits(model, split.x)
     x = split.x[: args.limit] if args.limit else split.x
     if args.nll:
         report = estimate_nll(model, x, k=args.k, seed=args.seed, progress=args.progress and not args.json, compile=args.compile)
@@ -407,24 +406,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if model.config.likelihood == "gaussian":
         print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")
     return 0
-
-
-def check_data_suits(model: Any, x: Any) -> None:
-    """Dequantisation assumes 8-bit pixels: refuse data that are not multiples of 1/255."""
-    from vaekit.data import is_8bit
-
-    if model.config.dequantize and not is_8bit(x):
-        raise VaekitError("--dequantize needs 8-bit images (pixel values k/255); these data have other values")
-
-
-def record_class_names(run_dir: Path, class_names: tuple[str, ...]) -> None:
-    """Keep the image folder's class names (label k is class_names[k]) in the run's config.json."""
-    from vaekit.config import write_json
-    from vaekit.model import CONFIG_FILE, read_run_config
-
-    payload = read_run_config(run_dir)
-    payload["class_names"] = list(class_names)
-    write_json(Path(run_dir) / CONFIG_FILE, payload)
 
 
 def run_sample(args: argparse.Namespace) -> int:

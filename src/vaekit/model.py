@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from vaekit.config import ModelConfig, from_dict, to_dict, write_json
-from vaekit.data import check_values
+from vaekit.data import check_values, is_8bit
 from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal, VampPrior, bits_per_dim
 from vaekit.errors import VaekitError
 from vaekit.nn import NETWORKS
@@ -235,7 +235,15 @@ def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
         x = x.unsqueeze(0)  # one image
     x = check_input(x, config.input_size, config.image_shape or None)
     check_values(x, "the input", needs="the model takes values in [0, 1] (pixels 0-255 as uint8 are scaled for you)")
+    check_dequantizable(x, config)
     return x
+
+
+def check_dequantizable(x: torch.Tensor, config: ModelConfig) -> None:
+    """A model with dequantize assumes 8-bit pixels: refuse data that are not multiples of 1/255."""
+    if config.dequantize and not is_8bit(x):
+        raise VaekitError("--dequantize needs 8-bit images, pixel values k/255 (so does dequantize=True from Python); "
+                          "these data have other values")
 
 
 def check_input(x: torch.Tensor, width: int, image_shape: tuple[int, ...] | None = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import textwrap
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,8 +93,11 @@ def save_reconstructions(model: VAE, x: torch.Tensor, path: str | Path, n: int =
 
 def save_latent_scatter(model: VAE, x: torch.Tensor, path: str | Path, labels: torch.Tensor | np.ndarray | None = None,
                         title: str = "", projection: Projection = "pca", limits: tuple[float, float] | None = None,
-                        seed: int = 0) -> Path:
-    """Encoded means of x as points coloured by label; a larger latent than 2-D is projected (PCA or t-SNE)."""
+                        seed: int = 0, class_names: Sequence[str] = ()) -> Path:
+    """Encoded means of x as points coloured by label; a larger latent than 2-D is projected (PCA or t-SNE).
+
+    class_names name the labels in the legend (label k is class_names[k]), as an image folder's sub-folders do.
+    """
     mu = encoded_means(model, x)
     labels = None if labels is None else np.asarray(labels)
     if labels is not None and len(labels) != len(mu):
@@ -105,32 +108,35 @@ def save_latent_scatter(model: VAE, x: torch.Tensor, path: str | Path, labels: t
         mu, labels = mu[keep], None if labels is None else labels[keep]
         sampled = f" ({MAX_TSNE_POINTS} of {len(x)} at random)"
     if mu.shape[1] == 1:
-        return save_figure(strip_figure(mu[:, 0], labels, title, limits, seed), path)
+        return save_figure(strip_figure(mu[:, 0], labels, title, limits, seed, class_names), path)
     points, (x_name, y_name), how = project_to_plane(mu, projection, seed)
-    fig = scatter_figure(points, labels, heading(title, f"means of q(z|x) of {len(points)} examples{sampled}, {how}"), limits)
+    fig = scatter_figure(points, labels, heading(title, f"means of q(z|x) of {len(points)} examples{sampled}, {how}"), limits,
+                         class_names)
     fig.axes[0].set_xlabel(x_name)
     fig.axes[0].set_ylabel(y_name)
     return save_figure(fig, path)
 
 
-def strip_figure(z: np.ndarray, labels: np.ndarray | None, title: str, limits: tuple[float, float] | None, seed: int) -> Figure:
+def strip_figure(z: np.ndarray, labels: np.ndarray | None, title: str, limits: tuple[float, float] | None, seed: int,
+                 class_names: Sequence[str] = ()) -> Figure:
     """A 1-D latent's scatter: z along x, one row per label, each point placed at random across its row
     so that the points of a row do not hide one another."""
     classes, rows = (np.array([]), np.zeros(len(z), int)) if labels is None else np.unique(labels, return_inverse=True)
     spread = np.random.default_rng(seed).uniform(-0.35, 0.35, len(z))
     points = np.column_stack([z, rows + spread])
-    fig = scatter_figure(points, labels, heading(title, f"means of q(z|x) of {len(z)} examples, 1-D latent"), None)
+    fig = scatter_figure(points, labels, heading(title, f"means of q(z|x) of {len(z)} examples, 1-D latent"), None, class_names)
     ax = fig.axes[0]
     ax.set_aspect("auto")
     if limits is not None:
         ax.set_xlim(*limits)
-    ax.set_yticks(range(len(classes)), [str(c) for c in classes])
+    ax.set_yticks(range(len(classes)), [label_name(c, class_names) for c in classes])
     ax.set_xlabel("z₁")
     ax.set_ylabel("label" if labels is not None else "")
     return fig
 
 
-def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, limits: tuple[float, float] | None) -> Figure:
+def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, limits: tuple[float, float] | None,
+                   class_names: Sequence[str] = ()) -> Figure:
     """An 800 x 640 scatter; a legend for up to 20 labels, a colour bar for more."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -145,7 +151,7 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, li
     elif len(classes := np.unique(labels)) <= 20:
         colour = label_colours(classes)
         ax.scatter(xs, ys, c=[colour[label] for label in labels[order]], **style)
-        handles = [Line2D([], [], ls="", marker="o", ms=8, color=colour[c], label=str(c)) for c in classes]
+        handles = [Line2D([], [], ls="", marker="o", ms=8, color=colour[c], label=label_name(c, class_names)) for c in classes]
         ax.legend(handles=handles, title="label", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     else:
         fig.colorbar(ax.scatter(xs, ys, c=labels[order], cmap="viridis", **style), ax=ax, label="label")
@@ -156,6 +162,13 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, li
     ax.grid(alpha=0.25)
     ax.set_title(textwrap.fill(title, 80), fontsize=11)
     return fig
+
+
+def label_name(label: Any, class_names: Sequence[str]) -> str:
+    """How a figure names a label: "3: cat" where the data name their classes, else "3"."""
+    if not class_names or not 0 <= int(label) < len(class_names):
+        return str(label)
+    return f"{label}: {class_names[int(label)]}"
 
 
 def label_colours(classes: np.ndarray) -> dict[Any, tuple[float, ...]]:
@@ -344,7 +357,7 @@ def write_reconstructions(model: VAE, data: Splits, out: Path, o: PlotOptions, t
 
 def write_latent(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
     return [save_latent_scatter(model, data[split].x, out / f"latent_{split}{tag}.png", data[split].y, named(data, split),
-                                o.projection, seed=o.seed) for split in ("train", "valid", "test")]
+                                o.projection, seed=o.seed, class_names=data.class_names) for split in ("train", "valid", "test")]
 
 
 def grid_plane(model: VAE, data: Splits, o: PlotOptions) -> LatentPlane:

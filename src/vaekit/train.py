@@ -15,6 +15,8 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ from vaekit.config import DataConfig, TrainConfig, from_dict, to_dict, write_jso
 from vaekit.data import Splits
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
-from vaekit.model import CONFIG_FILE, FORMAT_VERSION, VAE, WEIGHTS_FILE, load_checked_state, read_run_config, resolve_device
+from vaekit.model import (CONFIG_FILE, FORMAT_VERSION, VAE, WEIGHTS_FILE, check_dequantizable, load_checked_state, read_run_config,
+                          resolve_device, seeded)
 from vaekit.distributed import Cluster, SharedNoise, any_rank, broadcast_text, check_world_size, gather_tensors, local_slice
 from vaekit.objectives import l2_penalty, loss
 
@@ -72,26 +75,38 @@ def train(
 
     The run's config.json records data_config, by default the one load_data read the data from (so that the
     CLI can evaluate, plot and resume the run). Pass the run_dir of an earlier run to resume it from its checkpoint.
-    Returns the trained model (on its device), the run folder and the final progress.
+    Returns the trained model (on its device, in eval mode), the run folder and the final progress. The
+    caller's random streams and thread count are as they were before.
     """
     data.check_fits(model.input_size)
+    check_dequantizable(data.train.x, model.config)
     if run_dir is not None:
         check_resumable(Path(run_dir))
-    if config.threads:
-        torch.set_num_threads(config.threads)
     cluster, device = distributed.setup(resolve_device(config.device), config.dist_timeout)
     try:
-        return train_on(cluster, device, model, data, config, data_config or data.config, run_dir)
+        # each rank its own stream (dropout masks, dequantisation noise) for its own examples; rank 0's is one
+        # process's. (The weights are rank 0's: DDP broadcasts them. The posterior's noise is shared: SharedNoise.)
+        with threads(config.threads), seeded(config.seed + cluster.rank, device):
+            return train_on(cluster, device, model, data, config, data_config or data.config, run_dir)
     finally:
         distributed.teardown(cluster)
+
+
+@contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """PyTorch's CPU threads set to count (None: left as they are) for the duration, then as they were."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, config: TrainConfig,
              data_config: DataConfig | None, run_dir: str | Path | None) -> TrainResult:
     """The loop itself, on this process's device; with torchrun, one of several ranks."""
-    # each rank its own stream (dropout masks, dequantisation noise) for its own examples; rank 0's is one
-    # process's. (The weights are rank 0's: DDP broadcasts them. The posterior's noise is shared: SharedNoise.)
-    torch.manual_seed(config.seed + cluster.rank)
     model.to(device).train()
     check_objective_fits(model, config)
     batch_cost = make_batch_cost(model, config, cluster, device)
@@ -103,11 +118,11 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     if run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists():
         progress = restore_checkpoint(Path(run_dir), model, optimizer, scheduler, noise, cluster)
         if cluster.is_main:
-            record_train_config(Path(run_dir), config)  # new limits (--epochs, --max-steps) hold for the next resume too
+            record_resumed_config(Path(run_dir), config, data_config)  # new limits (--epochs, --max-steps) hold for the next resume too
     else:
         if cluster.is_main:
             run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
-            write_run_config(run_dir, model, config, data_config, cluster)
+            write_run_config(run_dir, model, config, data, data_config, cluster)
         run_dir = broadcast_text(str(run_dir), cluster)
     run_dir = Path(run_dir)
 
@@ -176,6 +191,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                 animation.snapshot_gifs(run_dir)
         logger.finish(progress.step)
     distributed.finish_together(cluster)
+    model.eval()  # as `load` returns a model: ready to use, no dropout
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
 
 
@@ -450,14 +466,17 @@ def check_resumable(run_dir: Path) -> None:
                           "(the optimizer's state and the step are gone); train a new run instead")
 
 
-def record_train_config(run_dir: Path, config: TrainConfig) -> None:
-    """Write the training settings a resumed run goes on with into its config.json, leaving the rest."""
+def record_resumed_config(run_dir: Path, config: TrainConfig, data_config: DataConfig | None) -> None:
+    """Write the training and data settings a resumed run goes on with into its config.json, leaving the rest."""
     payload = read_run_config(run_dir)
     payload["train"] = to_dict(config)
+    if data_config is not None:
+        payload["data"] = to_dict(data_config)
     write_json(run_dir / CONFIG_FILE, payload)
 
 
-def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config: DataConfig | None, cluster: Cluster) -> None:
+def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data: Splits, data_config: DataConfig | None,
+                     cluster: Cluster) -> None:
     payload = {
         "format_version": FORMAT_VERSION,
         "model": to_dict(model.config),
@@ -466,6 +485,8 @@ def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data_config
     }
     if data_config is not None:
         payload["data"] = to_dict(data_config)
+    if data.class_names:
+        payload["class_names"] = list(data.class_names)  # label k is class_names[k]
     write_json(run_dir / CONFIG_FILE, payload)
 
 
