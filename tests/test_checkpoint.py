@@ -251,3 +251,22 @@ def test_a_full_disk_during_training_is_one_clear_error_and_keeps_the_checkpoint
         train(VAE([64, 16, 2]), digits, TrainConfig(**{**config.__dict__, "epochs": 3}), run_dir=first.run_dir)
     monkeypatch.setattr(checkpoint_module.os, "fsync", real_fsync)
     assert (first.run_dir / CHECKPOINT_FILE).read_bytes() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux shows a process's umask in /proc")
+def test_the_umask_is_read_without_setting_it(monkeypatch, tmp_path):
+    """Setting the umask to read it would, for an instant, give other threads' new files the wrong mode."""
+    from vaekit.checkpoint import atomic_write_bytes, current_umask
+
+    old = os.umask(0o027)
+    try:
+        def no_setting(mask):
+            raise AssertionError("the umask was set")
+
+        monkeypatch.setattr(os, "umask", no_setting)
+        assert current_umask() == 0o027
+        atomic_write_bytes(tmp_path / "x.bin", b"x")
+        assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o640
+    finally:
+        monkeypatch.undo()
+        os.umask(old)

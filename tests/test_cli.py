@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import vaekit
 import torch
 
 
@@ -48,6 +50,20 @@ def test_evaluate_json_reports_nats_per_example(run_dir):
     assert abs(report["elbo"] + report["reconstruction"] + report["kl"]) < 1e-6
 
 
+def test_evaluate_measures_the_split_it_is_asked_for(run_dir, capsys):
+    from vaekit.cli import main
+    from vaekit.evaluate import average_elbo_terms
+
+    reports = {}
+    for split in ("train", "valid", "test"):
+        assert main(["evaluate", str(run_dir), "--split", split, "--json"]) == 0
+        reports[split] = json.loads(capsys.readouterr().out)
+    assert [reports[split]["n"] for split in ("train", "valid", "test")] == [1297, 250, 250]
+    test_split = vaekit.load_data(vaekit.DataConfig()).test.x
+    assert reports["test"]["elbo"] == pytest.approx(average_elbo_terms(vaekit.load(run_dir), test_split)["elbo"], abs=1e-6)
+    assert abs(reports["test"]["elbo"] - reports["valid"]["elbo"]) > 1e-3
+
+
 def test_evaluate_table(run_dir):
     assert "reconstruction" in vaekit("evaluate", str(run_dir)).stdout
 
@@ -59,6 +75,14 @@ def test_sample_writes_a_png(run_dir, tmp_path):
     vaekit("sample", str(run_dir), "-n", "16", "--out", str(out))
     image = Image.open(out)
     assert image.size == (4 * (4 * 9 + 1), 4 * (4 * 9 + 1))  # 4x4 grid of 8x8 digits, 1 px padding, x4
+
+
+def test_sample_refuses_an_output_that_is_not_a_png(run_dir, tmp_path, capsys):
+    from vaekit.cli import main
+
+    assert main(["sample", str(run_dir), "--out", str(tmp_path / "samples.jpg")]) == 1
+    assert "give a name ending in .png" in capsys.readouterr().err  # it wrote PNG bytes under any name
+    assert not (tmp_path / "samples.jpg").exists()
 
 
 def test_sample_from_a_model_built_without_an_image_shape(tmp_path):

@@ -23,6 +23,17 @@ def test_digits_is_the_offline_default():
     assert set(data.train.y.tolist()) == set(range(10))
 
 
+def test_the_digits_splits_are_disjoint_and_together_the_whole_set():
+    from sklearn.datasets import load_digits
+
+    data = load_data(DataConfig())
+    rows = lambda x: sorted(bytes(row) for row in np.asarray(x, dtype=np.float32))  # noqa: E731
+    everything = rows(np.concatenate([data.train.x, data.valid.x, data.test.x]))
+    assert everything == rows(load_digits().data / 16)
+    labels = np.concatenate([data.train.y, data.valid.y, data.test.y])
+    assert np.array_equal(np.bincount(labels), np.bincount(load_digits().target))
+
+
 @pytest.fixture(scope="module")
 def mnist14k(tmp_path_factory, shared_data) -> Path:
     """The 14,000-image training subset presented under the official MNIST names."""

@@ -197,9 +197,21 @@ def test_folder_layout_mistakes_are_clear_errors(tmp_path: Path, isolated_cache:
         load(root)
 
 
-def test_image_options_apply_to_image_folders_only(isolated_cache: Path) -> None:
-    with pytest.raises(VaekitError, match="--image-size and --channels apply to image folders only"):
-        load_data(DataConfig(data="digits", image_size=(8,)))
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"image_size": (8,)}, "--image-size applies to image folders only, not to digits"),
+        ({"channels": 1}, "--channels applies to image folders only"),
+        ({"fit": "crop"}, "--fit applies to image folders only"),
+        ({"valid_size": 7}, "--valid-size applies to --data mnist only"),
+        ({"mirror": "http://127.0.0.1:1/"}, "--mirror applies to --data mnist only"),
+        ({"data_dir": "."}, "--data-dir applies to --data mnist and --data binarized-mnist only"),
+    ],
+)
+def test_data_options_that_do_nothing_for_the_data_are_refused_not_ignored(options: dict, message: str,
+                                                                           isolated_cache: Path) -> None:
+    with pytest.raises(VaekitError, match=message):
+        load_data(DataConfig(data="digits", **options))
 
 
 @pytest.mark.parametrize(

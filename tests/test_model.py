@@ -81,6 +81,31 @@ def test_gradients_flow_through_the_reparameterization(vae):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+def test_the_reparameterization_gradient_is_one_for_mu_and_sigma_eps_for_log_sigma():
+    from vaekit.distributions import DiagonalGaussian
+
+    mu, log_sigma = torch.zeros(5, 3, requires_grad=True), torch.full((5, 3), -0.5, requires_grad=True)
+    torch.manual_seed(0)
+    z = DiagonalGaussian(mu, log_sigma).rsample()
+    eps = (z.detach() - mu.detach()) / log_sigma.detach().exp()
+    z.sum().backward()
+    assert torch.equal(mu.grad, torch.ones(5, 3))
+    assert torch.allclose(log_sigma.grad, log_sigma.detach().exp() * eps)
+
+
+def test_reconstruct_draws_z_from_q_unless_asked_for_the_mean(vae):
+    x = torch.rand(6, 64)
+    with torch.no_grad():
+        vae.encoder.log_sigma.bias.fill_(1.0)  # a wide q(z|x): a draw is far from its mean
+    mean = vae.reconstruct(x, sample=False)
+    assert torch.equal(mean, vae.decode(vae.encode(x)[0]))
+    torch.manual_seed(0)
+    drawn = vae.reconstruct(x)
+    assert (drawn - mean).abs().max() > 0.05
+    torch.manual_seed(0)
+    assert torch.equal(vae.reconstruct(x), drawn)
+
+
 def test_save_and_load_round_trip_is_bit_identical(vae, tmp_path):
     x = torch.rand(6, 64)
     vae.save(tmp_path / "run")

@@ -159,6 +159,41 @@ def test_vampprior_pseudo_inputs_stay_in_the_data_range() -> None:
     assert model.prior.pseudo_inputs.tolist() == [[0.0, pytest.approx(0.3), 1.0, 1.0], [0.0, 0.0, pytest.approx(0.7), 1.0]]
 
 
+def test_vampprior_draws_from_every_component_alike() -> None:
+    model = VAE([12, 4, 2], prior="vamp", pseudo_inputs=2, nonlinearity="relu")
+    with torch.no_grad():
+        model.prior.pseudo_inputs_raw.copy_(torch.tensor([[-20.0] * 12, [20.0] * 12]))  # u_1 = 0, u_2 = 1 after the clamp
+        (hidden,) = [m for m in model.encoder.hidden if isinstance(m, torch.nn.Linear)]
+        hidden.weight.fill_(1.0 / 12)  # h = (mean of u) in every unit
+        hidden.bias.zero_()
+        model.encoder.mu.weight.fill_(10.0 / 4)  # mu = 10 * mean of u
+        model.encoder.mu.bias.zero_()
+        model.encoder.log_sigma.weight.zero_()
+        model.encoder.log_sigma.bias.fill_(-5.0)
+    components = model.prior.components()
+    assert torch.allclose(components.mu, torch.tensor([[0.0, 0.0], [10.0, 10.0]]), atol=1e-4)
+    torch.manual_seed(0)
+    z = model.prior.sample(4000)
+    near_second = (z[:, 0] > 5).float().mean()
+    assert abs(float(near_second) - 0.5) < 0.05  # 4000 fair coin flips: 0.05 is 6 standard deviations
+    assert ((z - 5).abs() > 4.9).all()  # every draw sits at one of the two components
+
+
+def test_the_l2_penalty_is_half_the_squared_weights_and_leaves_biases_alone() -> None:
+    from vaekit.objectives import l2_penalty
+
+    model = VAE([12, 10, 3])
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    assert torch.allclose(l2_penalty(model), sum(w.pow(2).sum() for w in weights) / 2)
+    with torch.no_grad():
+        for w in weights:
+            w.zero_()
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.fill_(3.0)
+    assert float(l2_penalty(model)) == 0.0
+
+
 def test_the_prior_is_saved_and_rebuilt(tmp_path) -> None:
     model = VAE([12, 10, 3], prior="vamp", pseudo_inputs=5)
     with torch.no_grad():

@@ -30,6 +30,7 @@ from vaekit.images import (
     AXIS_MARGINS,
     RIGHT,
     canvas_scale,
+    image_grid,
     decoded_images,
     encoded_means,
     to_images,
@@ -134,6 +135,29 @@ def test_saved_manifold_png_holds_the_decoder_pixels_exactly(tmp_path, shape):
     np.testing.assert_array_equal(shown, np.broadcast_to(expected, shown.shape))
 
 
+@pytest.mark.parametrize("shape", [GRAY, RGB])
+def test_saved_reconstructions_hold_each_input_above_its_reconstruction(tmp_path, shape):
+    model, x = tiny_model(shape), torch.rand(5, int(np.prod(shape)))
+    path = save_reconstructions(model, x, tmp_path / "recon.png", n=5)
+    images = np.concatenate([to_images(x, shape), to_images(model.reconstruct(x, sample=False), shape)])
+    canvas = image_grid(images, 5)  # inputs in the top row, their reconstructions below
+    scale, (height, width) = canvas_scale(canvas), canvas.shape[:2]
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    left, bottom = 130, 20  # the figure's margins
+    shown = pixels[pixels.shape[0] - bottom - height * scale : pixels.shape[0] - bottom, left : left + width * scale]
+    expected = np.kron(to_pixels(canvas).reshape(height, width, -1), np.ones((scale, scale, 1), np.uint8))
+    np.testing.assert_array_equal(shown, np.broadcast_to(expected, shown.shape))
+
+
+def test_scatter_colours_stay_with_their_points():
+    points, labels = np.arange(20.0).reshape(10, 2), np.arange(10)  # point i at (2i, 2i + 1), label i
+    collection = scatter_figure(points, labels, "", None).axes[0].collections[0]
+    colours = label_colours(labels)
+    for (x, _), colour in zip(collection.get_offsets(), collection.get_facecolors()):
+        np.testing.assert_allclose(colour[:3], colours[int(x) // 2][:3])
+
+
 def test_inverse_cdf_grid_uses_cell_midpoint_percentiles_of_the_standard_normal():
     coords = grid_coordinates(24, ppf=True)
     expected = [statistics.NormalDist().inv_cdf((i + 0.5) / 24) for i in range(24)]
@@ -225,6 +249,7 @@ def test_each_label_keeps_its_colour_in_every_split_and_neighbours_differ_in_hue
     assert [everyone[label] for label in range(10)] == [colormaps["tab10"](i) for i in range(10)]
     twenty = label_colours(np.arange(20))
     assert len(set(twenty.values())) == 20 and twenty[4] == everyone[4] and twenty[5] == everyone[5]
+    assert label_colours(np.array([0, 2, 3]))[2] == everyone[2] and label_colours(np.array([0, 5]))[5] == everyone[5]
     odd = label_colours(np.array([-1, 7, 100]))  # labels outside 0-19: by rank
     assert list(odd.values()) == [everyone[0], everyone[1], everyone[2]]
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import sys
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch
 import vaekit
 from vaekit import VAE, DataConfig, TrainConfig, VaekitError
 from vaekit.checkpoint import CHECKPOINT_FILE
-from vaekit.data import Split
+from vaekit.data import Split, Splits
 from vaekit.train import train
 
 from helpers import quick_config
@@ -57,6 +58,13 @@ def test_max_steps_stops_first(digits, tmp_path):
     assert result.progress.step == 7
 
 
+def test_max_steps_alone_has_no_epoch_limit_from_python_as_on_the_command_line(digits, tmp_path):
+    assert TrainConfig().epochs == 10 and TrainConfig(max_steps=5).epochs is None
+    config = TrainConfig(max_steps=35, batch_size=500, out=str(tmp_path), progress=False, device="cpu")
+    result = train(VAE([64, 8, 2]), digits, config)  # 3 steps an epoch: 10 epochs would stop at 30
+    assert result.progress.step == 35
+
+
 @pytest.mark.parametrize("change", ["fewer examples", "another batch size"])
 def test_resuming_on_other_epochs_is_refused_not_an_endless_loop(digits, tmp_path, change):
     first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=None, max_steps=19))  # stops at batch 19 of 21
@@ -92,7 +100,7 @@ def test_l2_penalty_shrinks_weights(digits, tmp_path):
 
 
 def test_bad_training_options_are_refused():
-    for options in ({"batch_size": 0}, {"lr": -1.0}, {"epochs": 0}, {"epochs": None, "max_steps": None}, {"clip": -1.0}):
+    for options in ({"batch_size": 0}, {"lr": -1.0}, {"epochs": 0}, {"max_steps": 0}, {"clip": -1.0}):
         with pytest.raises(VaekitError):
             TrainConfig(**options)
 
@@ -145,3 +153,67 @@ def test_dequantizing_data_that_are_not_8_bit_is_refused_from_python_too(digits,
         vaekit.evaluate.estimate_nll(model, digits.valid.x[:4], k=2)
     assert not any(tmp_path.iterdir())  # refused before any run folder was made
     model.as_examples(torch.round(digits.valid.x[:4] * 255) / 255)  # 8-bit values pass
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    """200 training examples: 4 steps an epoch at batch 50."""
+    return Splits(Split(digits.train.x[:200]), Split(digits.valid.x[:50]), Split(digits.test.x[:50]), digits.image_shape)
+
+
+def test_the_kl_weight_warms_up_step_by_step(small, tmp_path, monkeypatch):
+    train_module = sys.modules["vaekit.train"]  # `vaekit.train` is also the function
+    betas, real_step = [], train_module.train_step
+
+    def recording_step(batch_cost, optimizer, x, rows, beta, config):
+        betas.append(beta)
+        return real_step(batch_cost, optimizer, x, rows, beta, config)
+
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=2, batch_size=50, warmup_epochs=2, beta=2.0))
+    assert betas == pytest.approx([2.0 * step / 8 for step in range(8)])
+
+
+@pytest.mark.parametrize(("options", "name", "value"), [({"free_bits": 0.3}, "free_bits", 0.3),
+                                                        ({"objective": "iwae", "iwae_k": 7}, "k", 7)])
+def test_objective_options_reach_the_training_cost(small, tmp_path, monkeypatch, options, name, value):
+    train_module = sys.modules["vaekit.train"]
+    seen, real_loss = [], train_module.loss
+
+    def recording_loss(*args, **kwargs):
+        seen.append(kwargs)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "loss", recording_loss)
+    train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=1, batch_size=50, **options))
+    assert len(seen) == 4 and all(kwargs[name] == value for kwargs in seen)
+
+
+def test_an_iwae_runs_validation_cost_is_its_bound_not_the_elbo(small, tmp_path):
+    from vaekit.evaluate import average_elbo_terms, average_iwae_bound
+
+    result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=1, batch_size=50, objective="iwae", iwae_k=5))
+    cost = result.progress.history[-1]["valid_cost"]
+    assert cost == pytest.approx(-average_iwae_bound(result.model, small.valid.x, 5), abs=1e-4)
+    assert cost < -average_elbo_terms(result.model, small.valid.x)["elbo"] - 1e-3  # a tighter bound: a lower cost
+
+
+def test_each_epoch_sees_the_examples_in_its_own_order():
+    epoch_order = sys.modules["vaekit.train"].epoch_order
+    cpu = torch.device("cpu")
+    orders = [epoch_order(100, seed, epoch, cpu) for seed, epoch in [(0, 0), (0, 1), (1, 0)]]
+    assert all(torch.equal(order.sort().values, torch.arange(100)) for order in orders)  # each example once
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[0], orders[2])
+    assert torch.equal(epoch_order(100, 0, 1, cpu), orders[1])  # a resumed run redoes it
+
+
+def test_tensorboard_holds_the_costs_the_run_reports(small, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=2, batch_size=50))
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    valid = [(event.step, event.value) for event in events.Scalars("valid/total")]
+    assert valid == [(h["step"], pytest.approx(h["valid_cost"], rel=1e-5)) for h in result.progress.history]
+    train_costs = [event.value for event in events.Scalars("train/total")]
+    assert train_costs and all(0.5 * valid[-1][1] < cost < 2 * valid[0][1] for cost in train_costs)

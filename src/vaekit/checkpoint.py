@@ -50,6 +50,15 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def current_umask() -> int:
+    """The process's umask, read from /proc where Linux shows it: setting it to read it (the fallback) would, for an
+    instant, give files that other threads create the wrong mode."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

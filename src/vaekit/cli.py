@@ -317,7 +317,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         run_dir = None
         data_config = DataConfig(**given(args, DataConfig))
-        train_config = TrainConfig(**step_limits(given(args, TrainConfig)))
+        train_config = TrainConfig(**given(args, TrainConfig))
         data = load_data(data_config)
         torch.manual_seed(train_config.seed)  # the initial weights come from the seed too
         model_values = given(args, ModelConfig)
@@ -345,13 +345,6 @@ def run_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
-def step_limits(values: dict[str, Any]) -> dict[str, Any]:
-    """--max-steps given without --epochs trains for that many steps, past the default 10 epochs if need be."""
-    if "max_steps" in values and "epochs" not in values:
-        return values | {"epochs": None}
-    return values
-
-
 def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings --resume may change; any other flag is refused rather than silently ignored."""
     values = {**given(args, ModelConfig), **given(args, DataConfig), **given(args, TrainConfig)}
@@ -359,9 +352,11 @@ def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if refused:
         allowed = ", ".join(flag_of(name) for name in RESUME_OVERRIDES)
         raise VaekitError(f"--resume continues a run with its saved settings; only {allowed} can change, not {', '.join(refused)}")
-    if "epochs" in values and "max_steps" not in values:  # a new epoch limit alone is the run's limit, as --max-steps alone is
+    if "epochs" in values and "max_steps" not in values:  # a new limit alone is the run's limit, whatever the saved other one
         values["max_steps"] = None
-    return step_limits(values)
+    if "max_steps" in values and "epochs" not in values:
+        values["epochs"] = None
+    return values
 
 
 def flag_of(field_name: str) -> str:
@@ -372,7 +367,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.evaluate import average_elbo_terms, estimate_nll
     from vaekit.model import load
-    from vaekit.train import resolve_device
+    from vaekit.model import resolve_device
 
     model = load(args.run, device=resolve_device(args.device))
     data_config = run_data_config(args.run, args)
@@ -411,9 +406,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from vaekit.images import image_shape_of, save_image_grid
     from vaekit.model import load
-    from vaekit.plots import image_shape_of, save_image_grid
 
+    if Path(args.out).suffix.lower() != ".png":
+        raise VaekitError(f"--out is the PNG file to write: give a name ending in .png, not {args.out}")
     model = load(args.run)
     torch.manual_seed(args.seed)
     path = save_image_grid(model.sample(args.n), image_shape_of(model), args.out)
@@ -509,7 +506,7 @@ def run_plot(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.model import load
     from vaekit.plots import KINDS, PlotOptions, all_plots
-    from vaekit.train import resolve_device
+    from vaekit.model import resolve_device
 
     run_dir = Path(args.run)
     model = load(run_dir, device=resolve_device(args.device))

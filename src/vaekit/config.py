@@ -297,14 +297,17 @@ class DataConfig:
             raise VaekitError(f"--fit must be resize or crop, got {self.fit!r}")
 
 
+DEFAULT_EPOCHS = 10  # where neither --epochs nor --max-steps is given
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: the original's defaults (Adam 1e-3, batch 128, clip by value at 5)."""
 
-    epochs: int | None = _help("stop after this many passes over the training set", default=10)
-    max_steps: int | None = _help(
-        "stop after this many optimizer steps, or at --epochs if that comes first (on the command line, "
-        "--max-steps without --epochs has no epoch limit)", default=None)
+    epochs: int | None = _help("stop after this many passes over the training set", default=None,
+                               shown_default="10, or no epoch limit with --max-steps")
+    max_steps: int | None = _help("stop after this many optimizer steps, or at --epochs if that comes first", default=None,
+                                  shown_default="no step limit")
     batch_size: int = _help("examples per step (per process under torchrun: the global batch is this times the processes)", default=128)
     lr: float = _help("Adam learning rate", default=1e-3)
     l2: float = _help("L2 penalty on weights, l2 * sum(w**2) / 2, the original's lambda_l2_reg", default=0.0)
@@ -374,7 +377,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_types(self)
         if self.epochs is None and self.max_steps is None:
-            raise VaekitError("give --epochs or --max-steps (or both)")
+            object.__setattr__(self, "epochs", DEFAULT_EPOCHS)  # frozen: this is the one place a default is filled in
         for name in ("epochs", "max_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:

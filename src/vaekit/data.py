@@ -89,6 +89,7 @@ class Splits:
 def load_data(config: DataConfig) -> Splits:
     """The data set that config names, checked for shape and for values in [0, 1]."""
     source = config.data
+    check_options_apply(config)
     if source == "digits":
         splits = load_digits()
     elif source == "mnist":
@@ -103,12 +104,25 @@ def load_data(config: DataConfig) -> Splits:
         raise VaekitError(
             f"unknown data {source!r}: use {', '.join(NAMED_DATA_SETS)}, a path to a .npy/.npz file, or a folder of images"
         )
-    if not Path(source).is_dir() and (config.image_size or config.channels is not None):
-        raise VaekitError("--image-size and --channels apply to image folders only")
     for split in SPLITS:
         check_values(splits[split].x, f"{source} ({split})")
     splits.config = config
     return splits
+
+
+# the data options that apply to some sources only: where each applies ("folder": a folder of images)
+SOURCE_OPTIONS = {"data_dir": ("mnist", "binarized-mnist"), "valid_size": ("mnist",), "mirror": ("mnist",),
+                  "image_size": ("folder",), "channels": ("folder",), "fit": ("folder",)}
+
+
+def check_options_apply(config: DataConfig) -> None:
+    """Refuse a data option set away from its default for a source it does nothing for, rather than ignore it."""
+    source = config.data if config.data in NAMED_DATA_SETS else "folder" if Path(config.data).is_dir() else "file"
+    defaults = DataConfig()
+    for name, sources in SOURCE_OPTIONS.items():
+        if source not in sources and getattr(config, name) != getattr(defaults, name):
+            where = " and ".join("image folders" if s == "folder" else f"--data {s}" for s in sources)
+            raise VaekitError(f"--{name.replace('_', '-')} applies to {where} only, not to {config.data}")
 
 
 def check_values(x: torch.Tensor, what: str, needs: str = "a Bernoulli model needs data in [0, 1]") -> None:

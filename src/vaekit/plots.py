@@ -22,7 +22,7 @@ import torch
 
 from vaekit.config import FIGURE_KINDS
 from vaekit.errors import VaekitError
-from vaekit.images import (  # noqa: F401 - save_image_grid: `vaekit sample` and the demo use it from here
+from vaekit.images import (
     DPI,
     NO_MARGINS,
     canvas_figure,
@@ -32,7 +32,6 @@ from vaekit.images import (  # noqa: F401 - save_image_grid: `vaekit sample` and
     image_grid,
     image_shape_of,
     save_figure,
-    save_image_grid,
     to_images,
 )
 from vaekit.latent import (
