@@ -3,6 +3,7 @@
 import functools
 import gzip
 import http.server
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from vaekit import DataConfig, VaekitError
-from vaekit.data import MNIST_FILES, download, load_data, parse_amat, parse_idx
+from vaekit.data import MNIST_FILES, download, file_md5, load_data, mirror_url, parse_amat, parse_idx
 
 
 def test_digits_is_the_offline_default():
@@ -210,7 +211,23 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    failed_once: set[str] = set()  # the flaky paths that have failed their first request
+
     def do_GET(self):
+        if self.path.startswith("/flaky/") and self.path not in self.failed_once:  # a busy server: 503, then the file
+            self.failed_once.add(self.path)
+            self.send_error(503, "busy")
+            return
+        if self.path.startswith("/flaky/"):
+            self.path = self.path[len("/flaky"):]
+        if self.path.startswith("/chunkcut"):  # a chunked reply that stops in the middle of a chunk
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"400\r\n" + b"x" * 100)
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if self.path.startswith("/truncated"):  # promise 1000 bytes, send 10, hang up
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -249,8 +266,36 @@ def test_download_http_error_is_clear(mirror, isolated_cache):
 
 
 def test_download_without_network_is_clear(isolated_cache):
-    with pytest.raises(VaekitError, match="cannot download"):
-        download("http://127.0.0.1:9/x.gz", isolated_cache / "x.gz", "0" * 32, timeout=5)
+    with pytest.raises(VaekitError, match="cannot download .* \\(2 tries\\)"):
+        download("http://127.0.0.1:9/x.gz", isolated_cache / "x.gz", "0" * 32, timeout=5, attempts=2, wait=0.01)
+
+
+def test_a_busy_server_is_tried_again_and_the_file_gets_the_usual_mode(mirror, isolated_cache):
+    name, md5 = MNIST_FILES["test_labels"]
+    path = download(mirror + "flaky/" + name, isolated_cache / name, md5, wait=0.01)  # 503 first, then the file
+    assert file_md5(path) == md5
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # a shared cache stays readable (it was 0600)
+
+
+def test_a_connection_closed_mid_reply_is_a_download_error_and_leaves_no_file(mirror, isolated_cache):
+    (isolated_cache / ".c.gz.abc123.part").parent.mkdir(parents=True)
+    (isolated_cache / ".c.gz.abc123.part").write_bytes(b"left by a killed download")
+    with pytest.raises(VaekitError, match="cannot download .*chunkcut.* \\(2 tries\\): the connection closed"):
+        download(mirror + "chunkcut", isolated_cache / "c.gz", "0" * 32, attempts=2, wait=0.01)
+    assert list(isolated_cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("mirror_address", ["http://127.0.0.1:8/mnist", "http://127.0.0.1:8/mnist/"])
+def test_a_mirror_with_or_without_its_last_slash(mirror_address):
+    assert mirror_url(mirror_address, "t10k-labels-idx1-ubyte.gz") == "http://127.0.0.1:8/mnist/t10k-labels-idx1-ubyte.gz"
+
+
+@pytest.mark.parametrize("bad", ["", "127.0.0.1:8000/mnist", "http://[::1/", "ftp://host/mnist/", "https:///mnist/"])
+def test_a_mirror_that_is_no_web_address_is_refused(bad):
+    with pytest.raises(VaekitError, match="--mirror must be a web address"):
+        DataConfig(data="mnist", mirror=bad)
 
 
 def test_mnist_without_data_dir_downloads_into_the_cache(mirror, isolated_cache):

@@ -12,6 +12,7 @@ import math
 import numbers
 import os
 import types
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -244,6 +245,15 @@ def parse_architecture(text: str) -> tuple[int, ...]:
 NAMED_DATA_SETS = ("digits", "mnist", "binarized-mnist")
 
 
+def is_web_address(text: str) -> bool:
+    """Whether text is an http(s) URL with a host (or a file: URL), one urllib can fetch from."""
+    try:
+        parsed = urllib.parse.urlparse(text)
+    except ValueError:  # an unclosed [ of an IPv6 host, say
+        return False
+    return parsed.scheme == "file" or (parsed.scheme in ("http", "https") and bool(parsed.netloc))
+
+
 def absolute_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
@@ -289,6 +299,8 @@ class DataConfig:
             object.__setattr__(self, "data_dir", absolute_path(self.data_dir))
         if self.valid_size < 1:
             raise VaekitError(f"--valid-size must be at least 1, got {self.valid_size}")
+        if not is_web_address(self.mirror):
+            raise VaekitError(f"--mirror must be a web address such as https://host/mnist/, got {self.mirror!r}")
         if len(self.image_size) > 2 or any(a < 1 for a in self.image_size):
             raise VaekitError(f"--image-size must be HEIGHT,WIDTH or one size, all positive, got {list(self.image_size)}")
         if self.channels not in (None, 1, 3):

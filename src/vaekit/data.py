@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import shutil
-import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -259,7 +261,12 @@ def mnist_paths(config: DataConfig) -> dict[str, Path]:
     if shared and all(find_file(Path(shared), name) for name, _ in MNIST_FILES.values()):
         return mnist_files_in(Path(shared))
     folder = cache_folder() / "mnist"
-    return {key: download(config.mirror + name, folder / name, md5) for key, (name, md5) in MNIST_FILES.items()}
+    return {key: download(mirror_url(config.mirror, name), folder / name, md5) for key, (name, md5) in MNIST_FILES.items()}
+
+
+def mirror_url(mirror: str, name: str) -> str:
+    """The URL of file `name` on the mirror, whether or not the mirror's URL ends in a slash."""
+    return urllib.parse.urljoin(mirror if mirror.endswith("/") else mirror + "/", name)
 
 
 def mnist_files_in(folder: Path) -> dict[str, Path]:
@@ -271,31 +278,60 @@ def mnist_files_in(folder: Path) -> dict[str, Path]:
     return found  # type: ignore[return-value]
 
 
-def download(url: str, destination: Path, md5: str, timeout: float = 60.0) -> Path:
-    """Fetch url to destination unless a verified copy is there; verify md5; never leave a partial file."""
+class TransientError(Exception):
+    """A failed download that another try may fix: a dropped connection, a timeout, a busy server."""
+
+
+def download(url: str, destination: Path, md5: str, timeout: float = 60.0, attempts: int = 3, wait: float = 1.0) -> Path:
+    """Fetch url to destination unless a verified copy is there; verify md5; never leave a partial file.
+
+    A transient failure is tried again, up to `attempts` times in all, `wait`, then twice as long, and so on between tries.
+    """
+    from vaekit.checkpoint import atomic_write_with
+
     if destination.is_file() and file_md5(destination) == md5:
         return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise VaekitError(f"cannot create the download folder {destination.parent}: {error.strerror} "
+                          "(set $VAEKIT_CACHE to another folder, or give --data-dir)") from None
+    for stale in destination.parent.glob(f".{destination.name}.*.part"):  # left by a download that was killed
+        stale.unlink(missing_ok=True)
+    for attempt in range(1, attempts + 1):
+        try:
+            atomic_write_with(destination, lambda tmp: fetch(url, tmp, md5, timeout))
+            return destination
+        except TransientError as error:
+            if attempt == attempts:
+                tries = f" ({attempts} tries)" if attempts > 1 else ""
+                raise VaekitError(f"cannot download {url}{tries}: {error}") from None
+            time.sleep(wait * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def fetch(url: str, path: Path, md5: str, timeout: float) -> None:
+    """Write url's bytes to path and check their md5: a VaekitError for what a retry cannot mend, a TransientError else."""
+    try:
+        with open(path, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             expected_length = response.headers.get("Content-Length")
             shutil.copyfileobj(response, out)
-        if expected_length is not None and tmp.stat().st_size != int(expected_length):
-            raise VaekitError(f"download of {url} was cut short ({tmp.stat().st_size} of {expected_length} bytes)")
-        actual = file_md5(tmp)
-        if actual != md5:
-            raise VaekitError(f"checksum mismatch for {url}: md5 {actual}, expected {md5}")
-        os.replace(tmp, destination)
     except urllib.error.HTTPError as error:
+        if error.code >= 500 or error.code == 429:
+            raise TransientError(f"HTTP {error.code} {error.reason}") from None
         raise VaekitError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", None) or error
-        raise VaekitError(f"cannot download {url}: {reason}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return destination
+    except ValueError as error:  # urllib's word for a URL it cannot parse
+        raise VaekitError(f"cannot download {url}: {error} (check --mirror)") from None
+    except http.client.IncompleteRead as error:
+        raise TransientError(f"the connection closed after {len(error.partial)} bytes") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        reason = str(getattr(error, "reason", None) or error)
+        raise TransientError(reason or type(error).__name__) from None
+    if expected_length is not None and path.stat().st_size != int(expected_length):
+        raise TransientError(f"the transfer was cut short ({path.stat().st_size} of {expected_length} bytes)")
+    actual = file_md5(path)
+    if actual != md5:
+        raise VaekitError(f"checksum mismatch for {url}: md5 {actual}, expected {md5}")
 
 
 def file_md5(path: Path) -> str:
