@@ -18,6 +18,8 @@ from vaekit.evaluate import average_elbo_terms
 from vaekit.explorer import write_explorer
 from vaekit.plots import all_plots
 
+DEMO_OUTPUTS = ("runs", "figures", "explorer.html", "test_elbo.json")  # what a run of the demo writes under --out
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -25,7 +27,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60, help="training epochs (default: 60)")
     args = parser.parse_args()
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
+    clear_earlier_outputs(out)
     start = time.perf_counter()
 
     data_config = vaekit.DataConfig("digits")
@@ -47,6 +49,16 @@ def main() -> None:
     print(f"demo: run folder  {result.run_dir}")
     print(f"demo: figures     {figures}/ (and the latent space over training: {result.run_dir}/*.gif)")
     print(f"demo: explorer    {explorer}  (open it in a browser; it works offline)")
+
+
+def clear_earlier_outputs(out: Path) -> None:
+    """Remove what an earlier demo wrote under out, and nothing else: the folder may hold the user's own files."""
+    for name in DEMO_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
