@@ -35,6 +35,7 @@ import torch
 import vaekit
 from vaekit.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from vaekit.errors import VaekitError
 from vaekit.evaluate import estimate_nll
 from vaekit.train import BEST_FILE, load_weights, resolve_device
 
@@ -105,10 +106,13 @@ def train_step(name: str, data: vaekit.Splits, data_config: DataConfig, epochs: 
     if bench.start_from and not (run_dir / CHECKPOINT_FILE).exists():
         started_from = start_from_best(model, bench.start_from)
         print(f"{name}: starting from {bench.start_from}'s best weights (epoch {started_from['epoch']})", file=sys.stderr)
+    new_run = not (run_dir / CHECKPOINT_FILE).exists()
+    if new_run and name in load_results()["configs"]:
+        print(f"{name}: a new run (no checkpoint in {run_dir}): its record replaces the one in {RESULTS.name}", file=sys.stderr)
     started = time.perf_counter()
     result = vaekit.train(model, data, config, data_config, run_dir=run_dir)
     progress = result.progress
-    record = load_results()["configs"].setdefault(name, {})
+    record = {} if new_run else load_results()["configs"].get(name, {})  # one model's figures only, never two models' mixed
     record.setdefault("sessions", []).append(
         {"until_epoch": progress.epoch, "seconds": time.perf_counter() - started, "hardware": hardware(device),
          "precision": precision, "interrupted": result.interrupted}
@@ -137,8 +141,14 @@ def start_from_best(model: vaekit.VAE, other: str) -> dict[str, Any]:
 
 
 def nll_step(name: str, split: str, data: vaekit.Splits, k: int, n: int | None, device: str, label: str | None = None) -> None:
-    """Estimate -log p(x) with k importance samples on the first n examples of a split; record it as `label` (default: the split)."""
-    run_dir = RUNS / name
+    """Estimate -log p(x) with k importance samples on the first n examples of a split; record it as `label` (default: the split).
+
+    The model is the run's in benchmarks/runs/NAME, or where there is none (a fresh clone), the exported one in
+    benchmarks/checkpoints/NAME.
+    """
+    run_dir = RUNS / name if (RUNS / name / "model.safetensors").is_file() else CHECKPOINTS / name
+    if not (run_dir / "model.safetensors").is_file():
+        raise VaekitError(f"{name} has no trained model in {RUNS / name} or {CHECKPOINTS / name}: train it first")
     model = vaekit.load(run_dir, device=resolve_device(device))
     x = data[split].x[:n] if n else data[split].x
     print(f"{name}: {split} -log p(x), k = {k}, {len(x)} examples", file=sys.stderr)
@@ -160,6 +170,8 @@ def export_step(name: str) -> None:
     """Copy a run's model (config.json and the best-on-validation model.safetensors, not the optimizer) to
     benchmarks/checkpoints/NAME: `vaekit.load` reads it, and `vaekit evaluate` takes it as a run folder."""
     target = CHECKPOINTS / name
+    if not (RUNS / name / "model.safetensors").is_file():
+        raise VaekitError(f"{name} has no run to export in {RUNS / name}: train it first")
     target.mkdir(parents=True, exist_ok=True)
     for file in ("config.json", "model.safetensors"):
         shutil.copy2(RUNS / name / file, target / file)
@@ -315,4 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except VaekitError as error:
+        sys.exit(f"binarized_mnist.py: error: {error}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import binarized_mnist  # noqa: E402, F401 - the tests import it by name
 import step_anatomy  # noqa: E402
 
 
@@ -37,3 +38,35 @@ def test_its_report_finds_the_products_and_prints_json(tmp_path, capsys):
         # on a busy machine the profiled products took longer than the unprofiled gradient, 20.3 against 18.9 ms)
         assert ms["products_in_step"] > 0, name
         assert all(ms[part] > 0 for part in step_anatomy.PARTS)
+
+
+# -- binarized_mnist.py: its record holds one model's figures --------------------------------------------
+
+
+def test_a_new_benchmark_run_starts_a_new_record_and_a_fresh_clone_evaluates_the_committed_model(tmp_path, monkeypatch, digits):
+    import pytest
+
+    import binarized_mnist as bm
+    from vaekit import DataConfig, ModelConfig, TrainConfig, VaekitError
+
+    committed = json.loads(bm.RESULTS.read_text())["configs"]["vae_784_500_500_50"]  # a real record, of an older model
+    root = tmp_path / "benchmarks"
+    for name, path in [("ROOT", root), ("RUNS", root / "runs"), ("CHECKPOINTS", root / "checkpoints"),
+                       ("RESULTS", root / "results" / "r.json"), ("TABLE", root / "results" / "r.md")]:
+        monkeypatch.setattr(bm, name, path)
+    tiny = bm.Benchmark("tiny", ModelConfig(architecture=(64, 8, 2)), TrainConfig(epochs=1, batch_size=500, out=str(tmp_path)), "none")
+    monkeypatch.setitem(bm.CONFIGS, "tiny", tiny)
+    bm.save_result("tiny", committed)
+
+    bm.train_step("tiny", digits, DataConfig(), 1, "cpu")
+    record = json.loads(bm.RESULTS.read_text())["configs"]["tiny"]
+    assert "test" not in record and record["epochs_trained"] == 1 and len(record["sessions"]) == 1
+    bm.train_step("tiny", digits, DataConfig(), 2, "cpu")  # resumed: the same model, one more session
+    assert len(json.loads(bm.RESULTS.read_text())["configs"]["tiny"]["sessions"]) == 2
+
+    bm.export_step("tiny")
+    (bm.RUNS / "tiny" / "model.safetensors").unlink()  # as in a fresh clone: no runs/, the committed checkpoints/
+    bm.nll_step("tiny", "test", digits, k=2, n=5, device="cpu")
+    assert json.loads(bm.RESULTS.read_text())["configs"]["tiny"]["test"]["weights"] == "benchmarks/checkpoints/tiny/model.safetensors"
+    with pytest.raises(VaekitError, match="no run to export"):
+        bm.export_step("tiny")
