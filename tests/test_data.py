@@ -46,6 +46,13 @@ def mnist14k(tmp_path_factory, shared_data) -> Path:
     return folder
 
 
+def test_data_read_from_vaekit_data_record_that_folder(mnist14k, monkeypatch):
+    monkeypatch.setenv("VAEKIT_DATA", str(mnist14k))
+    data = load_data(DataConfig(data="mnist"))
+    assert len(data.train) == 9000 and data.config.data_dir == str(mnist14k)  # a run finds them again without the variable
+    assert load_data(DataConfig()).config.data_dir is None  # the digits need no folder
+
+
 def test_mnist_from_a_folder_with_official_names(mnist14k):
     data = load_data(DataConfig(data="mnist", data_dir=str(mnist14k)))
     assert (len(data.train), len(data.valid), len(data.test)) == (9000, 5000, 10000)

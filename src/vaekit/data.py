@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,21 @@ def load_data(config: DataConfig) -> Splits:
         )
     for split in SPLITS:
         check_values(splits[split].x, f"{source} ({split})")
-    splits.config = config
+    splits.config = with_shared_folder(config)
     return splits
+
+
+def with_shared_folder(config: DataConfig) -> DataConfig:
+    """config, with the $VAEKIT_DATA folder its files were read from as its data_dir: a run records where its data
+    are, for evaluate, plot and --resume in a shell without that variable."""
+    shared = os.environ.get("VAEKIT_DATA")
+    if config.data_dir or not shared:
+        return config
+    if config.data == "binarized-mnist" and data_folder(config, "binarized_mnist_train.amat") == Path(shared):
+        return dataclasses.replace(config, data_dir=shared)
+    if config.data == "mnist" and all(find_file(Path(shared), name) for name, _ in MNIST_FILES.values()):
+        return dataclasses.replace(config, data_dir=shared)  # mnist_paths read them there
+    return config
 
 
 # the data options that apply to some sources only: where each applies ("folder": a folder of images)
