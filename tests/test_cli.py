@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import vaekit
 import torch
 
 
@@ -51,6 +49,7 @@ def test_evaluate_json_reports_nats_per_example(run_dir):
 
 
 def test_evaluate_measures_the_split_it_is_asked_for(run_dir, capsys):
+    from vaekit import DataConfig, load, load_data
     from vaekit.cli import main
     from vaekit.evaluate import average_elbo_terms
 
@@ -59,8 +58,8 @@ def test_evaluate_measures_the_split_it_is_asked_for(run_dir, capsys):
         assert main(["evaluate", str(run_dir), "--split", split, "--json"]) == 0
         reports[split] = json.loads(capsys.readouterr().out)
     assert [reports[split]["n"] for split in ("train", "valid", "test")] == [1297, 250, 250]
-    test_split = vaekit.load_data(vaekit.DataConfig()).test.x
-    assert reports["test"]["elbo"] == pytest.approx(average_elbo_terms(vaekit.load(run_dir), test_split)["elbo"], abs=1e-6)
+    test_split = load_data(DataConfig()).test.x
+    assert reports["test"]["elbo"] == pytest.approx(average_elbo_terms(load(run_dir), test_split)["elbo"], abs=1e-6)
     assert abs(reports["test"]["elbo"] - reports["valid"]["elbo"]) > 1e-3
 
 

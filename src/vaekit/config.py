@@ -29,7 +29,7 @@ DEFAULT_SIGMA = 0.1
 
 Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
 
-# The figures `vaekit plot` draws (see plots.py); named here so the CLI can list them without importing torch.
+# The figures `vaekit plot` draws (see plots.py); named with the other choices the CLI offers.
 FigureKind = Literal["reconstructions", "latent", "manifold", "manifold-ppf", "interpolation", "morph", "training", "example", "prior"]
 FIGURE_KINDS: tuple[str, ...] = get_args(FigureKind)
 

@@ -1,6 +1,7 @@
 """Geometry of the latent space for figures: 2-D views of codes, planes and grids of codes, paths between codes.
 
-Pure numpy functions of encoded means; `plots.py` and `animation.py` draw what these compute.
+Functions of encoded means, in numpy (and torch's inverse normal CDF for the grids); `plots.py` and `animation.py`
+draw what these compute.
 """
 
 from __future__ import annotations
