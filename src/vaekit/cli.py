@@ -308,9 +308,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         model_values, train_config, data_config = resume_configs(run_dir)
-        overrides = resume_overrides(args)
-        data_config = dataclasses.replace(data_config, **{k: v for k, v in overrides.items() if k in given(args, DataConfig)})
-        train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if k not in given(args, DataConfig)})
+        overrides, data_fields = resume_overrides(args), given(args, DataConfig)
+        data_config = dataclasses.replace(data_config, **{k: v for k, v in overrides.items() if k in data_fields})
+        train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if k not in data_fields})
         data = load_data(data_config)
         torch.manual_seed(train_config.seed)  # as the first start did, in case no checkpoint was written
         model = VAE(config=from_dict(ModelConfig, model_values))
@@ -366,8 +366,7 @@ def flag_of(field_name: str) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.evaluate import average_elbo_terms, estimate_nll
-    from vaekit.model import load
-    from vaekit.model import resolve_device
+    from vaekit.model import load, resolve_device
 
     model = load(args.run, device=resolve_device(args.device))
     data_config = run_data_config(args.run, args)
@@ -504,9 +503,8 @@ def range_flag(text: str) -> tuple[float, float]:
 
 def run_plot(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
-    from vaekit.model import load
+    from vaekit.model import load, resolve_device
     from vaekit.plots import KINDS, PlotOptions, all_plots
-    from vaekit.model import resolve_device
 
     run_dir = Path(args.run)
     model = load(run_dir, device=resolve_device(args.device))

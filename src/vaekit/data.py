@@ -13,6 +13,7 @@ integer labels, and the (channels, height, width) shape of one example for figur
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -25,7 +26,6 @@ import urllib.parse
 import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
