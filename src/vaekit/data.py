@@ -121,7 +121,7 @@ def with_shared_folder(config: DataConfig) -> DataConfig:
         return config
     if config.data == "binarized-mnist" and data_folder(config, "binarized_mnist_train.amat") == Path(shared):
         return dataclasses.replace(config, data_dir=shared)
-    if config.data == "mnist" and all(find_file(Path(shared), name) for name, _ in MNIST_FILES.values()):
+    if config.data == "mnist" and shared_mnist_folder() is not None:
         return dataclasses.replace(config, data_dir=shared)  # mnist_paths read them there
     return config
 
@@ -269,13 +269,23 @@ def mnist_paths(config: DataConfig) -> dict[str, Path]:
     """
     if config.data_dir:
         return mnist_files_in(Path(config.data_dir))
-    # $VAEKIT_DATA is a folder shared by several data sets: one without all four MNIST files
-    # (only the test files, say) is not meant for MNIST, so the download goes ahead.
-    shared = os.environ.get("VAEKIT_DATA")
-    if shared and all(find_file(Path(shared), name) for name, _ in MNIST_FILES.values()):
-        return mnist_files_in(Path(shared))
+    shared = shared_mnist_folder()
+    if shared is not None:
+        return mnist_files_in(shared)
     folder = cache_folder() / "mnist"
     return {key: download(mirror_url(config.mirror, name), folder / name, md5) for key, (name, md5) in MNIST_FILES.items()}
+
+
+def shared_mnist_folder() -> Path | None:
+    """$VAEKIT_DATA where it holds all four MNIST files, else None.
+
+    $VAEKIT_DATA is a folder shared by several data sets: one without all four MNIST files
+    (only the test files, say) is not meant for MNIST, so the download goes ahead.
+    """
+    shared = os.environ.get("VAEKIT_DATA")
+    if shared and all(find_file(Path(shared), name) for name, _ in MNIST_FILES.values()):
+        return Path(shared)
+    return None
 
 
 def mirror_url(mirror: str, name: str) -> str:
