@@ -9,6 +9,7 @@ import torch
 
 import vaekit
 from vaekit import VAE, TrainConfig
+from vaekit.distributed import SharedNoise
 from vaekit.distributions import DiagonalGaussian, StandardNormal, VampPrior
 from vaekit.errors import VaekitError
 from vaekit.objectives import elbo, elbo_terms, free_bits_kl, iwae_bound, kl_divergence, log_mean_exp, loss
@@ -87,6 +88,30 @@ def test_free_bits_floor_the_kl_of_each_dimension(model: VAE, x: torch.Tensor) -
     assert huge.item() == pytest.approx(3e3)
     huge.backward()
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.encoder.parameters())
+
+
+def test_free_bits_split_over_two_ranks_train_as_the_whole_batch() -> None:
+    # two ranks of a torchrun job, simulated: each floors the whole batch's KL per dimension (batch_mean), its
+    # cost is scaled by its share of the batch and DDP averages the gradients: the gradient of one process
+    torch.manual_seed(0)
+    model, x = VAE([16, 8, 4]), (torch.rand(12, 16) > 0.5).float()
+    halves = [slice(0, 6), slice(6, 12)]
+    with torch.no_grad():
+        per_example = model.posterior(x).kl_standard_normal_per_dim()
+    whole, first = per_example.mean(0), per_example[halves[0]].mean(0)
+    j = int((whole - first).abs().argmax())
+    free_bits = float(whole[j] + first[j]) / 2  # dimension j is floored on the whole batch or on one half, not both
+
+    def gradient(rows: slice, batch_mean) -> torch.Tensor:
+        model.zero_grad()
+        with SharedNoise(0, torch.device("cpu")).batch(model, len(x), rows):  # each rank its rows of the same draws
+            cost, _ = loss(model, x[rows], free_bits=free_bits, batch_mean=batch_mean)
+        (cost * (6 * 2 / 12)).backward() if batch_mean else cost.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    one_process = gradient(slice(None), None)
+    two_ranks = sum(gradient(rows, lambda values: whole) for rows in halves) / 2
+    torch.testing.assert_close(two_ranks, one_process, rtol=1e-5, atol=1e-6)
 
 
 def test_free_bits_refuse_a_vampprior(x: torch.Tensor) -> None:

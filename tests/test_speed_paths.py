@@ -27,7 +27,7 @@ def state_of(model: VAE, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]
 def one_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, config: TrainConfig = TrainConfig(),
          batch_cost: BatchCost | None = None) -> tuple:
     """One train_step on x with the ELBO at full KL weight: (cost, terms, finite)."""
-    batch_cost = BatchCost(model, config, world_size=1) if batch_cost is None else batch_cost
+    batch_cost = BatchCost(model, config, ) if batch_cost is None else batch_cost
     return train_step(batch_cost, optimizer, x, len(x), 1.0, config)
 
 
@@ -35,7 +35,7 @@ class PoisonedCost(BatchCost):
     """The batch cost times `factor` (NaN or Inf), as a numerical blow-up would make it."""
 
     def __init__(self, model: VAE, factor: float):
-        super().__init__(model, TrainConfig(), world_size=1)
+        super().__init__(model, TrainConfig(), )
         self.factor = factor
 
     def forward(self, x, global_rows, beta):
@@ -212,7 +212,7 @@ def test_cuda_steps_never_wait_for_the_gpu(digits, tmp_path, precision):
     x = digits.train.x[:64].to(device)
     checks = NonFiniteSteps(device)
     logger = Logger(tmp_path, model, x[:1], total_steps=LOG_EVERY, start_step=0, show_bar=False, enabled=False)
-    batch_cost = BatchCost(model, TrainConfig(precision=precision), world_size=1)
+    batch_cost = BatchCost(model, TrainConfig(precision=precision), )
     one_step(model, optimizer, x, batch_cost=batch_cost)  # the optimizer's state is created
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any host synchronisation now raises

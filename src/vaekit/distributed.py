@@ -94,6 +94,12 @@ def sum_over_ranks(values: torch.Tensor, cluster: Cluster) -> torch.Tensor:
     return values
 
 
+def global_batch_mean(values: torch.Tensor, rows: int, cluster: Cluster) -> torch.Tensor:
+    """The mean over a global batch of `rows` examples of per-example values, this rank's share (N_local, ...)
+    given here and the other ranks' gathered (no gradient flows back through it)."""
+    return sum_over_ranks(values.sum(0), cluster) / rows
+
+
 def any_rank(flag: bool, cluster: Cluster, device: torch.device) -> bool:
     """True on every rank if it is true on any: keeps decisions such as stopping in step."""
     if not cluster.distributed:

@@ -21,6 +21,8 @@ from vaekit.distributions import DiagonalGaussian, StandardNormal
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 
+BatchMean = Callable[[torch.Tensor], torch.Tensor]  # per-example values (N, ...) -> their mean over the batch (...)
+
 
 @dataclass
 class ElboTerms:
@@ -97,15 +99,27 @@ def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     return -(terms.reconstruction + beta * terms.kl)
 
 
-def free_bits_kl(model: VAE, q: DiagonalGaussian, free_bits: float) -> torch.Tensor:
+def free_bits_kl(model: VAE, q: DiagonalGaussian, free_bits: float, batch_mean: BatchMean | None = None) -> torch.Tensor:
     """sum_j max(free_bits, mean over the batch of KL_j), the KL term with free bits (Kingma et al. 2016, eq. 15).
 
     Each latent dimension j gets `free_bits` nats it can spend without cost, which keeps units
     from collapsing early. It needs a KL that splits over dimensions: the standard normal prior's.
+
+    With several processes, batch_mean gives the mean of per-example values over the global batch (every
+    rank's examples), so that each dimension is floored where the whole batch's KL is, as one process
+    would floor it. The result is then the whole batch's value, and its gradient, through this rank's
+    examples, is the KL's where that is above the floor: averaged over the ranks as DDP averages (with
+    each rank's cost scaled by its share of the batch), the gradient of the whole batch's term.
     """
     if not isinstance(model.prior, StandardNormal):
         raise VaekitError("free bits need the standard normal prior, whose KL splits over latent dimensions")
-    return q.kl_standard_normal_per_dim().mean(0).clamp(min=free_bits).sum()
+    per_example = q.kl_standard_normal_per_dim()  # (N, latent)
+    kl = per_example.mean(0)
+    if batch_mean is None:
+        return kl.clamp(min=free_bits).sum()
+    whole_batch_kl = batch_mean(per_example.detach())
+    above_floor = (kl * (whole_batch_kl > free_bits)).sum()
+    return above_floor + (whole_batch_kl.clamp(min=free_bits).sum() - above_floor).detach()
 
 
 # -- the minibatch cost of training -------------------------------------------------------------------
@@ -117,10 +131,11 @@ def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
     return sum(w.pow(2).sum() for w in weights) / 2
 
 
-def elbo_cost(model: VAE, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0, **_: Any) -> tuple[torch.Tensor, ElboTerms]:
-    """-mean(elbo) with the KL weighted by beta (and floored per dimension by free bits), and its terms."""
+def elbo_cost(model: VAE, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0, batch_mean: BatchMean | None = None,
+              **_: Any) -> tuple[torch.Tensor, ElboTerms]:
+    """-mean(elbo) with the KL weighted by beta (and floored per dimension by free bits, see `free_bits_kl`), and its terms."""
     q, terms = encode_and_elbo_terms(model, x)
-    kl = free_bits_kl(model, q, free_bits) if free_bits > 0 else terms.kl.mean()
+    kl = free_bits_kl(model, q, free_bits, batch_mean) if free_bits > 0 else terms.kl.mean()
     return terms.reconstruction.mean() + beta * kl, terms
 
 
@@ -135,10 +150,12 @@ OBJECTIVES: dict[str, Callable[..., tuple[torch.Tensor, ElboTerms]]] = {"elbo": 
 
 
 def loss(
-    model: VAE, x: torch.Tensor, l2: float = 0.0, *, objective: str = "elbo", beta: float = 1.0, free_bits: float = 0.0, k: int = 1
+    model: VAE, x: torch.Tensor, l2: float = 0.0, *, objective: str = "elbo", beta: float = 1.0, free_bits: float = 0.0, k: int = 1,
+    batch_mean: BatchMean | None = None,
 ) -> tuple[torch.Tensor, ElboTerms]:
-    """The minibatch cost (-mean of the objective, + the L2 penalty) and the ELBO terms it came from."""
-    cost, terms = OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits, k=k)
+    """The minibatch cost (-mean of the objective, + the L2 penalty) and the ELBO terms it came from
+    (batch_mean: with several processes, see `free_bits_kl`)."""
+    cost, terms = OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits, k=k, batch_mean=batch_mean)
     if l2 > 0:
         cost = cost + l2 * l2_penalty(model)
     return cost, terms

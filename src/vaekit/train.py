@@ -10,6 +10,7 @@ validation split are kept in best.safetensors and become the run's model.safeten
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import threading
@@ -204,19 +205,22 @@ class BatchCost(torch.nn.Module):
     the cost, the weights and the optimizer stay float32 (Micikevicius et al. 2018, "Mixed Precision Training").
     """
 
-    def __init__(self, model: VAE, config: TrainConfig, world_size: int):
+    def __init__(self, model: VAE, config: TrainConfig, cluster: Cluster = Cluster()):
         super().__init__()
-        self.model, self.config, self.world_size = model, config, world_size
+        self.model, self.config, self.cluster = model, config, cluster
 
     def forward(self, x: torch.Tensor, global_rows: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         config = self.config
+        # free bits floor the whole global batch's KL per dimension, as one process would (objectives.free_bits_kl)
+        batch_mean = functools.partial(distributed.global_batch_mean, rows=global_rows, cluster=self.cluster) if self.cluster.distributed else None
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            cost, terms = loss(self.model, x, objective=config.objective, beta=beta, free_bits=config.free_bits, k=config.iwae_k)
+            cost, terms = loss(self.model, x, objective=config.objective, beta=beta, free_bits=config.free_bits, k=config.iwae_k,
+                               batch_mean=batch_mean)
         if len(x) == 0:  # the last global batch of an epoch can leave a rank nothing: it added no gradient, though
             zero = sum(p.sum() for p in self.model.parameters()) * 0.0  # it drew its (empty) share of the noise above,
             cost, reconstruction, kl = zero, zero.detach(), zero.detach()  # so that the ranks' noise streams stay in step
         else:
-            cost = cost * (len(x) * self.world_size / global_rows)  # exactly 1 when the ranks' shares are equal
+            cost = cost * (len(x) * self.cluster.world_size / global_rows)  # exactly 1 when the ranks' shares are equal
             reconstruction, kl = terms.reconstruction.detach().mean(), terms.kl.detach().mean()
         if config.l2 > 0:
             cost = cost + config.l2 * l2_penalty(self.model)
@@ -229,7 +233,7 @@ def make_batch_cost(model: VAE, config: TrainConfig, cluster: Cluster, device: t
         return fused.DenseElbo(model, config)
     if config.compile:
         warnings.warn("--compile applies to the hand-written gradient only (see --fused); this run trains through autograd, uncompiled", stacklevel=2)
-    return distributed.wrap(BatchCost(model, config, cluster.world_size), cluster, device)
+    return distributed.wrap(BatchCost(model, config, cluster), cluster, device)
 
 
 def train_step(batch_cost: torch.nn.Module | fused.DenseElbo, optimizer: torch.optim.Optimizer, x: torch.Tensor,
