@@ -172,10 +172,15 @@ class Gaussian(DiagonalGaussian):
         return self.mu
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log N(x; mean, sigma^2) summed over the pixels, in nats (of x dequantised first when `levels` is set)."""
+        """log N(x; mean, sigma^2) summed over the pixels, in nats (of x dequantised first when `levels` is set).
+
+        x (N, D) broadcasts against a mean (k, N, D) of several z per example; dequantised, each of the k
+        gets its own draw of u, so that k importance samples of (z, u) estimate the discrete likelihood,
+        however the draws are split into chunks (Ho et al. 2019, "Flow++", section 3.1).
+        """
         x = x.to(self.mu.dtype)
         if self.levels is not None:
-            x = dequantize(x, self.levels)
+            x = dequantize(x.expand(self.mu.shape), self.levels)
         return super().log_prob(x)
 
 
@@ -184,9 +189,10 @@ def dequantize(x: torch.Tensor, levels: int = 256) -> torch.Tensor:
 
     The result fills [0, 1) continuously, so a density on it cannot pile up on the `levels`
     values, and E_u[log p((k + u) / levels)] - D log(levels) <= log P(k) (Theis et al. 2016).
+    A u for every element of x, expanded (broadcast) ones included.
     """
     k = torch.round(x * (levels - 1))
-    return (k + torch.rand_like(x)) / levels
+    return (k + torch.rand(x.shape, dtype=x.dtype, device=x.device)) / levels
 
 
 def bits_per_dim(nll_nats: float, num_dims: int, levels: int | None = None) -> float:
@@ -198,7 +204,8 @@ def bits_per_dim(nll_nats: float, num_dims: int, levels: int | None = None) -> f
     the density of the same data on the scale 0..levels is p / levels^D, so
         bits_per_dim = (nll_nats + D log(levels)) / (D log 2),
     which for 8-bit images (levels=256) is the figure reported for image models (Theis, van den Oord
-    & Bethge 2016, "A note on the evaluation of generative models"). From the ELBO it is an upper bound.
+    & Bethge 2016, "A note on the evaluation of generative models"). From the ELBO it is an upper bound,
+    and from a k-sample estimate of log p(x) one in expectation, which tightens as k grows.
     """
     if num_dims < 1:
         raise ValueError(f"num_dims must be positive, got {num_dims}")
