@@ -38,6 +38,13 @@ def test_gaussian_log_prob_is_the_normal_density_summed_over_pixels() -> None:
     assert torch.equal(p.mean, torch.sigmoid(logits))
 
 
+def test_a_fixed_sigma_is_the_one_asked_for_and_a_learned_one_starts_above_its_floor() -> None:
+    model = VAE([6, 4, 2], likelihood="gaussian", sigma=5e-4)
+    assert float(model.likelihood(torch.zeros(1, 2)).log_sigma.exp()[0, 0]) == pytest.approx(5e-4)
+    with pytest.raises(VaekitError, match="--learn-sigma keeps sigma at least 0.001"):
+        VAE([6, 4, 2], likelihood="gaussian", sigma=5e-4, learn_sigma=True)
+
+
 def test_a_learned_sigma_goes_to_the_root_mean_square_residual() -> None:
     # d/d log_sigma of sum log N(x; m, sigma^2) vanishes at sigma^2 = mean((x - m)^2)
     logits, x = torch.randn(50, 20), torch.rand(50, 20)

@@ -26,6 +26,7 @@ DEFAULT_CONV_CHANNELS = (32, 64, 128)
 DEFAULT_CONV_KERNELS = (4,)
 DEFAULT_CONV_STRIDES = (2,)
 DEFAULT_SIGMA = 0.1
+MIN_LEARNED_SIGMA = 1e-3  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
 
 Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
 
@@ -94,7 +95,7 @@ class ModelConfig:
         shown_default=f"{DEFAULT_SIGMA} with --likelihood gaussian",
         default=None,
     )
-    learn_sigma: bool = _help("gaussian: learn sigma (one value for all pixels) with the weights", default=False)
+    learn_sigma: bool = _help(f"gaussian: learn sigma (one value for all pixels, at least {MIN_LEARNED_SIGMA}) with the weights", default=False)
     dequantize: bool = _help(
         "gaussian on 8-bit images: train and evaluate on (255x + u) / 256, u ~ U(0, 1), "
         "so that the ELBO bounds the likelihood of the 8-bit values and bits per dimension are reported",
@@ -150,6 +151,8 @@ class ModelConfig:
             object.__setattr__(self, "sigma", DEFAULT_SIGMA)
         if not 0 < self.sigma < float("inf"):
             raise VaekitError(f"--sigma must be a positive number, got {self.sigma}")
+        if self.learn_sigma and self.sigma < MIN_LEARNED_SIGMA:
+            raise VaekitError(f"--learn-sigma keeps sigma at least {MIN_LEARNED_SIGMA}; start it there or above (--sigma), not at {self.sigma}")
 
     @property
     def input_size(self) -> int:

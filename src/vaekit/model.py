@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vaekit.config import ModelConfig, from_dict, to_dict, write_json
+from vaekit.config import MIN_LEARNED_SIGMA, ModelConfig, from_dict, to_dict, write_json
 from vaekit.data import check_values, is_8bit
 from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal, VampPrior, bits_per_dim
 from vaekit.errors import VaekitError
@@ -33,7 +33,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INFERENCE_BATCH = 4096
 PIXEL_LEVELS = 256  # 8-bit images, for dequantisation and bits per dimension
-MIN_LOG_SIGMA = math.log(1e-3)  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -81,7 +80,9 @@ class VAE(nn.Module):
         logits = self.decoder(z)
         if self.config.likelihood == "bernoulli":
             return Bernoulli(logits)
-        log_sigma = self.likelihood_log_sigma.clamp(min=MIN_LOG_SIGMA)
+        log_sigma = self.likelihood_log_sigma  # a fixed sigma is the one asked for; a learned one has a floor
+        if self.config.learn_sigma:
+            log_sigma = log_sigma.clamp(min=math.log(MIN_LEARNED_SIGMA))
         return Gaussian(logits, log_sigma, levels=PIXEL_LEVELS if self.config.dequantize else None)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
