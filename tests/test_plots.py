@@ -163,6 +163,7 @@ def test_inverse_cdf_grid_uses_cell_midpoint_percentiles_of_the_standard_normal(
     expected = [statistics.NormalDist().inv_cdf((i + 0.5) / 24) for i in range(24)]
     np.testing.assert_allclose(coords, expected, atol=1e-9)
     np.testing.assert_allclose(grid_coordinates(20), np.linspace(-4, 4, 20))
+    assert grid_coordinates(1, (-4.0, 2.0)).tolist() == [-1.0]  # one tile: the span's centre, where it is drawn
     with pytest.raises(VaekitError, match="at least 1"):
         grid_coordinates(0)
 

@@ -100,7 +100,7 @@ def subscript(number: int) -> str:
 
 
 def grid_coordinates(n: int, span: tuple[float, float] = (-4.0, 4.0), ppf: bool = False) -> np.ndarray:
-    """n coordinates along one axis: evenly over span, or (ppf) N(0, 1)'s quantiles at (i + 1/2) / n.
+    """n coordinates along one axis: evenly over span (its centre for n = 1), or (ppf) N(0, 1)'s quantiles at (i + 1/2) / n.
 
     The inverse-CDF grid gives every cell the same prior mass. The original's percentiles ran
     from 0 to 1 exactly (clipped to 1e-16), putting the edge rows at 8 sigma; cell midpoints don't.
@@ -109,6 +109,8 @@ def grid_coordinates(n: int, span: tuple[float, float] = (-4.0, 4.0), ppf: bool 
         raise VaekitError(f"a grid needs at least 1 point per side, got {n}")
     if ppf:
         return torch.special.ndtri((torch.arange(n, dtype=torch.float64) + 0.5) / n).numpy()
+    if n == 1:
+        return np.array([(span[0] + span[1]) / 2])
     return np.linspace(span[0], span[1], n)
 
 

@@ -203,7 +203,8 @@ def save_manifold_grid(model: VAE, path: str | Path, n: int = 20, span: tuple[fl
     plane = plane or latent_plane(model.latent_size)
     # Tiny images (8 x 8 digits) have ink up to their edges: without a gap the tiles run together.
     padding = 1 if max(image_shape_of(model)[1:]) < 16 else 0
-    canvas, _ = manifold_canvas(model, plane, grid_coordinates(n, span, ppf), padding)
+    coords = grid_coordinates(n, span, ppf)
+    canvas, _ = manifold_canvas(model, plane, coords, padding)
     where = "at percentiles of N(0, 1)" if ppf else f"over [{span[0]:g}, {span[1]:g}]²"
     text = heading(title, f"decoded z on a {n}×{n} grid {where}" + (f", on {plane.description}" if plane.description else ""))
     if ppf:  # the axes are the prior's cumulative probability: every cell holds the same prior mass
@@ -214,8 +215,9 @@ def save_manifold_grid(model: VAE, path: str | Path, n: int = 20, span: tuple[fl
         ax.set_xlabel(f"{plane.names[0]} (percentile of N(0, 1))")
         ax.set_ylabel(f"{plane.names[1]} (percentile of N(0, 1))")
     else:  # tiles centred on their z, so the ticks read latent coordinates
-        half = (span[1] - span[0]) / max(n - 1, 1) / 2
-        fig, ax = canvas_figure(canvas, text, extent=(span[0] - half, span[1] + half, span[0] - half, span[1] + half))
+        half = (span[1] - span[0]) / max(n - 1, 1) / 2  # n = 1: one tile over the whole span
+        low, high = coords[0] - half, coords[-1] + half
+        fig, ax = canvas_figure(canvas, text, extent=(low, high, low, high))
         ax.set_xlabel(plane.names[0])
         ax.set_ylabel(plane.names[1])
     return save_figure(fig, path)
