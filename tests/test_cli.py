@@ -294,6 +294,11 @@ def test_another_image_folder_for_a_folder_run_is_read_as_the_runs_was(tmp_path)
     assert (other.data, other.image_size, other.channels, other.fit) == (str(second), (16, 16), 1, "crop")
     assert other.valid_size == 5000  # not an image setting: the new data's own default
     assert run_data_config(run, argparse.Namespace(data=str(second), fit="resize")).fit == "resize"
+    # a run that left the size and the channels to its images: the shape its model was built for
+    defaulted = {"data": str(first), "image_size": [], "channels": None, "fit": "resize"}
+    (run / "config.json").write_text(json.dumps({"format_version": 1, "model": {"image_shape": [3, 12, 10]}, "data": defaulted}))
+    other = run_data_config(run, argparse.Namespace(data=str(second)))
+    assert (other.image_size, other.channels) == ((12, 10), 3)
 
 
 @pytest.mark.parametrize("section", ["data", "train"])

@@ -234,13 +234,27 @@ def run_data_config(run_dir: str | Path, args: argparse.Namespace) -> DataConfig
     but another image folder for a run trained on one is read as the run's was (size, channels, fit)."""
     from vaekit.model import read_run_config
 
-    saved, flags = read_run_config(run_dir).get("data"), given(args, DataConfig)
+    run_config = read_run_config(run_dir)
+    saved, flags = run_config.get("data"), given(args, DataConfig)
     if saved is None and "data" not in flags:
         raise VaekitError(f"{run_dir} does not record its data (it was trained from Python on data it was handed): give --data")
     if saved is None or ("data" in flags and DataConfig(data=flags["data"]).data != saved.get("data")):
         both_folders = saved is not None and Path(saved.get("data", "")).is_dir() and Path(flags["data"]).is_dir()
-        saved = {name: saved[name] for name in IMAGE_FOLDER_FLAGS if name in saved} if both_folders else {}
+        saved = folder_reading(saved, run_config.get("model", {}).get("image_shape")) if both_folders else {}
     return from_dict(DataConfig, saved | flags)
+
+
+def folder_reading(saved: dict[str, Any], image_shape: list[int] | None) -> dict[str, Any]:
+    """How a run's image folder became the model's input: its saved options, and where it left the size or
+    the channels to the images, the (channels, height, width) the model was built for."""
+    options = {name: saved[name] for name in IMAGE_FOLDER_FLAGS if name in saved}
+    if image_shape and len(image_shape) == 3:
+        channels, height, width = image_shape
+        if not options.get("image_size"):
+            options["image_size"] = (height, width)
+        if options.get("channels") is None:
+            options["channels"] = channels
+    return options
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
