@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 import warnings
@@ -354,6 +355,35 @@ def test_images_of_other_channel_counts_show_their_channels_side_by_side(tmp_pat
     assert sorted(path.name for path in two_channels) == sorted(path.name for path in grey)
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(steps=1), "at least 2 --steps"),
+    (dict(order=(3,)), "at least two labels in --order"),
+    (dict(dims=(1, 1)), "two different latent dimensions"),
+    (dict(ppf_sizes=(6, 0)), "--ppf-sizes must be at least 1"),
+])
+def test_bad_figure_options_are_refused_before_any_figure_is_drawn(options, message):
+    with pytest.raises(VaekitError, match=message):
+        PlotOptions(**options)
+
+
+def test_dimensions_the_latent_lacks_are_refused_before_any_figure_is_drawn(tmp_path):
+    with pytest.raises(VaekitError, match="the latent has dimensions 0..2"):
+        all_plots(tiny_model(GRAY, latent=3), random_splits(GRAY), tmp_path, PlotOptions(dims=(0, 3)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_figures_name_classes_and_a_morph_notes_the_labels_its_split_lacks(tmp_path, monkeypatch):
+    import vaekit.animation
+
+    data = random_splits(GRAY)
+    data = Splits(data.train, data.valid, Split(data.test.x[:5], data.test.y[:5]), GRAY, "shapes", tuple(f"class{i}" for i in range(10)))
+    captions = []
+    monkeypatch.setattr(vaekit.animation, "morph_examples", lambda model, x, path, frames, names: captions.append(names) or path)
+    with pytest.warns(UserWarning, match="holds no example of label 5: class5, 6: class6, 7: class7, 8: class8, 9: class9"):
+        all_plots(tiny_model(GRAY), data, tmp_path, kinds=["morph"])
+    assert captions == [["4: class4", "3: class3", "2: class2", "1: class1", "0: class0"]]
+
+
 def test_all_plots_refuses_unknown_kinds_and_data_of_another_size(tmp_path):
     model = tiny_model(GRAY)
     assert set(WRITERS) == set(KINDS)
@@ -394,12 +424,12 @@ def test_training_snapshots_leave_the_weights_alone_and_make_gifs(tmp_path):
     assert not (plain.run_dir / SNAPSHOT_FOLDER).exists()
 
 
-def test_resumed_run_makes_its_gifs_from_every_snapshot_on_disk(tmp_path):
+def test_resumed_run_makes_its_gifs_from_the_schedule_and_its_last_step(tmp_path):
     first = train_tiny(tmp_path, "run", 5, snapshots=True)
     assert gif_frames(first.run_dir / "manifold_over_training.gif") == 5  # steps 1, 2, 3, 4 and the last, 5
     resumed = train_tiny(tmp_path, "run", 9, snapshots=True, run_dir=first.run_dir)
     assert resumed.progress.step == 9
-    assert gif_frames(first.run_dir / "manifold_over_training.gif") == 8  # and 6, 8, 9
+    assert gif_frames(first.run_dir / "manifold_over_training.gif") == 7  # 1, 2, 3, 4, 6, 8, 9: the first session's 5 is off the schedule
     assert len(snapshot_gifs(first.run_dir, tmp_path / "copy")) == 2
 
 
@@ -467,6 +497,9 @@ def test_cli_plot_all_writes_every_kind(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "vaekit: error: no example of label 12 to morph through"
     assert main(["plot", str(tmp_path / "missing"), "--all"]) == 1
     assert "is not a vaekit run folder" in capsys.readouterr().err
+    shutil.rmtree(run_dir / SNAPSHOT_FOLDER)  # now a run without snapshots: a figure asked for by name that cannot be drawn
+    assert main(["plot", str(run_dir), "--kind", "training", "--out", str(tmp_path / "none")]) == 1
+    assert "vaekit: error: no training figure" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["plot", str(run_dir), "--kind", "histogram"])
 
@@ -498,3 +531,17 @@ def test_morph_by_label_takes_a_folder_name_as_a_string(tmp_path):
 def test_one_example_must_fill_its_image_shape(tmp_path):
     with pytest.raises(VaekitError, match=r"one example of 64 values is no image of shape \(1, 28, 28\)"):
         save_example(np.zeros(64), (1, 28, 28), tmp_path / "e.png")
+
+
+def test_figures_of_an_early_stopped_run_carry_the_step_of_the_weights_they_show(tmp_path):
+    from vaekit.cli import trained_steps
+    from vaekit.data import load_data
+
+    data_config = DataConfig("digits")
+    config = TrainConfig(epochs=8, patience=2, lr=0.2, batch_size=512, out=str(tmp_path), progress=False)  # too fast: it gets worse
+    torch.manual_seed(0)
+    result = train(VAE(config=ModelConfig(architecture=(64, 16, 2), image_shape=(1, 8, 8))), load_data(data_config), config, data_config)
+    progress = result.progress
+    best_step = [entry["step"] for entry in progress.history if entry["epoch"] == progress.best_epoch][0]
+    assert best_step < progress.step  # stopped after its best epoch: model.safetensors holds the best epoch's weights
+    assert trained_steps(result.run_dir) == best_step

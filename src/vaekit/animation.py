@@ -115,11 +115,14 @@ def morph_examples(model: VAE, x: torch.Tensor, path: str | Path, frames_per_tra
 
 
 def morph_by_label(model: VAE, split: Split, out_dir: str | Path, order: Sequence[int] | None = None,
-                   frames_per_transition: int = 10, tag: str = "") -> Path:
-    """Morph through one typical example of each label in `order` (default: every label, highest first).
+                   frames_per_transition: int = 10, tag: str = "", class_names: Sequence[str] = ()) -> Path:
+    """Morph through one typical example of each label in `order` (default: every label of the split, highest first),
+    captioned with the labels (and their class names, where the data name them).
 
     The typical example of a label is the one whose code lies nearest the mean code of its label.
     """
+    from vaekit.plots import label_name
+
     if split.y is None:
         raise VaekitError("a morph by label needs labels, and this data has none")
     labels = split.y.numpy()
@@ -136,7 +139,7 @@ def morph_by_label(model: VAE, split: Split, out_dir: str | Path, order: Sequenc
         picks.append(members[distance.argmin()])
     name = "".join(map(str, order)) if all(0 <= label <= 9 for label in order) else "_".join(map(str, order))
     path = Path(out_dir) / f"morph_{name}{tag}.gif"
-    return morph_examples(model, split.x[picks], path, frames_per_transition, [str(label) for label in order])
+    return morph_examples(model, split.x[picks], path, frames_per_transition, [label_name(label, class_names) for label in order])
 
 
 # -- 6. the latent space over logarithmic training time --------------------------------------------------------
@@ -201,6 +204,8 @@ def snapshot_gifs(run_dir: str | Path, out_dir: str | Path | None = None) -> lis
         files = snapshot_files(run_dir, prefix)
         if not files:
             continue
+        # the schedule's steps and the last: an earlier session's last step, off the schedule, was not the run's
+        files = [(step, file) for step, file in files if is_snapshot_step(step) or step == files[-1][0]]
         frames = []
         for _, file in files:
             try:

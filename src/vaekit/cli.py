@@ -518,7 +518,7 @@ def range_flag(text: str) -> tuple[float, float]:
 def run_plot(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.model import load, resolve_device
-    from vaekit.plots import KINDS, PlotOptions, all_plots
+    from vaekit.plots import KINDS, FigureSkipped, PlotOptions, all_plots
 
     run_dir = Path(args.run)
     model = load(run_dir, device=resolve_device(args.device))
@@ -530,22 +530,31 @@ def run_plot(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
         paths = all_plots(model, data, out, options, KINDS if args.all else args.kind, trained_steps(run_dir), run_dir)
+    # a kind asked for by name that could not be drawn is an error; one of --all's is a note
+    failed = [note for note in notes if issubclass(note.category, FigureSkipped) and not args.all]
     for note in notes:
-        print(f"vaekit: note: {note.message}", file=sys.stderr)
+        print(f"vaekit: {'error' if note in failed else 'note'}: {note.message}", file=sys.stderr)
     for path in paths:
         print(path)
     print(f"vaekit: wrote {len(paths)} figures to {out}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 def trained_steps(run_dir: Path) -> int | None:
-    """The step of the run's last checkpoint (for file names), or None if it cannot be read."""
+    """The training step of the run's model.safetensors (for file names): the last checkpoint's, or with
+    --patience that of the best epoch, whose weights the model holds; None if it cannot be read."""
     from safetensors import SafetensorError, safe_open
 
     from vaekit.checkpoint import CHECKPOINT_FILE
+    from vaekit.model import read_run_config
+    from vaekit.train import BEST_FILE
 
     try:
         with safe_open(str(run_dir / CHECKPOINT_FILE), framework="pt") as handle:
-            return int(json.loads((handle.metadata() or {})["state"])["progress"]["step"])
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+            progress = json.loads((handle.metadata() or {})["state"])["progress"]
+        if read_run_config(run_dir).get("train", {}).get("patience") and (run_dir / BEST_FILE).exists():
+            # the first validation of the best epoch's count is the one at its end (later ones are mid-epoch)
+            return next(int(entry["step"]) for entry in progress["history"] if entry["epoch"] == progress["best_epoch"])
+        return int(progress["step"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, StopIteration, VaekitError):
         return None

@@ -319,6 +319,23 @@ class PlotOptions:
     split: str = "test"  # the split for the example, the grids' plane, the interpolation and the morph
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # checked before any figure is drawn, so that a bad option does not stop `--all` half-way
+        counts = {"--n": self.n, "--grid": self.grid, "--frames": self.frames, "--ppf-sizes": min(self.ppf_sizes, default=0)}
+        for flag, value in counts.items():
+            if value < 1:
+                raise VaekitError(f"{flag} must be at least 1, got {value}")
+        if self.steps < 2:
+            raise VaekitError(f"an interpolation needs at least 2 --steps, got {self.steps}")
+        if self.order is not None and len(self.order) < 2:
+            raise VaekitError(f"a morph needs at least two labels in --order, got {','.join(map(str, self.order))}")
+        if self.dims is not None and (len(set(self.dims)) != 2 or min(self.dims) < 0):
+            raise VaekitError(f"--dims needs two different latent dimensions, counted from 0, got {','.join(map(str, self.dims))}")
+
+    def check_fits(self, model: VAE) -> None:
+        if self.dims is not None and max(self.dims) >= model.latent_size:
+            raise VaekitError(f"--dims {','.join(map(str, self.dims))}: the latent has dimensions 0..{model.latent_size - 1}")
+
 
 def all_plots(model: VAE, data: Splits, out_dir: str | Path, options: PlotOptions = PlotOptions(),
               kinds: Iterable[str] = KINDS, step: int | None = None, run_dir: str | Path | None = None) -> list[Path]:
@@ -326,25 +343,30 @@ def all_plots(model: VAE, data: Splits, out_dir: str | Path, options: PlotOption
 
     `step` (the model's training step) goes into the file names. The latent space over training
     comes from the snapshots a run made while training (`run_dir`, trained with snapshots on).
-    A kind the model or data cannot give (a grid of a 1-D latent, say) is skipped with a warning.
+    A kind the model or data cannot give (a grid of a 1-D latent, say) is skipped with a FigureSkipped warning.
     """
     kinds = list(kinds)
     unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown:
         raise VaekitError(f"unknown kind of figure {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     data.check_fits(model.input_size)
+    options.check_fits(model)
     out_dir, tag = Path(out_dir), "" if step is None else f"_step{step}"
     paths: list[Path] = []
     for kind in kinds:
         try:
             paths += WRITERS[kind](model, data, out_dir, options, tag, run_dir)
         except Skipped as reason:
-            warnings.warn(f"no {kind} figure: {reason}", stacklevel=2)
+            warnings.warn(f"no {kind} figure: {reason}", FigureSkipped, stacklevel=2)
     return paths
 
 
 class Skipped(Exception):
     """A kind of figure that this model, data or run cannot give."""
+
+
+class FigureSkipped(UserWarning):
+    """The warning of a kind of figure that all_plots skipped."""
 
 
 def named(data: Splits, split: str) -> str:
@@ -385,7 +407,8 @@ def write_interpolation(model: VAE, data: Splits, out: Path, o: PlotOptions, tag
         what, name = f"#{a} → #{b}", f"{a}_to_{b}"
     else:
         ya, yb = int(split.y[a]), int(split.y[b])
-        what, name = f"#{a} (label {ya}) → #{b} (label {yb})", f"{ya}_to_{yb}"
+        what = f"#{a} (label {label_name(ya, data.class_names)}) → #{b} (label {label_name(yb, data.class_names)})"
+        name = f"{ya}_to_{yb}"
     title = f"{named(data, o.split)} {what}"
     return [save_interpolation(model, split.x[a], split.x[b], out / f"interpolation_{name}{tag}.png", o.steps, o.spherical, title)]
 
@@ -412,7 +435,19 @@ def write_morph(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, r
         picks = np.sort(np.random.default_rng(o.seed).choice(len(split), min(10, len(split)), replace=False))
         return [morph_examples(model, split.x[picks], out / f"morph_{len(picks)}_examples{tag}.gif", o.frames,
                                [f"#{i}" for i in picks])]
-    return [morph_by_label(model, split, out, o.order, o.frames, tag)]
+    if o.order is None:
+        note_labels_missing_from(data, o.split)
+    return [morph_by_label(model, split, out, o.order, o.frames, tag, data.class_names)]
+
+
+def note_labels_missing_from(data: Splits, split: str) -> None:
+    """Warn of labels of the data that the split holds no example of, and that a default morph will leave out."""
+    known = set(range(len(data.class_names))) if data.class_names else {int(y) for part in ("train", "valid", "test")
+                                                                         if data[part].y is not None for y in data[part].y.unique()}
+    missing = sorted(known - {int(y) for y in data[split].y.unique()})
+    if missing:
+        names = ", ".join(label_name(label, data.class_names) for label in missing)
+        warnings.warn(f"the {split} split holds no example of label {names}: the morph goes through the others", stacklevel=3)
 
 
 def write_training(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
@@ -428,7 +463,7 @@ def write_training(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str
 
 def write_example(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
     split = data[o.split]
-    label = "" if split.y is None else f" (label {int(split.y[0])})"
+    label = "" if split.y is None else f" (label {label_name(int(split.y[0]), data.class_names)})"
     return [save_example(split.x[0], data.image_shape, out / f"example_{o.split}_0.png", f"{named(data, o.split)} example #0{label}")]
 
 
