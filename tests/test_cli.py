@@ -241,6 +241,16 @@ def test_max_steps_alone_trains_past_the_default_ten_epochs(tmp_path, capsys):
     assert "done after 45 steps" in capsys.readouterr().out
 
 
+def test_a_run_that_diverged_says_so_and_exits_nonzero_keeping_its_folder(tmp_path, capsys):
+    from vaekit.cli import main
+
+    args = ["train", "--arch", "64,32,2", "--lr", "1e8", "--clip", "0", "--epochs", "2", "--on-nonfinite", "skip", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path)]) == 1  # with the bad steps skipped, it "finished", validating at NaN
+    assert "vaekit: error: the validation cost is nan: the model diverged" in capsys.readouterr().err
+    (run,) = tmp_path.iterdir()
+    assert (run / "model.safetensors").is_file()
+
+
 def test_resume_never_overwrites_trained_weights_that_have_no_checkpoint(tmp_path, capsys):
     from vaekit.cli import main
 

@@ -11,6 +11,7 @@ import argparse
 import ctypes
 import dataclasses
 import json
+import math
 import os
 import sys
 import warnings
@@ -356,6 +357,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"vaekit: {stopped}best validation cost {result.progress.best_valid_cost:.2f} at epoch "
               f"{result.progress.best_epoch}: model.safetensors holds those weights")
     print(f"vaekit: wrote {result.run_dir}")
+    if not math.isfinite(last):  # the weights are finite (steps with non-finite gradients were skipped), the model is not
+        print(f"vaekit: error: the validation cost is {last}: the model diverged (lower --lr, or --clip); "
+              f"its run is kept in {result.run_dir}", file=sys.stderr)
+        return 1
     return 130 if result.interrupted else 0
 
 
