@@ -7,6 +7,7 @@ download). Without Chromium they skip, except under CI=true where they fail.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -450,6 +451,15 @@ def open_page(browser) -> Iterator:
     yield load
     for page in pages:
         page.close()
+
+
+def test_the_page_names_classes_as_the_figures_do(open_page, tmp_path: Path) -> None:
+    data = dataclasses.replace(tiny_data(), class_names=("cat", "dog", "owl"))
+    path = write_explorer(VAE([12, 9, 2]), data, tmp_path / "named.html")
+    assert page_payload(path)["points"]["names"] == {"0": "0: cat", "1": "1: dog", "2": "2: owl"}
+    page = open_page(path)
+    assert page.errors == []
+    assert page.js("[...document.querySelectorAll('#legend button')].map(b => b.textContent)") == ["0: cat", "1: dog", "2: owl"]
 
 
 def js_decode_error(page: Page, model: VAE, n: int = 20, scale: float = 2.0, seed: int = 0) -> float:

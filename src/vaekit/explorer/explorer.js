@@ -49,18 +49,21 @@
   // Point i is example index[i] of the split: with more examples than --points the pad holds a
   // random subset, so i (the position in the subset) is not the number a user can look up.
   function loadPoints(p) {
-    if (!p) return { n: 0, index: [], z: new Float32Array(0), u: [], v: [], labels: null, colours: null, images: null, nImages: 0 };
+    if (!p) return { n: 0, index: [], z: new Float32Array(0), u: [], v: [], labels: null, colours: null, names: null, images: null, nImages: 0 };
     const z = VaekitDecoder.float32FromBase64(p.z);
     const u = new Float32Array(p.n), v = new Float32Array(p.n);
     for (let i = 0; i < p.n; i++) [u[i], v[i]] = project(z, i * LATENT);
     return {
-      n: p.n, index: p.index, z, u, v, labels: p.labels, colours: p.colours,
+      n: p.n, index: p.index, z, u, v, labels: p.labels, colours: p.colours, names: p.names,
       images: VaekitDecoder.bytesFromBase64(p.images), nImages: p.n_images,
     };
   }
 
+  // a label as the PNG figures name it: "2: cat" where the data name their classes, else "2"
+  const labelName = (label) => (points.names && points.names[label]) || String(label);
+
   function exampleName(i) { // "example #index (label y)": the example's number in the split
-    const label = points.labels ? ` (label ${points.labels[i]})` : "";
+    const label = points.labels ? ` (label ${labelName(points.labels[i])})` : "";
     return `example #${points.index[i]}${label}`;
   }
 
@@ -217,7 +220,7 @@
       const swatch = document.createElement("span");
       swatch.className = "swatch";
       swatch.style.background = colourOf(i);
-      button.append(swatch, String(label));
+      button.append(swatch, labelName(label));
       button.addEventListener("click", () => {
         if (hiddenClasses.has(label)) hiddenClasses.delete(label);
         else hiddenClasses.add(label);
@@ -350,7 +353,7 @@
     const canvas = $("nearest");
     canvas.style.visibility = best < points.nImages ? "visible" : "hidden";
     if (best < points.nImages) pixels.paint(canvas, points.images, best * EXAMPLE_SIZE, 1);
-    const label = points.labels ? `label ${points.labels[best]} · ` : "";
+    const label = points.labels ? `label ${labelName(points.labels[best])} · ` : "";
     $("nearest-label").textContent = `${label}#${points.index[best]} · ${Math.sqrt(bestDistance).toFixed(2)} away`;
   }
 

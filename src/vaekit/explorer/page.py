@@ -115,10 +115,20 @@ def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points
             "z": float32_base64(mu),
             "labels": None if y is None else y.tolist(),
             "colours": None if y is None else css_label_colours(part.y.numpy()),
+            "names": None if y is None else label_names(part.y.numpy(), data.class_names),
             "images": uint8_base64(x[:with_images]),
             "n_images": with_images,
         },
     }
+
+
+def label_names(labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, str] | None:
+    """Each label of the split as the PNG figures name it ("2: cat", `plots.label_name`); None where the data name no classes."""
+    from vaekit.plots import label_name
+
+    if not class_names:
+        return None
+    return {str(label): label_name(label, class_names) for label in np.unique(labels).tolist()}
 
 
 def css_label_colours(labels: np.ndarray) -> dict[str, str] | None:
