@@ -30,6 +30,7 @@ from vaekit.config import DataConfig, TrainConfig
 from vaekit.explorer import make_server, write_explorer
 from vaekit.explorer.layers import export_decoder, run_layers
 from vaekit.explorer.page import principal_plane
+from vaekit.images import to_images
 from vaekit.nn import ACTIVATIONS, MLPDecoder
 from vaekit.plots import label_colours
 from vaekit.train import train
@@ -706,6 +707,17 @@ def test_rgb_images_are_drawn_in_colour(open_page, tmp_path: Path) -> None:
     pixels = page.decoded_pixels().reshape(4, 4, 4)
     assert np.abs(pixels[..., :3] - expected).max() <= 1
     assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 0  # not grey
+    assert page.errors == []
+
+
+def test_rgba_images_are_drawn_over_white_as_in_the_figures(open_page, tmp_path: Path) -> None:
+    model = sharpened(VAE([64, 9, 2], image_shape=(4, 4, 4)))
+    page = open_page(write_explorer(model, tiny_data(image_shape=(4, 4, 4)), tmp_path / "explorer.html"))
+    page.settle()
+    z = np.array(page.js("window.vaekitExplorer.currentZ()"), dtype=np.float32)
+    expected = np.round(255 * to_images(model.decode(z[None]).reshape(1, -1), (4, 4, 4))[0])  # (4, 4, 3), over white
+    pixels = page.decoded_pixels().reshape(4, 4, 4)
+    assert np.abs(pixels[..., :3] - expected).max() <= 1 and (pixels[..., 3] == 255).all()
     assert page.errors == []
 
 

@@ -344,6 +344,12 @@ def test_all_plots_draws_rgb_data_without_labels(tmp_path):
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
 
 
+def test_rgba_images_are_shown_over_white():
+    # two pixels (C, H, W) = (4, 1, 2): a transparent green and a half-transparent red
+    x = np.array([[0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.5]])
+    np.testing.assert_allclose(to_images(x, (4, 1, 2))[0, 0], [[1.0, 1.0, 1.0], [1.0, 0.5, 0.5]])
+
+
 def test_images_of_other_channel_counts_show_their_channels_side_by_side(tmp_path):
     x = np.arange(2 * 24).reshape(2, 24) / 48  # two examples of 2 channels of 4 x 3 pixels
     images = to_images(x, (2, 4, 3))

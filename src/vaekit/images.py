@@ -37,13 +37,17 @@ NO_MARGINS = (20, 20)
 def to_images(x: np.ndarray | torch.Tensor, image_shape: tuple[int, ...]) -> np.ndarray:
     """Flat examples (N, D) in [0, 1] -> images (N, H, W, C) as float arrays.
 
-    Grey, RGB and RGBA images are shown as they are; any other number of channels (2, or 5 bands,
-    say) as that many grey images side by side, (N, H, channels * W, 1), as the explorer does.
+    Grey and RGB images are shown as they are, RGBA ones as RGB over white (as the explorer shows
+    them too, so that a transparent pixel looks the same in every figure, GIF and page); any other
+    number of channels (2, or 5 bands, say) as that many grey images side by side, (N, H, channels * W, 1).
     """
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
     channels, height, width = image_shape
     images = x.reshape(len(x), channels, height, width)
-    if channels in (1, 3, 4):
+    if channels == 4:
+        rgb, alpha = images[:, :3], images[:, 3:]
+        return (rgb * alpha + (1 - alpha)).transpose(0, 2, 3, 1)
+    if channels in (1, 3):
         return images.transpose(0, 2, 3, 1)
     return images.transpose(0, 2, 1, 3).reshape(len(x), height, channels * width, 1)
 

@@ -1,6 +1,7 @@
 "use strict";
 // Examples as pixels: flat values in (C, H, W) order, drawn into ImageData. One channel is grey,
-// three are RGB, four RGBA; any other count is shown channel by channel side by side, in grey.
+// three are RGB, four RGBA shown over white (as the PNG figures and GIFs show them: images.to_images);
+// any other count is shown channel by channel side by side, in grey.
 // Canvases stay at the image's own size and are enlarged by CSS (image-rendering: pixelated).
 
 const VaekitPixels = (() => {
@@ -22,11 +23,12 @@ const VaekitPixels = (() => {
             if (channels === 1) {
               out[q] = out[q + 1] = out[q + 2] = values[p] * scale;
             } else {
-              out[q] = values[p] * scale;
-              out[q + 1] = values[p + size] * scale;
-              out[q + 2] = values[p + 2 * size] * scale;
+              const alpha = channels === 4 ? values[p + 3 * size] * scale / 255 : 1, white = 255 * (1 - alpha);
+              out[q] = values[p] * scale * alpha + white;
+              out[q + 1] = values[p + size] * scale * alpha + white;
+              out[q + 2] = values[p + 2 * size] * scale * alpha + white;
             }
-            out[q + 3] = channels === 4 ? values[p + 3 * size] * scale : 255;
+            out[q + 3] = 255;
           } else {
             for (let c = 0; c < channels; c++) {
               const q = 4 * ((top + y) * target.width + left + c * (width + 1) + x);
