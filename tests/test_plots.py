@@ -22,6 +22,7 @@ from vaekit.animation import (
     morph_by_label,
     morph_examples,
     save_snapshot,
+    snapshot_files,
     snapshot_gifs,
     snapshot_steps,
 )
@@ -437,6 +438,31 @@ def test_resumed_run_makes_its_gifs_from_the_schedule_and_its_last_step(tmp_path
     assert resumed.progress.step == 9
     assert gif_frames(first.run_dir / "manifold_over_training.gif") == 7  # 1, 2, 3, 4, 6, 8, 9: the first session's 5 is off the schedule
     assert len(snapshot_gifs(first.run_dir, tmp_path / "copy")) == 2
+
+
+def test_a_crash_while_snapshotting_a_checkpointed_step_loses_no_frame(tmp_path, monkeypatch):
+    import vaekit.animation
+
+    save_snapshot = vaekit.animation.save_snapshot
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_4(model, data, run_dir, step):
+        if step == 4:  # as a SIGKILL there: had the checkpoint of step 4 been written first, no resume would draw it
+            raise Crash
+        return save_snapshot(model, data, run_dir, step)
+
+    data = random_splits(GRAY, n=64)
+    config = TrainConfig(epochs=None, max_steps=6, batch_size=16, checkpoint_every=4, out=str(tmp_path), progress=False, snapshots=True)
+    model = VAE(config=ModelConfig(architecture=(64, 16, 2), image_shape=GRAY))
+    monkeypatch.setattr(vaekit.animation, "save_snapshot", crash_at_step_4)
+    with pytest.raises(Crash):
+        train(model, data, config)
+    monkeypatch.undo()
+    (run_dir,) = tmp_path.iterdir()
+    train(VAE(config=model.config), data, config, run_dir=run_dir)
+    assert [step for step, _ in snapshot_files(run_dir, "latent_valid")] == [1, 2, 3, 4, 6]
 
 
 def test_a_snapshot_cut_short_by_a_crash_does_not_stop_the_gifs(tmp_path):

@@ -73,8 +73,10 @@ def test_resuming_on_other_epochs_is_refused_not_an_endless_loop(digits, tmp_pat
         data = dataclasses.replace(digits, train=Split(digits.train.x[:150], digits.train.y[:150]))
     else:
         config = quick_config(tmp_path, epochs=2, batch_size=32)
+    before = (first.run_dir / "config.json").read_bytes()
     with pytest.raises(VaekitError, match="resume with the run's own data and batch size"):
         train(VAE([64, 8, 2]), data, config, run_dir=first.run_dir)
+    assert (first.run_dir / "config.json").read_bytes() == before  # a refused resume records none of its settings
 
 
 def test_resume_continues_exactly(digits, tmp_path):

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import vaekit
 from vaekit.config import DataConfig, TrainConfig
@@ -92,3 +93,32 @@ def test_an_interrupted_run_resumes_exactly(data: Splits, tmp_path, options) -> 
     assert [h["valid_cost"] for h in resumed.progress.history] == [h["valid_cost"] for h in whole.progress.history]
     assert resumed.progress.best_valid_cost == whole.progress.best_valid_cost
     assert not math.isinf(whole.progress.best_valid_cost)
+
+
+class Crash(Exception):
+    """A stand-in for SIGKILL: the run stops where it is, writing nothing more."""
+
+
+def test_a_crash_at_the_last_epochs_end_after_a_checkpoint_of_its_last_step_resumes_exactly(data: Splits, tmp_path, monkeypatch) -> None:
+    options = dict(epochs=3, patience=5, checkpoint_every=4)  # 4 steps an epoch: the last, step 12, is checkpointed
+    torch.manual_seed(5)
+    whole = train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "whole", **options))
+    record_epoch_end = train_module.record_epoch_end
+
+    def crash_in_the_last_epochs_end(progress, valid_cost):
+        if progress.epoch == 3:  # the checkpoint of step 12 is written; the epoch's end (best weights, schedule) is not
+            raise Crash
+        return record_epoch_end(progress, valid_cost)
+
+    monkeypatch.setattr(train_module, "record_epoch_end", crash_in_the_last_epochs_end)
+    torch.manual_seed(5)
+    with pytest.raises(Crash):
+        train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "parts", **options))
+    monkeypatch.undo()
+    (run_dir,) = (tmp_path / "parts").iterdir()
+    resumed = train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "parts", **options), run_dir=run_dir)
+    for name, tensor in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=0)
+    assert (resumed.progress.epoch, resumed.progress.best_epoch) == (whole.progress.epoch, whole.progress.best_epoch) == (3, 3)
+    best, whole_best = (load_file(str(folder / BEST_FILE)) for folder in (run_dir, whole.run_dir))
+    assert all(torch.equal(best[name], tensor) for name, tensor in whole_best.items())

@@ -116,10 +116,9 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     nonfinite = NonFiniteSteps(device)
     noise = SharedNoise(config.seed, device)
     progress = Progress()
-    if run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists():
+    resumed = run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists()
+    if resumed:
         progress = restore_checkpoint(Path(run_dir), model, optimizer, scheduler, noise, cluster)
-        if cluster.is_main:
-            record_resumed_config(Path(run_dir), config, data_config)  # new limits (--epochs, --max-steps) hold for the next resume too
     else:
         if cluster.is_main:
             run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
@@ -132,6 +131,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     global_batch = config.batch_size * cluster.world_size
     steps_per_epoch = math.ceil(len(x_train) / global_batch)
     check_same_epochs(progress, len(x_train), global_batch, steps_per_epoch)
+    if resumed and cluster.is_main:  # checked: new limits (--epochs, --max-steps) hold for the next resume too
+        record_resumed_config(run_dir, config, data_config)
     progress.epoch_shape = (len(x_train), global_batch)
     total_steps = planned_steps(config, steps_per_epoch)
     logger = Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress, cluster.is_main)
@@ -140,7 +141,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     clock_zero = time.perf_counter() - progress.seconds
 
     with stop, logger:
-        while progress.step < total_steps and not interrupted and not stopped_early(progress, config):
+        # (a checkpoint taken on an epoch's last step, by --checkpoint-every, leaves that epoch's end to do)
+        while (progress.step < total_steps or progress.position == steps_per_epoch) and not interrupted and not stopped_early(progress, config):
             started = time.perf_counter()
             order = epoch_order(len(x_train), config.seed, progress.epoch, device)
             for i in range(progress.position, steps_per_epoch):
@@ -159,10 +161,10 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                     handle_nonfinite(config, progress, run_dir, nonfinite.take())
                 if config.eval_every and progress.step % config.eval_every == 0:
                     validate(model, x_valid, config, progress, logger)
+                if config.snapshots and cluster.is_main and animation.is_snapshot_step(progress.step):
+                    animation.save_snapshot(model, data, run_dir, progress.step)  # before the checkpoint that passes this step
                 if checkpoint_now:
                     save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
-                if config.snapshots and cluster.is_main and animation.is_snapshot_step(progress.step):
-                    animation.save_snapshot(model, data, run_dir, progress.step)
                 if any_rank(stop.requested, cluster, device) or progress.step >= total_steps:
                     interrupted = progress.step < total_steps
                     break
