@@ -94,7 +94,7 @@ def test_sigterm_saves_and_resume_is_bit_identical(uninterrupted, tmp_path):
     code, out, _ = finish(process)
     if code == 0:  # the run had already finished when the signal came
         pytest.skip("training finished before SIGTERM arrived")
-    assert code == 130 and "stopped early and saved" in out
+    assert code == 130 and "interrupted and saved" in out
     assert load_checkpoint(run / CHECKPOINT_FILE)[1]["progress"]["step"] > 0
     code, _, err = finish(vaekit_cli("train", "--resume", str(run), "--no-progress"))
     assert code == 0, err
@@ -165,6 +165,29 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.json"]
+
+
+def test_safetensors_failing_to_write_is_one_clear_error_and_leaves_the_old_file(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    target = tmp_path / "checkpoint.safetensors"
+    save_tensors(target, {"w": torch.ones(3)})
+    before = target.read_bytes()
+
+    def full_disk(*args, **kwargs):  # as safetensors' writer reports it
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full_disk)
+    with pytest.raises(VaekitError, match="cannot write .*No space left on device"):
+        save_tensors(target, {"w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint.safetensors"]
+
+
+def test_weights_where_a_checkpoint_should_be_are_named_as_such(tmp_path):
+    save_tensors(tmp_path / CHECKPOINT_FILE, {"w": torch.ones(3)})
+    with pytest.raises(VaekitError, match="holds weights but no training state"):
+        load_checkpoint(tmp_path / CHECKPOINT_FILE)
 
 
 def test_an_altered_number_in_the_metadata_is_caught(tmp_path):

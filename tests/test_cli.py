@@ -117,6 +117,12 @@ def test_help_is_useful():
         (["evaluate", "/nonexistent/run"], "not a vaekit run folder"),
         (["sample", "/nonexistent/run"], "not a vaekit run folder"),
         (["train", "--resume", "/nonexistent/run"], "not a vaekit run folder"),
+        (["train", "--resume", ""], "expected a run folder, got an empty name"),  # an unset "$RUN": not a new run
+        (["train", "--seed", str(2**70)], "--seed must be a whole number from 0 to 2^62"),
+        (["train", "--threads", "100000"], "--threads must be between 1 and 1024"),
+        (["train", "--arch", "64,100000000000,2"], "out of memory: the model"),
+        (["sample", "/nonexistent/run", "--seed", "-1"], "expected a whole number from 0 to 2^62"),
+        (["evaluate", "/nonexistent/run", "--epochs", "5"], "(see vaekit evaluate --help)"),
     ],
 )
 def test_mistakes_give_one_line_and_a_nonzero_exit(args, message, tmp_path):
@@ -136,10 +142,10 @@ def test_data_of_the_wrong_size_for_a_saved_model(run_dir, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("content", [b"", b"\x93NUMPY garbage"])
-def test_empty_or_broken_data_files(content, tmp_path):
-    (tmp_path / "bad.npy").write_bytes(content)
-    result = vaekit("train", "--data", str(tmp_path / "bad.npy"), "--out", str(tmp_path), check=False)
+@pytest.mark.parametrize("name, content", [("bad.npy", b""), ("bad.npy", b"\x93NUMPY garbage"), ("bad.npz", b"PK\x03\x04garbage")])
+def test_empty_or_broken_data_files(name, content, tmp_path):
+    (tmp_path / name).write_bytes(content)
+    result = vaekit("train", "--data", str(tmp_path / name), "--out", str(tmp_path), check=False)
     assert result.returncode == 1 and "cannot read" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

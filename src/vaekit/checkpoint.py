@@ -36,6 +36,8 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a writer that was killed
         if stale != tmp:
             stale.unlink(missing_ok=True)
+    from safetensors import SafetensorError
+
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp (and safetensors' own replace) make 0600; the usual mode
@@ -44,6 +46,8 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     except OSError as error:
         raise VaekitError(f"cannot write {path}: {error.strerror or error}") from None
+    except SafetensorError as error:  # safetensors' writer reports a full disk so
+        raise VaekitError(f"cannot write {path}: {error}") from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_folder(path.parent)
@@ -139,8 +143,10 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], state: dict[st
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read (tensors, state) back, with a clear error for a missing or damaged file."""
     tensors, metadata = load_tensors(path, "vaekit checkpoint")
+    if "state" not in metadata:
+        raise VaekitError(f"{path} holds weights but no training state: it is not a checkpoint (a model.safetensors copied there?)")
     try:
         state = json.loads(metadata["state"])
-    except (KeyError, ValueError) as error:
+    except ValueError as error:
         raise VaekitError(f"{path} is not a readable vaekit checkpoint: {error}") from None
     return tensors, state

@@ -29,6 +29,9 @@ DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense
 DEFAULT_LATENT = 2
 
 
+OUT_OF_MEMORY = "out of memory: the model, the batch or the images are too large for this machine (see --arch, --batch-size, --image-size)"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line that points at --help."""
 
@@ -58,7 +61,10 @@ def keep_freed_memory() -> bool:
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # pointed at the command's own help, where its flags are
+        command = f"{args.command} " if getattr(args, "command", None) else ""
+        parser.exit(2, f"vaekit: error: unrecognized arguments: {' '.join(unknown)} (see vaekit {command}--help)\n")
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print("vaekit: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print("vaekit: error: out of memory (try a smaller --batch-size)", file=sys.stderr)
+        print(f"vaekit: error: {OUT_OF_MEMORY}", file=sys.stderr)
         return 1
     except OSError as error:
         print(f"vaekit: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
@@ -87,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         if is_peer_failure(error):
             print("vaekit: error: another process of this torchrun job failed or stopped answering; "
                   "the job stops (see --dist-timeout)", file=sys.stderr)
+            return 1
+        if isinstance(error, RuntimeError) and any(sign in str(error) for sign in ("can't allocate memory", "out of memory")):
+            print(f"vaekit: error: {OUT_OF_MEMORY}", file=sys.stderr)  # PyTorch's allocators say it so
             return 1
         first_line = (str(error).strip().splitlines() or [""])[0]
         print(f"vaekit: internal error: {type(error).__name__}: {first_line} (set VAEKIT_DEBUG=1 for details)", file=sys.stderr)
@@ -113,11 +122,11 @@ def build_parser() -> Parser:
         description="Variational autoencoders in PyTorch: train one, measure it, and look inside its latent space.",
         epilog="Run 'vaekit COMMAND --help' for the flags of each command.",
     )
-    commands = parser.add_subparsers(title="commands", parser_class=Parser)
+    commands = parser.add_subparsers(title="commands", parser_class=Parser, dest="command")
 
     train = commands.add_parser("train", help="train a VAE and write a run folder", description=TRAIN_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last checkpoint")
+    train.add_argument("--resume", metavar="RUN", type=run_folder, help="continue the run in this folder from its last checkpoint")
     add_config_flags(train.add_argument_group("model"), ModelConfig)
     add_config_flags(train.add_argument_group("data"), DataConfig)
     add_config_flags(train.add_argument_group("training"), TrainConfig)
@@ -133,7 +142,7 @@ def build_parser() -> Parser:
     evaluate.add_argument("--nll", action="store_true", help="estimate -log p(x) by importance sampling with --k samples")
     evaluate.add_argument("--k", type=positive_int, default=5000, help="importance samples per example for --nll (default: 5000)")
     evaluate.add_argument("--limit", type=positive_int, help="only the first N examples of the split (default: all)")
-    evaluate.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
+    evaluate.add_argument("--seed", type=seed_flag, default=0, help="random seed of the estimate (default: 0)")
     evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar for --nll")
     evaluate.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                           help="--nll with log p(x|z) through torch.compile: the same draws, faster (README, Performance), "
@@ -144,7 +153,7 @@ def build_parser() -> Parser:
     sample.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
     sample.add_argument("-n", type=positive_int, default=64, help="how many samples (default: 64)")
     sample.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--seed", type=seed_flag, default=0, help="random seed (default: 0)")
     sample.set_defaults(handler=run_sample)
 
     add_plot_command(commands)
@@ -295,6 +304,21 @@ def int_tuple_flag(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,64,128, got {text!r}") from None
 
 
+def run_folder(text: str) -> str:
+    if not text:  # an unset "$RUN" in a script: not a new run of the defaults
+        raise argparse.ArgumentTypeError("expected a run folder, got an empty name")
+    return text
+
+
+def seed_flag(text: str) -> int:
+    from vaekit.config import MAX_SEED
+
+    seed = int_flag(text)
+    if not 0 <= seed < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2^62, got {text}")
+    return seed
+
+
 def port_number(text: str) -> int:
     value = int_flag(text)
     if not 0 <= value <= 65535:
@@ -320,7 +344,7 @@ def run_train(args: argparse.Namespace) -> int:
     from vaekit.model import VAE
     from vaekit.train import resume_configs, stopped_early, train
 
-    if args.resume:
+    if args.resume is not None:
         run_dir = Path(args.resume)
         model_values, train_config, data_config = resume_configs(run_dir)
         overrides, data_fields = resume_overrides(args), given(args, DataConfig)
@@ -348,7 +372,7 @@ def run_train(args: argparse.Namespace) -> int:
     if not main_process:
         return 130 if result.interrupted else 0
     last = result.progress.history[-1]["valid_cost"] if result.progress.history else float("nan")
-    state = "stopped early and saved" if result.interrupted else "done"
+    state = "interrupted and saved" if result.interrupted else "done"
     print(f"vaekit: {state} after {result.progress.step} steps; validation cost {last:.2f} nats per example")
     if result.progress.skipped_batches:
         print(f"vaekit: skipped {result.progress.skipped_batches} batches with a non-finite loss or gradient")
@@ -490,7 +514,7 @@ def add_plot_command(commands: Any) -> None:
     options.add_argument("--frames", type=positive_int, default=10, help="morph frames per transition (default: 10)")
     options.add_argument("--split", choices=["train", "valid", "test"], default="test",
                          help="split for the example, interpolation, morph and the grids' plane (default: test)")
-    options.add_argument("--seed", type=int, default=0, help="random seed for picking examples (default: 0)")
+    options.add_argument("--seed", type=seed_flag, default=0, help="random seed for picking examples (default: 0)")
     options.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where to compute (default: cpu)")
     plot.set_defaults(handler=run_plot)
 

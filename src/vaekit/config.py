@@ -26,6 +26,8 @@ DEFAULT_CONV_CHANNELS = (32, 64, 128)
 DEFAULT_CONV_KERNELS = (4,)
 DEFAULT_CONV_STRIDES = (2,)
 DEFAULT_SIGMA = 0.1
+MAX_SEED = 2**62  # the seeds of each rank and stream are offsets from it; torch's generators take 64 bits
+MAX_THREADS = 1024  # asking OpenMP for many more crashes the process rather than failing
 MIN_LEARNED_SIGMA = 1e-3  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
 
 Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
@@ -401,8 +403,10 @@ class TrainConfig:
             raise VaekitError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise VaekitError(f"--lr must be positive, got {self.lr}")
-        if self.threads is not None and self.threads < 1:
-            raise VaekitError(f"--threads must be at least 1, got {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise VaekitError(f"--threads must be between 1 and {MAX_THREADS}, got {self.threads}")
+        if not 0 <= self.seed < MAX_SEED:
+            raise VaekitError(f"--seed must be a whole number from 0 to 2^62, got {self.seed}")
         if self.precision not in ("fp32", "bf16"):
             raise VaekitError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if not self.dist_timeout > 0:

@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -424,7 +425,7 @@ def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 
     try:
         loaded = np.load(path, allow_pickle=False)
         arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {key: loaded[key] for key in loaded.files}
-    except (OSError, ValueError, EOFError, zlib.error) as error:
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as error:  # an .npz is a zip file
         raise VaekitError(f"cannot read {path} as numpy arrays: {error}") from None
     if all(f"x_{split}" in arrays for split in SPLITS):
         parts = {split: (arrays[f"x_{split}"], arrays.get(f"y_{split}")) for split in SPLITS}
