@@ -271,6 +271,10 @@ def test_an_rgba_npy_is_four_channels_of_its_height_and_width(tmp_path: Path) ->
         ((4, 8, 3), (3, 4, 8)),  # both, neither square: the smaller is the channels
         ((3, 8, 4), (3, 8, 4)),
         ((4, 4, 4), (4, 4, 4)),  # both square and equal: channels first
+        ((784,), (1, 28, 28)),  # flat vectors: a square where they are one,
+        ((120,), (1, 10, 12)),  # else the most nearly square block,
+        ((22,), (1, 1, 22)),  # else (2 x 11 is too long) a strip
+        ((13,), (1, 1, 13)),
     ],
 )
 def test_the_channel_axis_follows_the_documented_rule(example: tuple, image_shape: tuple) -> None:

@@ -310,7 +310,7 @@ def test_page_without_labels_or_without_data(tmp_path: Path) -> None:
     assert unlabelled["points"]["labels"] is None
     empty = page_payload(write_explorer(model, None, tmp_path / "b.html"))
     assert empty["points"] is None and empty["plane"]["origin"] == [0.0] * 4
-    assert empty["model"]["image_shape"] == [1, 1, 12]  # a flat vector that is not a square
+    assert empty["model"]["image_shape"] == [1, 3, 4]  # a flat vector that is not a square: the most nearly square block
 
 
 def test_principal_plane_finds_the_directions_of_largest_variance() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from vaekit import DataConfig, ModelConfig, TrainConfig, VaekitError, train
@@ -31,6 +32,7 @@ from vaekit.data import Split, Splits
 from vaekit.images import (
     AXIS_MARGINS,
     RIGHT,
+    canvas_figure,
     canvas_scale,
     image_grid,
     decoded_images,
@@ -343,6 +345,24 @@ def test_all_plots_draws_rgb_data_without_labels(tmp_path):
     assert all(path.is_file() for path in paths)
     if "matplotlib.pyplot" in sys.modules:  # figures never go through pyplot, so none stay open
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
+
+
+def test_many_reconstructions_take_more_columns_and_stay_about_square(tmp_path):
+    model = tiny_model(GRAY)
+    width, height = png_size(save_reconstructions(model, torch.rand(250, 64), tmp_path / "many.png", n=250))
+    # 22 a row, not 10 (50 rows of tiles at 1x, too small to label): 24 rows of 9-pixel tiles, enlarged 3 times
+    assert 0.7 < height / width < 1.3 and width >= 22 * 9 * 3
+    assert png_size(save_reconstructions(model, torch.rand(10, 64), tmp_path / "ten.png")) == png_size(
+        save_reconstructions(model, torch.rand(10, 64), tmp_path / "ten_in_a_row.png", columns=10))
+
+
+def test_the_title_of_a_narrow_figure_stays_inside_it():
+    # 300 reconstructions of 8 x 8 digits, ten a row: a canvas 60 rows tall and 91 pixels wide
+    title = "digits test: 300 inputs (odd rows) above their reconstructions (even rows)"
+    fig, ax = canvas_figure(np.zeros((541, 91, 1)), title)
+    FigureCanvasAgg(fig).draw()
+    box = ax.title.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
 
 
 def test_rgba_images_are_shown_over_white():

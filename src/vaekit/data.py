@@ -472,10 +472,12 @@ def to_examples(x: np.ndarray, what: str) -> tuple[torch.Tensor, tuple[int, int,
 
 
 def image_shape_of(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(C, H, W) for one example's shape: flat squares become 1 x s x s, other flat vectors 1 x 1 x D."""
+    """(C, H, W) for one example's shape. A flat vector of D values becomes the most nearly square block
+    h x w = D, w <= 4h (a square where D is one, 10 x 12 for 120), else a strip 1 x D (a prime D, say)."""
     if len(shape) == 1:
-        side = int(round(shape[0] ** 0.5))
-        return (1, side, side) if side * side == shape[0] else (1, 1, shape[0])
+        size = shape[0]
+        height = max((h for h in range(1, int(size**0.5) + 1) if size % h == 0), default=1)
+        return (1, height, size // height) if size // height <= 4 * height else (1, 1, size)
     if len(shape) == 2:
         return (1, *shape)
     if len(shape) == 3:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 DPI = 100
 TARGET_PX = 800  # canvases are enlarged by a whole factor towards this size, never shrunk
 RIGHT, TOP, TITLE_LINE_PX = 20, 16, 18  # pixels beside a canvas; the left and bottom margins vary
+MIN_FIGURE_PX = 480  # a narrow canvas (a tall column of reconstructions) gets room on its right for the title
 AXIS_MARGINS = (70, 60)  # (left, bottom) pixels for tick labels and an axis label
 NO_MARGINS = (20, 20)
 
@@ -127,8 +128,10 @@ def canvas_figure(canvas: np.ndarray, title: str, extent: tuple[float, ...] | No
     height, width = canvas.shape[0] * scale, canvas.shape[1] * scale
     grow = max(1.0, width / 1200)
     left, bottom, right, top, line = (round(grow * px) for px in (*margins, RIGHT, TOP, TITLE_LINE_PX))
-    total_width = width + left + right
-    title = textwrap.fill(title, width=max(30, round(total_width / grow / 9)))
+    narrow = width + left + right < grow * MIN_FIGURE_PX  # its title starts at the canvas and runs on to the right
+    total_width = max(width + left + right, round(grow * MIN_FIGURE_PX))
+    title_width = total_width - left - right if narrow else total_width
+    title = textwrap.fill(title, width=max(30, round(title_width / grow / 9)))
     total_height = height + bottom + top + line * (title.count("\n") + 1)
     fig = Figure(figsize=(total_width / DPI, total_height / DPI), dpi=DPI)
     ax = fig.add_axes((left / total_width, bottom / total_height, width / total_width, height / total_height))
@@ -141,7 +144,7 @@ def canvas_figure(canvas: np.ndarray, title: str, extent: tuple[float, ...] | No
     ax.imshow(rgb, interpolation="nearest", extent=extent, aspect="auto", zorder=3)
     for spine in ax.spines.values():
         spine.set_visible(False)  # a frame line would cover the outer pixels
-    ax.set_title(title, fontsize=11 * grow)
+    ax.set_title(title, fontsize=11 * grow, loc="left" if narrow else "center")
     return fig, ax
 
 

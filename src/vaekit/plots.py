@@ -10,6 +10,7 @@ Pixels and figure plumbing (matplotlib's Agg canvas, never pyplot) are in `image
 
 from __future__ import annotations
 
+import math
 import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -60,8 +61,9 @@ MAX_TSNE_POINTS = 2000  # t-SNE is quadratic in time: a larger split is subsampl
 
 
 def save_reconstructions(model: VAE, x: torch.Tensor, path: str | Path, n: int = 10, title: str = "",
-                         columns: int = 10, sample: bool = False) -> Path:
-    """The first n inputs, each row of them above its row of reconstructions.
+                         columns: int | None = None, sample: bool = False) -> Path:
+    """The first n inputs, each row of them above its row of reconstructions, `columns` a row (default: 10, or
+    for many examples as many as keep the figure about square, so that its rows stay tall enough to label).
 
     A reconstruction decodes the mean of q(z|x), or a draw from it with sample=True (the original's `vae`).
     """
@@ -72,7 +74,7 @@ def save_reconstructions(model: VAE, x: torch.Tensor, path: str | Path, n: int =
     with seeded(0, model.device):
         recon = model.reconstruct(x, sample=sample)
     shape = image_shape_of(model)
-    columns = min(columns, len(x))
+    columns = min(columns or max(10, math.ceil(math.sqrt(2 * len(x)))), len(x))
     blank = np.ones((1, *to_images(x[:1], shape).shape[1:]), np.float32)
     rows = []
     for start in range(0, len(x), columns):
