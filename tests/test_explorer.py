@@ -454,6 +454,13 @@ def open_page(browser) -> Iterator:
         page.close()
 
 
+def test_a_page_written_without_data_says_what_its_pad_shows(open_page, tmp_path: Path) -> None:
+    page = open_page(write_explorer(VAE([12, 9, 4]), None, tmp_path / "bare.html"))
+    assert "along latent dimensions 1 and 2" in page.js("document.getElementById('plane-note').textContent")
+    assert page.js("document.getElementById('subtitle').textContent").count("12-9-4") == 1  # the default title holds it
+    assert page.errors == []
+
+
 def test_the_page_names_classes_as_the_figures_do(open_page, tmp_path: Path) -> None:
     data = dataclasses.replace(tiny_data(), class_names=("cat", "dog", "owl"))
     path = write_explorer(VAE([12, 9, 2]), data, tmp_path / "named.html")

@@ -292,6 +292,8 @@
     const note = $("plane-note");
     if (LATENT === 1) note.textContent = "A 1-D latent: only the horizontal position matters.";
     else if (LATENT === 2) note.textContent = "The pad is the whole 2-D latent space; dots are the encoded examples' means.";
+    else if (!plane.explained) note.textContent = `The pad is the plane through ${state.anchor.name} along latent `
+      + `dimensions 1 and 2 of the ${LATENT}-D latent space (the page was written without data to find its principal directions).`;
     else note.textContent = `The pad is the plane through ${state.anchor.name} along the data's top two principal `
       + `directions of the ${LATENT}-D latent space; dots are the encoded examples' means projected onto it.`;
   }
@@ -516,7 +518,8 @@
     const data = DATA.data.name ? ` · ${DATA.data.name}, ${points.n} ${DATA.data.split} examples` : "";
     const network = m.model === "conv" ? `conv ${m.conv_channels.join("-")} · ` : "";
     const sigma = m.sigma ? ` (σ ${m.sigma.toPrecision(2)})` : "";
-    $("subtitle").textContent = `${DATA.title} · ${network}${m.architecture.join("-")} · ${m.nonlinearity} · `
+    const architecture = DATA.title.includes(m.architecture.join("-")) ? "" : `${m.architecture.join("-")} · `; // the default title holds it
+    $("subtitle").textContent = `${DATA.title} · ${network}${architecture}${m.nonlinearity} · `
       + `${m.likelihood} pixels${sigma}${data}`;
     const chips = [[`z ∈ ℝ${superscript(LATENT)}`, "end"]];
     for (const spec of DATA.decoder) chips.push(layerChip(spec));
