@@ -79,6 +79,20 @@ def test_resuming_on_other_epochs_is_refused_not_an_endless_loop(digits, tmp_pat
     assert (first.run_dir / "config.json").read_bytes() == before  # a refused resume records none of its settings
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="run folders are locked with flock")
+def test_a_run_being_trained_by_another_process_is_refused_and_left_alone(digits, tmp_path):
+    import fcntl
+
+    first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=1))
+    before = {path.name: path.read_bytes() for path in first.run_dir.iterdir() if path.is_file()}
+    with open(first.run_dir / ".lock", "a") as other:  # as the process training it holds it
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(VaekitError, match="is being trained by another process"):
+            train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=2), run_dir=first.run_dir)
+    assert {path.name: path.read_bytes() for path in first.run_dir.iterdir() if path.is_file()} == before
+    assert train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=2), run_dir=first.run_dir).progress.epoch == 2
+
+
 def test_resume_continues_exactly(digits, tmp_path):
     torch.manual_seed(0)
     full = train(VAE([64, 32, 2], dropout=0.1), digits, quick_config(tmp_path, epochs=3, seed=1))

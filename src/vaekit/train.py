@@ -35,7 +35,13 @@ from vaekit.model import (CONFIG_FILE, FORMAT_VERSION, VAE, WEIGHTS_FILE, check_
 from vaekit.distributed import Cluster, SharedNoise, any_rank, broadcast_text, check_world_size, gather_tensors, local_slice
 from vaekit.objectives import l2_penalty, loss
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 BEST_FILE = "best.safetensors"
+LOCK_FILE = ".lock"  # held by the process training the run
 
 LOG_EVERY = 20  # steps between host syncs for the progress bar and TensorBoard
 
@@ -94,6 +100,23 @@ def train(
 
 
 @contextmanager
+def held_alone(run_dir: Path, cluster: Cluster) -> Iterator[None]:
+    """The run folder locked for the duration (rank 0 holds it for a torchrun job): a second process that would
+    train the same run at once, writing its checkpoints over this one's, is refused. No lock where the system
+    has no flock (Windows)."""
+    if not cluster.is_main or fcntl is None:
+        yield
+        return
+    with open(run_dir / LOCK_FILE, "a") as handle:  # closing it, however the run ends, releases the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise VaekitError(f"{run_dir} is being trained by another process: wait for it to end, or stop it, "
+                              "before training the run here") from None
+        yield
+
+
+@contextmanager
 def threads(count: int | None) -> Iterator[None]:
     """PyTorch's CPU threads set to count (None: left as they are) for the duration, then as they were."""
     before = torch.get_num_threads()
@@ -131,16 +154,16 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     global_batch = config.batch_size * cluster.world_size
     steps_per_epoch = math.ceil(len(x_train) / global_batch)
     check_same_epochs(progress, len(x_train), global_batch, steps_per_epoch)
-    if resumed and cluster.is_main:  # checked: new limits (--epochs, --max-steps) hold for the next resume too
-        record_resumed_config(run_dir, config, data_config)
     progress.epoch_shape = (len(x_train), global_batch)
     total_steps = planned_steps(config, steps_per_epoch)
-    logger = Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress, cluster.is_main)
     stop = StopRequest()
     interrupted = False
     clock_zero = time.perf_counter() - progress.seconds
 
-    with stop, logger:
+    with held_alone(run_dir, cluster), stop, Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress,
+                                                   cluster.is_main) as logger:
+        if resumed and cluster.is_main:  # checked and ours: new limits (--epochs, --max-steps) hold for the next resume too
+            record_resumed_config(run_dir, config, data_config)
         # (a checkpoint taken on an epoch's last step, by --checkpoint-every, leaves that epoch's end to do)
         while (progress.step < total_steps or progress.position == steps_per_epoch) and not interrupted and not stopped_early(progress, config):
             started = time.perf_counter()
