@@ -177,6 +177,16 @@ def test_vampprior_learns_its_pseudo_inputs_and_uses_the_kl_estimate(x: torch.Te
     assert model.sample(9).shape == (9, 12)
 
 
+def test_the_vampprior_is_one_distribution_in_training_too() -> None:
+    # dropout is for the data's passes through the encoder: the pseudo-inputs' would make p(z) random at every step
+    model = VAE([12, 10, 3], prior="vamp", pseudo_inputs=5, dropout=0.5).train()
+    z = torch.randn(7, 3)
+    in_training = [model.prior.log_prob(z) for _ in range(3)]
+    in_evaluation = model.eval().prior.log_prob(z)
+    assert all(torch.equal(log_p, in_evaluation) for log_p in in_training)
+    assert model.train().encoder.training  # and the encoder is left in the mode it was in
+
+
 def test_vampprior_pseudo_inputs_stay_in_the_data_range() -> None:
     model = VAE([4, 10, 3], prior="vamp", pseudo_inputs=2)
     with torch.no_grad():

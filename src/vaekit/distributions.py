@@ -101,8 +101,8 @@ class VampPrior(nn.Module):
     """p(z) = 1/K sum_k q(z | u_k): the encoder's posteriors at K learned pseudo-inputs u_k.
 
     The pseudo-inputs live in data space, clamped to [0, 1] like the images, and start near
-    0.05 as in the paper's code. The encoder is the VAE's own: this prior holds a reference
-    to its forward function, not a copy of its weights.
+    0.05 as in the paper's code. The encoder is the VAE's own: this prior holds a function that
+    encodes with it (`model.make_prior`: without dropout), not a copy of its weights.
     """
 
     def __init__(self, encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], n_pseudo_inputs: int, input_size: int):

@@ -11,6 +11,7 @@ The user-facing methods take flat (N, D) rows or (N, C, H, W) images; an image m
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -216,10 +217,16 @@ class VAE(nn.Module):
 
 
 def make_prior(config: ModelConfig, encoder: nn.Module) -> StandardNormal | VampPrior:
-    """p(z) as the config names it; a VampPrior shares the encoder."""
-    if config.prior == "vamp":
-        return VampPrior(encoder.forward, config.pseudo_inputs, config.input_size)
+    """p(z) as the config names it; a VampPrior shares the encoder, without its dropout: the prior is one
+    distribution, the same in training as in evaluation, not a new random mixture at every step."""
+    if config.prior == "vamp":  # a partial, not a closure: a deep copy of the model then uses the copy's encoder
+        return VampPrior(functools.partial(encoded_without_dropout, encoder), config.pseudo_inputs, config.input_size)
     return StandardNormal(config.latent_size)
+
+
+def encoded_without_dropout(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with evaluating(encoder):
+        return encoder(x)
 
 
 def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
