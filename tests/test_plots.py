@@ -594,6 +594,6 @@ def test_figures_of_an_early_stopped_run_carry_the_step_of_the_weights_they_show
     torch.manual_seed(0)
     result = train(VAE(config=ModelConfig(architecture=(64, 16, 2), image_shape=(1, 8, 8))), load_data(data_config), config, data_config)
     progress = result.progress
-    best_step = [entry["step"] for entry in progress.history if entry["epoch"] == progress.best_epoch][0]
+    best_step = next(entry["step"] for entry in progress.history if entry["epoch"] == progress.best_epoch)
     assert best_step < progress.step  # stopped after its best epoch: model.safetensors holds the best epoch's weights
     assert trained_steps(result.run_dir) == best_step

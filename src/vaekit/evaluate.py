@@ -153,9 +153,10 @@ def estimate_nll(
 ) -> dict[str, Any]:
     """The importance-sampled negative log-likelihood of x and the ELBO terms, in nats per example.
 
-    Keys: nll (= -log p(x), k-sample estimate; positive for discrete data, of any sign for a Gaussian's density), nll_std_error (its standard error
-    over examples), elbo, reconstruction, kl (means over the same k draws), active_units,
-    latent_size, k, n, seed and max_rows (which fix the draws), compiled, seconds, peak_memory_mb and memory_measure.
+    Keys: nll (= -log p(x), k-sample estimate; positive for discrete data, of any sign for a Gaussian's
+    density), nll_std_error (its standard error over examples), elbo, reconstruction, kl (means over the
+    same k draws), active_units, latent_size, k, n, seed and max_rows (which fix the draws), compiled,
+    seconds, peak_memory_mb and memory_measure.
     """
     x = model.as_examples(x)
     device = model_device(model)
