@@ -180,22 +180,25 @@ from vaekit.evaluate import importance_sampled_log_px
 kept = keep_freed_memory()
 model, x = vaekit.VAE((784, 500, 500, 50)), (torch.rand(2, 784) > 0.5).float()
 importance_sampled_log_px(model, x, 4096)  # the heap grows to the estimator's peak once
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-importance_sampled_log_px(model, x, 4096)
-print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    importance_sampled_log_px(model, x, 4096)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, sorted(faults)[1])  # the median of three estimates: one may meet a thread's fresh malloc arena
 """
 
 
 def test_keep_freed_memory_lets_the_estimator_reuse_its_pages():
-    """keep_freed_memory(), which the vaekit command starts with: a second estimate over 8 chunks of
-    1024 codes reuses the first one's memory (glibc's default can fault in ~10 MB anew per chunk)."""
+    """keep_freed_memory(), which the vaekit command starts with: later estimates over 8 chunks of
+    1024 codes reuse the first one's memory (glibc's default can fault in ~10 MB anew per chunk)."""
     result = subprocess.run([sys.executable, "-c", FAULTS_OF_A_SECOND_ESTIMATE], capture_output=True, text=True, timeout=300, check=True)
     kept, faults = result.stdout.split()
     if kept != "True":
         pytest.skip("not glibc's malloc")
-    # pages of 4 KB: here 0-1,300 with it (at most one chunk's tensor of fresh heap), 3,000-20,000 with glibc's
-    # default (a fresh ~10 MB every chunk or so)
-    assert int(faults) < 2000
+    # pages of 4 KB, the median of three estimates: here 0-200 with it (2,852 seen once in a single estimate), and
+    # 1,500-20,000 with glibc's default (a fresh ~10 MB every chunk or so)
+    assert int(faults) < 1000
 
 
 # -- resuming, and the data a run records ----------------------------------------------------------------
