@@ -311,11 +311,11 @@ def run_folder(text: str) -> str:
 
 
 def seed_flag(text: str) -> int:
-    from vaekit.config import MAX_SEED
+    from vaekit.config import SEED_RULE, is_seed
 
     seed = int_flag(text)
-    if not 0 <= seed < MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2^62, got {text}")
+    if not is_seed(seed):
+        raise argparse.ArgumentTypeError(f"expected {SEED_RULE}, got {text}")
     return seed
 
 

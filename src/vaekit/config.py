@@ -27,6 +27,7 @@ DEFAULT_CONV_KERNELS = (4,)
 DEFAULT_CONV_STRIDES = (2,)
 DEFAULT_SIGMA = 0.1
 MAX_SEED = 2**62  # the seeds of each rank and stream are offsets from it; torch's generators take 64 bits
+SEED_RULE = "a whole number from 0 to 2^62"  # what --seed takes, for every command
 MAX_THREADS = 1024  # asking OpenMP for many more crashes the process rather than failing
 MIN_LEARNED_SIGMA = 1e-3  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
 
@@ -405,8 +406,8 @@ class TrainConfig:
             raise VaekitError(f"--lr must be positive, got {self.lr}")
         if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
             raise VaekitError(f"--threads must be between 1 and {MAX_THREADS}, got {self.threads}")
-        if not 0 <= self.seed < MAX_SEED:
-            raise VaekitError(f"--seed must be a whole number from 0 to 2^62, got {self.seed}")
+        if not is_seed(self.seed):
+            raise VaekitError(f"--seed must be {SEED_RULE}, got {self.seed}")
         if self.precision not in ("fp32", "bf16"):
             raise VaekitError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if not self.dist_timeout > 0:
@@ -424,6 +425,10 @@ class TrainConfig:
         for name in ("l2", "clip", "eval_every", "checkpoint_every", "beta", "warmup_epochs", "free_bits", "lr_patience", "min_lr", "patience"):
             if getattr(self, name) < 0:
                 raise VaekitError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+
+def is_seed(value: int) -> bool:
+    return 0 <= value < MAX_SEED
 
 
 def check_types(config: Any) -> None:
