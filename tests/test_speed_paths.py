@@ -3,15 +3,18 @@
 Functional tests only (what the paths compute, not how fast): benchmarks/throughput.py measures speed.
 """
 
+import math
 
 import pytest
 import torch
 
 from vaekit import VAE, TrainConfig, VaekitError
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from vaekit.distributed import Cluster
+from vaekit.fused import DenseElbo
 from vaekit.objectives import loss
-from vaekit.train import (LOG_EVERY, BatchCost, Logger, NonFiniteSteps, make_optimizer, step_on_device_if_finite, train,
-                          train_step)
+from vaekit.train import (LOG_EVERY, BatchCost, Logger, NonFiniteSteps, all_finite, make_batch_cost, make_optimizer,
+                          step_on_device_if_finite, train, train_step)
 
 from helpers import poison_loss, quick_config
 
@@ -205,14 +208,16 @@ def test_training_time_is_recorded_apart_from_validation(digits, tmp_path):
 
 @CUDA
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cuda_steps_never_wait_for_the_gpu(digits, tmp_path, precision):
+@pytest.mark.parametrize("fused", [True, False])  # the hand-written gradient (the default here) and autograd's
+def test_cuda_steps_never_wait_for_the_gpu(digits, tmp_path, precision, fused):
     device = torch.device("cuda")
     model = VAE([64, 32, 2]).to(device)
     optimizer = make_optimizer(model, TrainConfig())
     x = digits.train.x[:64].to(device)
     checks = NonFiniteSteps(device)
     logger = Logger(tmp_path, model, x[:1], total_steps=LOG_EVERY, start_step=0, show_bar=False, enabled=False)
-    batch_cost = BatchCost(model, TrainConfig(precision=precision), )
+    batch_cost = make_batch_cost(model, TrainConfig(precision=precision, fused=fused), Cluster(), device)
+    assert isinstance(batch_cost, DenseElbo) == fused
     one_step(model, optimizer, x, batch_cost=batch_cost)  # the optimizer's state is created
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any host synchronisation now raises
@@ -240,6 +245,16 @@ def test_cuda_skips_a_nan_step_and_stops_naming_it(digits, tmp_path, monkeypatch
     poison_loss(monkeypatch, bad_call=5)
     with pytest.raises(VaekitError, match="at step 5"):
         train(VAE([64, 16, 2]), digits, quick_config(tmp_path, device="cuda"))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_the_finite_check_takes_large_gradients_and_refuses_nan_and_inf(device):
+    cost = torch.tensor(1.0, device=device)
+    large = [torch.full((3, 4), 3e30, device=device), torch.ones(5, device=device)]  # a 2-norm of these overflows
+    assert all_finite(cost, large).item()
+    for bad in (math.nan, math.inf, -math.inf):
+        assert not all_finite(cost, [large[0], torch.tensor([1.0, bad], device=device)]).item()
+    assert not all_finite(torch.tensor(math.nan, device=device), large[1:]).item()
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])

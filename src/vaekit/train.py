@@ -290,13 +290,13 @@ def checked_gradients(batch_cost: torch.nn.Module | fused.DenseElbo, optimizer: 
 def all_finite(cost: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
     """Whether the cost and every gradient value are finite, as a boolean tensor (no host sync).
 
-    On a GPU from one multi-tensor norm kernel. On a CPU, where PyTorch's multi-tensor kernels run
-    tensor by tensor anyway, from sums, which read each gradient once at half the work of a norm:
-    a sum is NaN or infinite whenever one of its terms is (and overflows only where a norm would long have).
+    On a GPU from one multi-tensor kernel for the largest |value| (which, unlike the 2-norm, does not overflow
+    for large finite gradients). On a CPU, where PyTorch's multi-tensor kernels run tensor by tensor anyway,
+    from sums, which read each gradient once: a sum is NaN or infinite whenever one of its terms is.
     """
     if cost.device.type == "cpu":
         return torch.isfinite(cost + torch.stack([grad.sum() for grad in grads]).sum())
-    return torch.isfinite(cost + torch.nn.utils.get_total_norm(grads))
+    return torch.isfinite(cost + torch.nn.utils.get_total_norm(grads, norm_type=math.inf))
 
 
 def clip_values(params: list[torch.Tensor], clip: float) -> None:
