@@ -9,7 +9,7 @@ import torch
 
 import vaekit
 from vaekit import VAE, DataConfig, TrainConfig, VaekitError
-from vaekit.checkpoint import CHECKPOINT_FILE
+from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from vaekit.data import Split, Splits
 from vaekit.train import train
 
@@ -102,6 +102,17 @@ def test_resume_continues_exactly(digits, tmp_path):
     resumed = train(VAE([64, 32, 2], dropout=0.1), digits, quick_config(tmp_path, epochs=3, seed=1), run_dir=part.run_dir)
     assert resumed.progress.step == full.progress.step
     assert torch.equal(params(resumed.model), params(full.model))
+
+
+def test_a_run_checkpointed_on_another_kind_of_device_resumes_with_fresh_noise(digits, tmp_path):
+    part = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, epochs=2, max_steps=5))
+    path = part.run_dir / CHECKPOINT_FILE
+    tensors, state = load_checkpoint(path)
+    tensors["rng.noise"] = torch.tensor([7, 0], dtype=torch.int64).view(torch.uint8)  # a CUDA (Philox) state: seed, offset
+    save_checkpoint(path, tensors, {**state, "noise_device": "cuda"})
+    with pytest.warns(UserWarning, match="checkpointed on cuda and resumes on cpu: its noise stream starts afresh"):
+        resumed = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, epochs=2), run_dir=part.run_dir)
+    assert resumed.progress.step == 42 and torch.isfinite(params(resumed.model)).all()
 
 
 def test_the_data_must_fit_the_architecture(digits, tmp_path):

@@ -132,6 +132,7 @@ class SharedNoise:
     """
 
     def __init__(self, seed: int, device: torch.device):
+        self.seed = seed
         self.generator = torch.Generator(device=device).manual_seed(seed + 7919)
         self.device = device
         self.rows = slice(None)
@@ -141,6 +142,11 @@ class SharedNoise:
         *leading, n_local, width = shape
         draw = torch.randn(*leading, self.global_rows, width, generator=self.generator, device=self.device, dtype=dtype)
         return draw[..., self.rows, :]
+
+    def restart_at(self, step: int) -> None:
+        """A fresh stream, seeded from (seed, step), for a run that moves to another kind of device: a CPU
+        generator's state does not fit a CUDA one's, nor the other way round."""
+        self.generator.manual_seed(self.seed + 7919 + step)
 
     @contextmanager
     def batch(self, model: Any, global_rows: int, rows: slice) -> Iterator[None]:

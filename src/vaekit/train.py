@@ -537,7 +537,7 @@ def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, sche
             tensors[f"rng.{kind}.{rank}"] = rank_state.cpu()
     if not cluster.is_main:
         return
-    tensors["rng.noise"] = noise.generator.get_state()
+    tensors["rng.noise"] = noise.generator.get_state()  # its size and meaning depend on the kind of device
     tensors.update({f"model.{name}": t for name, t in model.state_dict().items()})
     optimizer_state = optimizer.state_dict()
     for index, slots in optimizer_state["state"].items():
@@ -546,6 +546,7 @@ def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, sche
     state = {
         "format_version": FORMAT_VERSION,
         "world_size": cluster.world_size,
+        "noise_device": noise.device.type,
         "progress": progress.__dict__,
         "param_groups": optimizer_state["param_groups"],
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -585,10 +586,23 @@ def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimiz
         torch.set_rng_state(tensors[f"rng.cpu.{cluster.rank}"])
         if model.device.type == "cuda" and f"rng.cuda.{cluster.rank}" in tensors:
             torch.cuda.set_rng_state(tensors[f"rng.cuda.{cluster.rank}"], model.device)
-        noise.generator.set_state(tensors["rng.noise"])
-        return Progress(**state["progress"])
+        progress = Progress(**state["progress"])
+        restore_noise(noise, tensors["rng.noise"], state.get("noise_device", noise.device.type), progress.step)
+        return progress
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise VaekitError(f"{path} does not fit this run: {error}") from None
+
+
+def restore_noise(noise: SharedNoise, saved_state: torch.Tensor, saved_device: str, step: int) -> None:
+    """The noise stream where the checkpoint left it; on another kind of device (--device changed on
+    resume), a fresh one, with a note: the run goes on, no longer drawing what an uninterrupted run would."""
+    if saved_device == noise.device.type:
+        noise.generator.set_state(saved_state)
+        return
+    noise.restart_at(step)
+    warnings.warn(f"the run was checkpointed on {saved_device} and resumes on {noise.device.type}: its noise stream starts "
+                  "afresh, so it goes on as a different (equally valid) run would, not as it would have without the move",
+                  stacklevel=2)
 
 
 def save_weights(path: Path, model: VAE) -> None:
