@@ -105,6 +105,49 @@ def worker_pids(launcher: subprocess.Popen, count: int, timeout: float = 120) ->
     raise AssertionError("the workers never started")
 
 
+def test_ranks_agree_on_a_stop_only_where_they_wait_for_the_device_anyway():
+    from vaekit.config import TrainConfig
+    from vaekit.train import stop_agreed_at
+
+    config = TrainConfig(checkpoint_every=30)
+    agreed = [step for step in range(1, 100) if stop_agreed_at(step, (step - 1) % 41, 41, config, Cluster(0, 2))]
+    assert agreed == [20, 30, 40, 41, 60, 80, 82, 90]
+    assert all(stop_agreed_at(step, 0, 41, config, Cluster()) for step in range(1, 100))  # one process: every step
+
+
+def checkpoint_step(run: Path) -> int:
+    from vaekit.checkpoint import load_checkpoint
+
+    return load_checkpoint(run / "checkpoint.safetensors")[1]["progress"]["step"]
+
+
+def test_sigterm_to_one_rank_stops_all_at_one_step_and_the_run_resumes_exactly(tmp_path):
+    # the ranks agree on a stop only every LOG_EVERY (20) steps, at checkpoints (every 30) and at epoch ends
+    # (digits: 41 steps of 32); a rank that stopped alone would leave the other waiting in its next all-reduce
+    args = ["--arch", "64,32,2", "--batch-size", "16", "--seed", "3", "--device", "cpu", "--no-progress", "--checkpoint-every", "30"]
+    launcher = torchrun("train", *args, "--max-steps", "1000000", "--out", str(tmp_path / "cut"))
+    try:
+        rank_1 = worker_pids(launcher, 2)[1]
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("cut/*/checkpoint.safetensors")):
+            assert launcher.poll() is None and time.monotonic() < deadline, "the job ended before the signal"
+            time.sleep(0.1)
+        os.kill(rank_1, signal.SIGTERM)
+        code, out, err = finished(launcher, timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert "interrupted and saved" in out, err  # (exit code 130, which torchrun reports as a failure)
+    run = the_run(tmp_path / "cut")
+    step = checkpoint_step(run)
+    assert step % 20 == 0 or step % 30 == 0 or step % 41 == 0
+    code, _, err = finished(torchrun("train", "--resume", str(run), "--max-steps", str(step + 30), "--no-progress"))
+    assert code == 0, err
+    code, _, err = finished(torchrun("train", *args, "--max-steps", str(step + 30), "--out", str(tmp_path / "whole")))
+    assert code == 0, err
+    assert max_difference(run, the_run(tmp_path / "whole")) == 0.0
+
+
 @pytest.mark.parametrize("fault", ["killed", "hung"])
 def test_a_failed_or_hung_rank_ends_the_job_within_the_timeout(fault, tmp_path):
     launcher = torchrun("train", "--arch", "64,32,2", "--epochs", "100000", "--batch-size", "8", "--device", "cpu",

@@ -13,12 +13,14 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from vaekit.errors import VaekitError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,12 @@ def any_rank(flag: bool, cluster: Cluster, device: torch.device) -> bool:
     return bool(sum_over_ranks(torch.tensor([float(flag)], device=device), cluster).item() > 0)
 
 
-def broadcast_text(text: str, cluster: Cluster) -> str:
-    """Rank 0's string on every rank (the run folder's name, say)."""
+def from_main_rank(value: T, cluster: Cluster) -> T:
+    """Rank 0's value (any picklable object) on every rank: the run folder's name, or what a decision that
+    all ranks must take alike rests on (whether to resume, the validation cost)."""
     if not cluster.distributed:
-        return text
-    box = [text]
+        return value
+    box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 

@@ -32,7 +32,7 @@ from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
 from vaekit.model import (CONFIG_FILE, FORMAT_VERSION, VAE, WEIGHTS_FILE, check_dequantizable, load_checked_state, read_run_config,
                           resolve_device, seeded)
-from vaekit.distributed import Cluster, SharedNoise, any_rank, broadcast_text, check_world_size, gather_tensors, local_slice
+from vaekit.distributed import Cluster, SharedNoise, any_rank, check_world_size, from_main_rank, gather_tensors, local_slice
 from vaekit.objectives import l2_penalty, loss
 
 try:
@@ -139,14 +139,15 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     nonfinite = NonFiniteSteps(device)
     noise = SharedNoise(config.seed, device)
     progress = Progress()
-    resumed = run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists()
+    # rank 0's disk decides (a node that cannot see the run folder then fails to read it, rather than hang)
+    resumed = from_main_rank(run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists(), cluster)
     if resumed:
         progress = restore_checkpoint(Path(run_dir), model, optimizer, scheduler, noise, cluster)
     else:
         if cluster.is_main:
             run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
             write_run_config(run_dir, model, config, data, data_config, cluster)
-        run_dir = broadcast_text(str(run_dir), cluster)
+        run_dir = from_main_rank(str(run_dir), cluster)
     run_dir = Path(run_dir)
 
     x_train = data.train.x.to(device)
@@ -188,7 +189,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                     animation.save_snapshot(model, data, run_dir, progress.step)  # before the checkpoint that passes this step
                 if checkpoint_now:
                     save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
-                if any_rank(stop.requested, cluster, device) or progress.step >= total_steps:
+                if progress.step >= total_steps or (stop_agreed_at(progress.step, i, steps_per_epoch, config, cluster)
+                                                    and any_rank(stop.requested, cluster, device)):
                     interrupted = progress.step < total_steps
                     break
             progress.train_seconds += seconds_since(started, device)
@@ -196,7 +198,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                 progress.epoch += 1
                 progress.position = 0
                 progress.seconds = time.perf_counter() - clock_zero
-                valid_cost = validate(model, x_valid, config, progress, logger)
+                valid_cost = from_main_rank(validate(model, x_valid, config, progress, logger), cluster)  # one decision for all
                 if record_epoch_end(progress, valid_cost) and config.patience and cluster.is_main:
                     save_weights(run_dir / BEST_FILE, model)
                 step_schedule(scheduler, valid_cost)
@@ -219,6 +221,16 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     distributed.finish_together(cluster)
     model.eval()  # as `load` returns a model: ready to use, no dropout
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
+
+
+def stop_agreed_at(step: int, batch: int, steps_per_epoch: int, config: TrainConfig, cluster: Cluster) -> bool:
+    """Whether the ranks agree on a stop request (Ctrl-C, SIGTERM) after this step: after every step in one
+    process; under torchrun only where the loop waits for the device anyway (every LOG_EVERY steps,
+    checkpoints, epoch ends), since asking means a collective that each step would otherwise wait for."""
+    if not cluster.distributed:
+        return True
+    checkpoint_now = bool(config.checkpoint_every) and step % config.checkpoint_every == 0
+    return step % LOG_EVERY == 0 or checkpoint_now or batch == steps_per_epoch - 1
 
 
 class BatchCost(torch.nn.Module):
