@@ -120,6 +120,7 @@ def test_report_has_the_documented_keys_and_signs() -> None:
     report = vaekit.estimate_nll(model, x, k=40)  # the public name
     assert {"nll", "elbo", "reconstruction", "kl", "active_units", "k", "n", "peak_memory_mb"} <= set(report)
     assert report["nll"] > 0 and report["k"] == 40 and report["n"] == 30
+    assert report["max_rows"] == 1024 and report["device"] == "cpu"  # with the seed, what fixes the draws
     assert report["nll"] <= -report["elbo"] + 1e-6  # -log p(x) estimate is below -ELBO
     assert report["elbo"] == pytest.approx(-(report["reconstruction"] + report["kl"]))
     assert 0 <= report["active_units"] <= 3

@@ -192,3 +192,17 @@ def test_a_loaded_model_is_ready_for_use(tmp_path):
     assert not loaded.training  # a VampPrior's density would otherwise change from call to call (dropout)
     z = torch.zeros(1, 2)
     assert torch.equal(loaded.prior.log_prob(z), loaded.prior.log_prob(z))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_seeded_draws_leave_the_callers_gpu_stream_as_it_was(device):
+    from vaekit.model import seeded
+
+    torch.cuda.manual_seed_all(5)
+    before = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+    with seeded(0, torch.device(device)):
+        inside = torch.randn(3, device=device)
+    assert [torch.equal(torch.cuda.get_rng_state(i), b) for i, b in enumerate(before)] == [True] * len(before)
+    with seeded(0, torch.device(device)):
+        assert torch.equal(torch.randn(3, device=device), inside)

@@ -289,7 +289,10 @@ def evaluating(model: nn.Module) -> Iterator[None]:
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Run the body (on the CPU and, for a CUDA device, that device) on its own seeded random stream, leaving the caller's untouched."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it would reseed every GPU, not just this one
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)  # this GPU's
         yield
 
 
