@@ -1,5 +1,6 @@
 """compiled(): torch.compile with a fallback; each kind of input has torch.compile's recompile budget to itself."""
 
+import pytest
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
@@ -47,4 +48,14 @@ def test_the_same_kind_compiled_again_reuses_its_graph(recwarn):
     second = compiled(scaled_sum, "reused")
     assert torch.allclose(second(x, scale), scaled_sum(x, scale))
     assert graphs_compiled() == before
+    assert not fell_back(recwarn)
+
+
+def test_running_out_of_gpu_memory_is_not_taken_for_a_compiler_failure(monkeypatch, recwarn):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(torch, "compile", lambda function, **options: out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        compiled(scaled_sum, "oom")(torch.ones(3), torch.tensor(2.0))
     assert not fell_back(recwarn)

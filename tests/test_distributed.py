@@ -186,3 +186,17 @@ def test_a_rank_left_without_examples_adds_nothing_and_stays_in_step(free_bits, 
         return stdout.split("validation cost ")[1].split()[0]
 
     assert validation_cost(ddp_out) == validation_cost(one_out)  # validated on the same draws as one process
+
+
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
+    import torch
+
+    from vaekit.distributed import setup
+    from vaekit.errors import VaekitError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(VaekitError, match="process 1 of its machine, which has 1 GPU"):
+        setup(torch.device("cuda"), timeout_seconds=5)

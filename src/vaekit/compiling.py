@@ -36,7 +36,7 @@ def compiled(function: Callable[..., Any], kind: Hashable = None) -> Callable[..
         try:
             return current(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - any compiler failure: the same numbers, uncompiled
-            if current is function:
+            if current is function or isinstance(error, torch.OutOfMemoryError):  # a full GPU is no compiler's failure
                 raise
             warnings.warn(f"--compile: torch.compile failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
                           "going on without it", stacklevel=2)

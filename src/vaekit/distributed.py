@@ -52,6 +52,9 @@ def setup(device: torch.device, timeout_seconds: float) -> tuple[Cluster, torch.
         return Cluster(), device
     cluster = Cluster(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
+        if cluster.local_rank >= torch.cuda.device_count():
+            raise VaekitError(f"this is process {cluster.local_rank} of its machine, which has {torch.cuda.device_count()} "
+                              "GPU(s) to use: start one process per GPU (torchrun --nproc_per_node)")
         device = torch.device("cuda", cluster.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -77,7 +80,8 @@ def wrap(module: torch.nn.Module, cluster: Cluster, device: torch.device) -> tor
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+    # broadcast_buffers=False: vaekit's buffers are constants, which DDP would otherwise send out at every step
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
 
 
 def local_slice(n: int, cluster: Cluster) -> slice:
