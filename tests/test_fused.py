@@ -191,6 +191,39 @@ def test_it_applies_to_vae_tfs_model_alone():
     assert not applies(conv, TrainConfig(), world_size=1)
 
 
+class TemperedVAE(VAE):
+    def likelihood(self, z):
+        return super().likelihood(z * 0.5)
+
+
+def frozen_decoder() -> VAE:
+    model = VAE([64, 16, 2])
+    model.decoder.requires_grad_(False)
+    return model
+
+
+def with_layer_norm() -> VAE:
+    model = VAE([64, 16, 2])
+    model.encoder.hidden = torch.nn.Sequential(model.encoder.hidden[0], torch.nn.LayerNorm(16), *model.encoder.hidden[1:])
+    return model
+
+
+@pytest.mark.parametrize("make", [lambda: TemperedVAE([64, 16, 2]), frozen_decoder, with_layer_norm])
+def test_a_model_changed_after_it_was_built_trains_through_autograd_as_it_is(digits, tmp_path, make):
+    model = make()
+    assert not applies(model, TrainConfig(), world_size=1)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    train(model, digits, quick_config(tmp_path, max_steps=5))
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert changed == trainable  # the frozen weights stay, the LayerNorm's weights learn
+    if isinstance(model, TemperedVAE):  # its own likelihood, not the stock one, was trained
+        stock = VAE([64, 16, 2])
+        stock.load_state_dict(dict(before))
+        train(stock, digits, quick_config(tmp_path, max_steps=5))
+        assert not torch.equal(stock.decoder.logits.weight, model.decoder.logits.weight)
+
+
 def test_the_trainer_takes_it_by_default_and_autograd_on_request():
     model, cpu = VAE([64, 16, 2]), torch.device("cpu")
     assert isinstance(make_batch_cost(model, TrainConfig(), Cluster(), cpu), DenseElbo)

@@ -63,7 +63,27 @@ def applies(model: VAE, config: TrainConfig, world_size: int) -> bool:
         and settings.dropout == 0
         and config.objective == "elbo"
         and config.free_bits == 0
+        and is_as_built(model)
     )
+
+
+def is_as_built(model: VAE) -> bool:
+    """Whether the model is the network its config builds, every weight trainable: not a subclass with methods
+    of its own, nor a model whose modules were swapped or added, or whose weights were frozen, after it was
+    built (all of which autograd trains as they are, and this path would not see)."""
+    with torch.device("meta"):  # the structure alone: no memory, no draws from the random stream
+        built = VAE(config=model.config)
+    return (
+        type(model) is VAE
+        and structure(model) == structure(built)
+        and all(p.requires_grad for p in model.parameters())
+    )
+
+
+def structure(model: nn.Module) -> list[tuple[str, type, tuple[int, ...]]]:
+    """Every module's name and type, and every parameter's name and shape."""
+    modules = [(name, type(module), ()) for name, module in model.named_modules()]
+    return modules + [(name, nn.Parameter, tuple(p.shape)) for name, p in model.named_parameters()]
 
 
 class DenseElbo:
