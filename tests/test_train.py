@@ -65,8 +65,9 @@ def test_max_steps_alone_has_no_epoch_limit_from_python_as_on_the_command_line(d
     assert result.progress.step == 35
 
 
-@pytest.mark.parametrize("change", ["fewer examples", "another batch size"])
-def test_resuming_on_other_epochs_is_refused_not_an_endless_loop(digits, tmp_path, change):
+@pytest.mark.parametrize("change, message", [("fewer examples", "resume with the run's own data and batch size"),
+                                             ("another batch size", "may change on resume, not batch_size")])
+def test_resuming_on_other_epochs_is_refused_not_an_endless_loop(digits, tmp_path, change, message):
     first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=None, max_steps=19))  # stops at batch 19 of 21
     data, config = digits, quick_config(tmp_path, epochs=2)
     if change == "fewer examples":  # 3 batches an epoch: the saved place, batch 19, is in none of them
@@ -74,7 +75,7 @@ def test_resuming_on_other_epochs_is_refused_not_an_endless_loop(digits, tmp_pat
     else:
         config = quick_config(tmp_path, epochs=2, batch_size=32)
     before = (first.run_dir / "config.json").read_bytes()
-    with pytest.raises(VaekitError, match="resume with the run's own data and batch size"):
+    with pytest.raises(VaekitError, match=message):
         train(VAE([64, 8, 2]), data, config, run_dir=first.run_dir)
     assert (first.run_dir / "config.json").read_bytes() == before  # a refused resume records none of its settings
 
@@ -102,6 +103,18 @@ def test_resume_continues_exactly(digits, tmp_path):
     resumed = train(VAE([64, 32, 2], dropout=0.1), digits, quick_config(tmp_path, epochs=3, seed=1), run_dir=part.run_dir)
     assert resumed.progress.step == full.progress.step
     assert torch.equal(params(resumed.model), params(full.model))
+
+
+def test_resuming_from_python_refuses_other_settings_as_the_command_line_does(digits, tmp_path):
+    first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=1))
+    before = (first.run_dir / "config.json").read_bytes()
+    for model, config, changed in [(VAE([64, 8, 2]), quick_config(tmp_path, epochs=2, lr=0.5, beta=3.0), "lr, beta"),
+                                   (VAE([64, 8, 2], dropout=0.5), quick_config(tmp_path, epochs=2), "dropout")]:
+        with pytest.raises(VaekitError, match=f"only epochs, max_steps, .* may change on resume, not {changed}$"):
+            train(model, digits, config, run_dir=first.run_dir)
+    assert (first.run_dir / "config.json").read_bytes() == before
+    resumed = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=2, threads=1), run_dir=first.run_dir)
+    assert resumed.progress.epoch == 2
 
 
 def test_a_run_checkpointed_on_another_kind_of_device_resumes_with_fresh_noise(digits, tmp_path):

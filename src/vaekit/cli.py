@@ -18,11 +18,11 @@ import warnings
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from vaekit.config import FIGURE_KINDS, DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices, parse_architecture
+from vaekit.config import (FIGURE_KINDS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices,
+                           parse_architecture)
 from vaekit.errors import VaekitError
 
 # what --resume may change: the limits, and what depends on the machine rather than the run
-RESUME_OVERRIDES = ("epochs", "max_steps", "progress", "device", "threads", "dist_timeout", "data_dir")
 FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
 DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST
@@ -391,9 +391,9 @@ def run_train(args: argparse.Namespace) -> int:
 def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings --resume may change; any other flag is refused rather than silently ignored."""
     values = {**given(args, ModelConfig), **given(args, DataConfig), **given(args, TrainConfig)}
-    refused = [flag_of(name) for name in values if name not in RESUME_OVERRIDES]
+    refused = [flag_of(name) for name in values if name not in RESUME_MAY_CHANGE]
     if refused:
-        allowed = ", ".join(flag_of(name) for name in RESUME_OVERRIDES)
+        allowed = ", ".join(flag_of(name) for name in RESUME_MAY_CHANGE)
         raise VaekitError(f"--resume continues a run with its saved settings; only {allowed} can change, not {', '.join(refused)}")
     if "epochs" in values and "max_steps" not in values:  # a new limit alone is the run's limit, whatever the saved other one
         values["max_steps"] = None

@@ -468,6 +468,15 @@ def type_name(hint: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "None"}.get(hint, str(hint))
 
 
+# what a resumed run may change (the limits, and what depends on the machine); every other setting is the run's own
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "progress", "device", "threads", "dist_timeout", "data_dir")
+
+
+def changed_fields(saved: Any, now: Any, allowed: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[str]:
+    """The fields, outside `allowed`, in which two configs of one dataclass differ."""
+    return [f.name for f in dataclasses.fields(now) if f.name not in allowed and getattr(saved, f.name) != getattr(now, f.name)]
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A dataclass as plain JSON-ready values (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(config)))

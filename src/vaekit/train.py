@@ -26,7 +26,7 @@ import torch
 
 from vaekit import animation, distributed, fused
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_tensors, save_checkpoint, save_tensors
-from vaekit.config import DataConfig, TrainConfig, from_dict, to_dict, write_json
+from vaekit.config import RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, changed_fields, from_dict, to_dict, write_json
 from vaekit.data import Splits
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
@@ -89,6 +89,7 @@ def train(
     check_dequantizable(data.train.x, model.config)
     if run_dir is not None:
         check_resumable(Path(run_dir))
+        check_same_settings(Path(run_dir), model, config, data_config or data.config)
     cluster, device = distributed.setup(resolve_device(config.device), config.dist_timeout)
     try:
         # each rank its own stream (dropout masks, dequantisation noise) for its own examples; rank 0's is one
@@ -505,6 +506,21 @@ def check_resumable(run_dir: Path) -> None:
     if not (run_dir / CHECKPOINT_FILE).exists() and (run_dir / WEIGHTS_FILE).exists():
         raise VaekitError(f"{run_dir} holds trained weights but no {CHECKPOINT_FILE} to resume from "
                           "(the optimizer's state and the step are gone); train a new run instead")
+
+
+def check_same_settings(run_dir: Path, model: VAE, config: TrainConfig, data_config: DataConfig | None) -> None:
+    """A resumed run goes on with the settings it started with (its optimizer, schedule and place in the epoch
+    were made by them): refuse any other change than those RESUME_MAY_CHANGE names."""
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        return  # nothing to resume: the run starts again in its folder
+    payload = read_run_config(run_dir)
+    changed = changed_fields(from_dict(ModelConfig, payload["model"]), model.config)
+    changed += changed_fields(from_dict(TrainConfig, payload["train"]), config, (*RESUME_MAY_CHANGE, "out"))
+    if data_config is not None and "data" in payload:
+        changed += changed_fields(from_dict(DataConfig, payload["data"]), data_config)
+    if changed:
+        raise VaekitError(f"{run_dir} goes on with the settings it was started with; only {', '.join(RESUME_MAY_CHANGE)} "
+                          f"may change on resume, not {', '.join(changed)}")
 
 
 def record_resumed_config(run_dir: Path, config: TrainConfig, data_config: DataConfig | None) -> None:
