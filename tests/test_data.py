@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit import DataConfig, VaekitError
+from vaekit import DataConfig, Splits, VaekitError
 from vaekit.data import MNIST_FILES, download, file_md5, load_data, mirror_url, parse_amat, parse_idx
 
 
@@ -310,3 +310,27 @@ def test_mnist_without_data_dir_downloads_into_the_cache(mirror, isolated_cache)
     with pytest.raises(VaekitError, match="checksum mismatch"):
         load_data(DataConfig(data="mnist", mirror=mirror))
     assert sorted(p.name for p in (isolated_cache / "mnist").iterdir()) == []
+
+
+def test_your_own_arrays_become_splits_as_a_file_of_them_would():
+    images = np.random.default_rng(0).integers(0, 256, size=(50, 6, 5), dtype=np.uint8)
+    labels = np.arange(50) % 3
+    splits = Splits.from_arrays(images, y_train=labels)
+    assert (len(splits.train), len(splits.valid), len(splits.test)) == (40, 5, 5)
+    assert splits.image_shape == (1, 6, 5) and splits.train.x.dtype == torch.float32 and splits.train.x.shape[1] == 30
+    rows = torch.cat([splits[s].x for s in ("train", "valid", "test")])
+    assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, (images.reshape(50, -1) / 255).astype(np.float32).tolist()))
+    given = Splits.from_arrays(torch.rand(8, 4), torch.rand(3, 4), torch.rand(2, 4), y_valid=[0, 1, 1])
+    assert [len(given[s]) for s in ("train", "valid", "test")] == [8, 3, 2] and given.valid.y.tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(x_train=np.full((20, 4), 16.0)), r"arrays \(\w+\) has values in \[16, 16\]"),
+    (dict(x_train=np.full((20, 4), np.nan)), "contains NaN or Inf"),
+    (dict(x_train=np.zeros((20, 4)), x_valid=np.zeros((3, 4))), "give both x_valid and x_test, or neither"),
+    (dict(x_train=np.zeros((20, 4)), x_valid=np.zeros((3, 5)), x_test=np.zeros((3, 4))), "has examples of shape"),
+    (dict(x_train=np.zeros((20, 4)), y_train=np.zeros(19)), "20 examples but labels of shape"),
+])
+def test_own_arrays_that_cannot_be_trained_on_are_refused_clearly(arguments, message):
+    with pytest.raises(VaekitError, match=message):
+        Splits.from_arrays(**arguments)

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,6 +127,29 @@ def test_a_run_checkpointed_on_another_kind_of_device_resumes_with_fresh_noise(d
     with pytest.warns(UserWarning, match="checkpointed on cuda and resumes on cpu: its noise stream starts afresh"):
         resumed = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, epochs=2), run_dir=part.run_dir)
     assert resumed.progress.step == 42 and torch.isfinite(params(resumed.model)).all()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: dataclasses.replace(d, train=Split(d.train.x * 16)), r"the train split has values in \[0, 16\]; the model takes values in \[0, 1\]"),
+    (lambda d: dataclasses.replace(d, valid=Split(d.valid.x.clone().index_fill_(0, torch.tensor([3]), float("nan")))),
+     "the valid split contains NaN or Inf"),
+    (lambda d: dataclasses.replace(d, train=Split((d.train.x * 255).to(torch.uint8))), "float32 tensor of examples .* torch.uint8"),
+    (lambda d: dataclasses.replace(d, train=Split(d.train.x.numpy())), "float32 tensor of examples .* got ndarray"),
+    (lambda d: dataclasses.replace(d, train=Split(d.train.x.view(-1, 1, 8, 8))), r"float32 tensor of examples \(N, D\)"),
+    (lambda d: dataclasses.replace(d, valid=None), "the valid split must hold a float32 tensor"),
+    (lambda d: dataclasses.replace(d, image_shape=(1, 28, 28)), r"image shape \(1, 28, 28\) holds 784 values; its examples have 64"),
+    (lambda d: d.train.x, "train takes the data as vaekit.Splits .* not Tensor"),
+])
+def test_data_it_cannot_train_on_is_refused_before_a_run_folder_is_made(digits, tmp_path, make, message):
+    with pytest.raises(VaekitError, match=message):
+        train(VAE([64, 8, 2]), make(digits), quick_config(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_your_own_arrays_train_from_python(tmp_path):
+    images = (np.random.default_rng(0).random((300, 8, 8)) > 0.5).astype(np.uint8) * 255
+    result = train(VAE([64, 8, 2]), vaekit.Splits.from_arrays(images), quick_config(tmp_path, epochs=1))
+    assert result.progress.step == 4  # 240 training examples in batches of 64
 
 
 def test_the_data_must_fit_the_architecture(digits, tmp_path):

@@ -67,6 +67,11 @@ class Split:
 
 @dataclass
 class Splits:
+    """A data set as vaekit trains on it: train, valid and test splits of flat float32 examples in [0, 1].
+
+    `load_data` reads the named sets, files and folders; `Splits.from_arrays` takes your own arrays.
+    """
+
     train: Split
     valid: Split
     test: Split
@@ -79,6 +84,27 @@ class Splits:
         if split not in SPLITS:
             raise VaekitError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         return getattr(self, split)
+
+    @classmethod
+    def from_arrays(cls, x_train: np.ndarray | torch.Tensor, x_valid: np.ndarray | torch.Tensor | None = None,
+                    x_test: np.ndarray | torch.Tensor | None = None, *, y_train: Any = None, y_valid: Any = None,
+                    y_test: Any = None, name: str = "arrays", seed: int = 0) -> "Splits":
+        """Your own examples, read as a .npy/.npz file is: images (N, H, W), (N, H, W, C), (N, C, H, W) or flat
+        rows (N, D), uint8 scaled by 1/255, every value checked to lie in [0, 1]; optional integer labels.
+        Without x_valid and x_test, x_train is split 80 / 10 / 10 with the seed."""
+        given = {"train": (x_train, y_train), "valid": (x_valid, y_valid), "test": (x_test, y_test)}
+        if (x_valid is None) != (x_test is None):
+            raise VaekitError("give both x_valid and x_test, or neither (x_train is then split 80 / 10 / 10)")
+        if x_valid is None:
+            if y_valid is not None or y_test is not None:
+                raise VaekitError("y_valid and y_test need x_valid and x_test")
+            parts = split_arrays(as_numpy(x_train), None if y_train is None else as_numpy(y_train), 0.1, 0.1, seed, name)
+        else:
+            parts = {split: (as_numpy(x), None if y is None else as_numpy(y)) for split, (x, y) in given.items()}
+        splits = splits_of(parts, name)
+        for split in SPLITS:
+            check_values(splits[split].x, f"{name} ({split})")
+        return splits
 
     @property
     def input_size(self) -> int:
@@ -433,18 +459,30 @@ def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 
         parts = split_arrays(arrays["x"], arrays.get("y"), valid_fraction, test_fraction, seed, path)
     else:
         raise VaekitError(f"{path} needs an array `x` (and optionally `y`), or x_train, x_valid and x_test")
+    return splits_of(parts, path.name, path)
+
+
+def splits_of(parts: dict[str, tuple[np.ndarray, np.ndarray | None]], name: str, path: Path | str | None = None) -> Splits:
+    """Splits from each split's (examples, labels) arrays, all of one image shape."""
+    where = path or name
     shape = None
     splits = {}
     for split, (x, y) in parts.items():
-        x_flat, this_shape = to_examples(x, f"{path} ({split})")
+        x_flat, this_shape = to_examples(x, f"{where} ({split})")
         if shape is not None and this_shape != shape:
-            raise VaekitError(f"{path}: split {split} has examples of shape {this_shape}, others {shape}")
+            raise VaekitError(f"{where}: split {split} has examples of shape {this_shape}, others {shape}")
         shape = this_shape
-        splits[split] = Split(x_flat, to_labels(y, len(x_flat), f"{path} ({split})"))
-    return Splits(**splits, image_shape=shape, name=path.name)
+        splits[split] = Split(x_flat, to_labels(y, len(x_flat), f"{where} ({split})"))
+    return Splits(**splits, image_shape=shape, name=name)
 
 
-def split_arrays(x: np.ndarray, y: np.ndarray | None, valid_fraction: float, test_fraction: float, seed: int, path: Path) -> dict:
+def as_numpy(values: Any) -> np.ndarray:
+    """An array from a numpy array, a tensor (on any device) or a list."""
+    return values.detach().cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
+
+
+def split_arrays(x: np.ndarray, y: np.ndarray | None, valid_fraction: float, test_fraction: float, seed: int,
+                 path: Path | str) -> dict:
     n = len(x) if x.ndim else 0
     if y is not None and np.shape(y)[:1] != (n,):
         raise VaekitError(f"{path}: {n} examples but labels of shape {np.shape(y)}")

@@ -27,7 +27,7 @@ import torch
 from vaekit import animation, distributed, fused
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from vaekit.config import RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, changed_fields, from_dict, to_dict, write_json
-from vaekit.data import Splits
+from vaekit.data import Splits, check_values
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
 from vaekit.model import (CONFIG_FILE, FORMAT_VERSION, VAE, WEIGHTS_FILE, check_dequantizable, load_checked_state, read_run_config,
@@ -85,8 +85,7 @@ def train(
     Returns the trained model (on its device, in eval mode), the run folder and the final progress. The
     caller's random streams and thread count are as they were before.
     """
-    data.check_fits(model.input_size)
-    check_dequantizable(data.train.x, model.config)
+    check_training_data(data, model)
     if run_dir is not None:
         check_resumable(Path(run_dir))
         check_same_settings(Path(run_dir), model, config, data_config or data.config)
@@ -98,6 +97,28 @@ def train(
             return train_on(cluster, device, model, data, config, data_config or data.config, run_dir)
     finally:
         distributed.teardown(cluster)
+
+
+def check_training_data(data: Splits, model: VAE) -> None:
+    """Refuse, before any run folder is made, data the model cannot be trained on: Splits whose training or
+    validation examples are not flat float32 rows of the model's width with values in [0, 1] (as load_data and
+    Splits.from_arrays make them), or whose image shape does not hold that many values."""
+    if not isinstance(data, Splits):
+        raise VaekitError(f"train takes the data as vaekit.Splits (from vaekit.load_data, or Splits.from_arrays for your "
+                          f"own arrays), not {type(data).__name__}")
+    for split in ("train", "valid"):
+        x = getattr(getattr(data, split), "x", None)
+        if not torch.is_tensor(x) or x.dtype != torch.float32 or x.ndim != 2:
+            raise VaekitError(f"the {split} split must hold a float32 tensor of examples (N, D), as Splits.from_arrays "
+                              f"makes from any array; got {type(x).__name__} {getattr(x, 'dtype', '')} {tuple(getattr(x, 'shape', ()))}")
+    data.check_fits(model.input_size)
+    if math.prod(data.image_shape) != model.input_size:
+        raise VaekitError(f"the data's image shape {tuple(data.image_shape)} holds {math.prod(data.image_shape)} values; "
+                          f"its examples have {model.input_size}")
+    for split in ("train", "valid"):
+        check_values(getattr(data, split).x, f"the {split} split",
+                     needs="the model takes values in [0, 1] (Splits.from_arrays scales uint8 pixels for you)")
+    check_dequantizable(data.train.x, model.config)
 
 
 @contextmanager
