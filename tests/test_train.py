@@ -281,3 +281,18 @@ def test_tensorboard_holds_the_costs_the_run_reports(small, tmp_path):
     assert valid == [(h["step"], pytest.approx(h["valid_cost"], rel=1e-5)) for h in result.progress.history]
     train_costs = [event.value for event in events.Scalars("train/total")]
     assert train_costs and all(0.5 * valid[-1][1] < cost < 2 * valid[0][1] for cost in train_costs)
+
+
+def test_ctrl_c_asks_to_stop_and_a_second_ctrl_c_raises_at_once():
+    import os
+    import signal
+
+    from vaekit.train import StopRequest
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's repeated SIGTERM still waits for the step
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handler is back

@@ -84,6 +84,9 @@ def train(
     CLI can evaluate, plot and resume the run). Pass the run_dir of an earlier run to resume it from its checkpoint.
     Returns the trained model (on its device, in eval mode), the run folder and the final progress. The
     caller's random streams and thread count are as they were before.
+
+    Ctrl-C (SIGINT) or SIGTERM stops training after the current step and saves the run, which can be resumed;
+    train then returns normally, with `interrupted` True in its result. A second Ctrl-C raises KeyboardInterrupt.
     """
     check_training_data(data, model)
     if run_dir is not None:
@@ -754,7 +757,8 @@ def add_graph(writer: Any, model: VAE, example: torch.Tensor) -> None:
 
 
 class StopRequest:
-    """Turn SIGINT/SIGTERM into a request to stop after the current step, so the run is saved."""
+    """Turn SIGINT/SIGTERM into a request to stop after the current step, so the run is saved. A second Ctrl-C
+    (SIGINT) raises KeyboardInterrupt at once, for one who will not wait: the last checkpoint stays as it was."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -767,6 +771,8 @@ class StopRequest:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
