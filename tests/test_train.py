@@ -172,6 +172,9 @@ def test_bad_training_options_are_refused():
 @pytest.mark.parametrize("make, message", [
     (lambda: TrainConfig(batch_size="x"), "TrainConfig.batch_size must be an integer, got 'x'"),
     (lambda: TrainConfig(fused=1), "TrainConfig.fused must be true or false, got 1"),
+    (lambda: TrainConfig(l2=float("nan")), "TrainConfig.l2 must be a finite number, got nan"),  # `nan < 0` is False
+    (lambda: TrainConfig(lr=float("inf")), "TrainConfig.lr must be a finite number, got inf"),
+    (lambda: VAE([64, 8, 2], dropout=float("nan")), "ModelConfig.dropout must be a finite number, got nan"),
     (lambda: TrainConfig(device="gpu"), "unknown --device 'gpu'; choose one of auto, cpu, cuda"),
     (lambda: TrainConfig(on_nonfinite="ignore"), "unknown --on-nonfinite 'ignore'; choose one of stop, skip"),
     (lambda: DataConfig(image_size="16"), "DataConfig.image_size must be a list of integers, got '16'"),

@@ -443,7 +443,7 @@ def check_types(config: Any) -> None:
 
 def is_of_type(value: Any, hint: Any) -> bool:
     """Whether value fits the annotation: int, float, bool, str, None, tuple[int, ...], unions of them;
-    a list is taken for a tuple, an int for a float. Literals pass: their values are each class's to check."""
+    a list is taken for a tuple, an int for a float, a float must be finite. Literals pass: their values are each class's to check."""
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):
         return any(is_of_type(value, arg) for arg in args)
@@ -451,9 +451,10 @@ def is_of_type(value: Any, hint: Any) -> bool:
         return isinstance(value, (tuple, list)) and all(is_of_type(v, args[0]) for v in value)
     if hint is bool:
         return isinstance(value, bool)
-    if hint in (int, float):
-        number = numbers.Integral if hint is int else numbers.Real
-        return isinstance(value, number) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:  # no setting takes NaN or an infinity (NaN would pass every `< 0` check)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if hint in (str, type(None)):
         return isinstance(value, hint)
     return True
@@ -465,7 +466,7 @@ def type_name(hint: Any) -> str:
         return " or ".join(type_name(arg) for arg in args)
     if origin is tuple:
         return f"a list of {type_name(args[0]).removeprefix('an ').removeprefix('a ')}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "None"}.get(hint, str(hint))
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", type(None): "None"}.get(hint, str(hint))
 
 
 # what a resumed run may change (the limits, and what depends on the machine); every other setting is the run's own
