@@ -206,3 +206,37 @@ def test_seeded_draws_leave_the_callers_gpu_stream_as_it_was(device):
     assert [torch.equal(torch.cuda.get_rng_state(i), b) for i, b in enumerate(before)] == [True] * len(before)
     with seeded(0, torch.device(device)):
         assert torch.equal(torch.randn(3, device=device), inside)
+
+
+def test_a_model_made_double_computes_in_double():
+    vae = VAE([64, 16, 2]).double()
+    x = torch.rand(3, 64)
+    mu, _ = vae.encode(x)
+    outputs = [mu, vae.decode(mu), vae.reconstruct(x), vae.elbo(x), vae.sample(2)]
+    assert [t.dtype for t in outputs] == [torch.float64] * 5
+
+
+def test_codes_that_are_not_finite_are_refused(vae):
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(VaekitError, match="latent codes contain NaN or Inf"):
+            vae.decode(torch.full((1, vae.latent_size), bad))
+
+
+def test_a_split_of_a_data_set_is_taken_for_its_examples():
+    data = vaekit.load_data("digits")  # a DataConfig's data alone
+    vae = VAE([64, 16, 2])
+    assert torch.equal(vae.encode(data.test)[0], vae.encode(data.test.x)[0])
+
+
+def test_save_and_load_take_the_run_folder_and_say_so_for_a_file(tmp_path):
+    vae = VAE([64, 16, 2])
+    with pytest.raises(VaekitError, match="save takes a folder"):
+        vae.save(tmp_path / "model.safetensors")
+    vae.save(tmp_path)
+    with pytest.raises(VaekitError, match=f"load takes the run folder, not a file in it: vaekit.load\\('{tmp_path}'\\)"):
+        vaekit.load(tmp_path / "model.safetensors")
+    with pytest.raises(VaekitError, match="unknown device None"):
+        vaekit.load(tmp_path, device=None)
+    (tmp_path / "model.safetensors").rename(tmp_path / "checkpoint.safetensors")
+    with pytest.raises(VaekitError, match="has no model.safetensors yet: its training stopped before the end"):
+        vaekit.load(tmp_path)

@@ -139,10 +139,12 @@ def test_a_run_checkpointed_on_another_kind_of_device_resumes_with_fresh_noise(d
     (lambda d: dataclasses.replace(d, valid=None), "the valid split must hold a float32 tensor"),
     (lambda d: dataclasses.replace(d, image_shape=(1, 28, 28)), r"image shape \(1, 28, 28\) holds 784 values; its examples have 64"),
     (lambda d: d.train.x, "train takes the data as vaekit.Splits .* not Tensor"),
+    ("double model", "train keeps float32 weights .* the model's are torch.float64: call model.float"),
 ])
 def test_data_it_cannot_train_on_is_refused_before_a_run_folder_is_made(digits, tmp_path, make, message):
+    model, data = (VAE([64, 8, 2]).double(), digits) if make == "double model" else (VAE([64, 8, 2]), make(digits))
     with pytest.raises(VaekitError, match=message):
-        train(VAE([64, 8, 2]), make(digits), quick_config(tmp_path))
+        train(model, data, quick_config(tmp_path))
     assert list(tmp_path.iterdir()) == []
 
 

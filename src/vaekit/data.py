@@ -116,8 +116,10 @@ class Splits:
             raise VaekitError(f"{self.name or 'the data'} has {self.input_size} values per example; the model takes {input_size}")
 
 
-def load_data(config: DataConfig) -> Splits:
-    """The data set that config names, checked for shape and for values in [0, 1]."""
+def load_data(config: DataConfig | str) -> Splits:
+    """The data set that config names (or a DataConfig's `data` alone: "digits", a path), checked for shape and
+    for values in [0, 1]."""
+    config = DataConfig(config) if isinstance(config, str) else config
     source = config.data
     check_options_apply(config)
     if source == "digits":

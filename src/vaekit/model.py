@@ -46,6 +46,10 @@ class VAE(nn.Module):
     >>> x_mean = vae.decode(mu)                  # (N, 784) pixel probabilities
     >>> conv = VAE([3072, 16], model="conv", image_shape=(3, 32, 32), likelihood="gaussian", learn_sigma=True)
     >>> conv.sample(8).shape                     # torch.Size([8, 3, 32, 32]), pixel means in [0, 1]
+
+    Options (keyword arguments) are the fields of `vaekit.ModelConfig`. `encode`, `decode`, `reconstruct`,
+    `sample` and `elbo` run without gradients, in eval mode, in batches; for a loss of your own through the
+    model, use `posterior(x)` (q(z|x)) and `likelihood(z)` (p(x|z)) on flat (N, D) tensors, which keep them.
     """
 
     def __init__(self, architecture: list[int] | tuple[int, ...] | None = None, *, config: ModelConfig | None = None, **options: Any):
@@ -186,12 +190,15 @@ class VAE(nn.Module):
         as_numpy = isinstance(data, np.ndarray)
         if latent:
             x = check_input(torch.as_tensor(np.asarray(data, dtype=np.float32) if as_numpy else data), width)
+            if not torch.isfinite(x).all():
+                raise VaekitError("the latent codes contain NaN or Inf values")
         else:
             x = self.as_examples(data)
+        dtype = next(self.parameters()).dtype  # float32, or what .double() made the model
         parts: list[tuple[torch.Tensor, ...]] = []
         with evaluating(self), torch.no_grad():
             for start in range(0, len(x), INFERENCE_BATCH):
-                batch = x[start : start + INFERENCE_BATCH].to(self.device, torch.float32)
+                batch = x[start : start + INFERENCE_BATCH].to(self.device, dtype)
                 parts.append(fn(batch))
         outputs = tuple(torch.cat(columns) for columns in zip(*parts))
         if as_numpy:
@@ -204,7 +211,9 @@ class VAE(nn.Module):
         """Write config.json and model.safetensors into run_dir; return the folder."""
         from vaekit.checkpoint import save_tensors
 
-        run_dir = Path(run_dir)
+        run_dir = Path(run_dir).expanduser()
+        if run_dir.suffix in (".safetensors", ".json", ".pt", ".pth") or run_dir.is_file():
+            raise VaekitError(f"save takes a folder, to hold {CONFIG_FILE} and {WEIGHTS_FILE}; {run_dir} is a file name")
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -237,6 +246,8 @@ def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
     model's numbers would be meaningless (a positive Bernoulli ELBO, say). Images (N, C, H, W), or one
     image (C, H, W), must have the model's image shape.
     """
+    if hasattr(data, "x") and not torch.is_tensor(data):  # a Split of a data set: its examples
+        data = data.x
     x = torch.as_tensor(data).detach()
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     if config.image_shape and tuple(x.shape) == tuple(config.image_shape):
@@ -324,7 +335,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise VaekitError(f"unknown device {name!r}; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise VaekitError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
@@ -335,9 +346,15 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     """Rebuild the VAE from config.json and load model.safetensors, checking every tensor; in eval mode."""
     from vaekit.checkpoint import load_tensors
 
+    run_dir = Path(run_dir).expanduser()
+    if run_dir.is_file():
+        raise VaekitError(f"load takes the run folder, not a file in it: vaekit.load({str(run_dir.parent)!r})")
     payload = read_run_config(run_dir)
     model = VAE(config=from_dict(ModelConfig, payload["model"]))
-    weights_path = Path(run_dir) / WEIGHTS_FILE
+    weights_path = run_dir / WEIGHTS_FILE
+    if not weights_path.exists() and (run_dir / "checkpoint.safetensors").exists():
+        raise VaekitError(f"{run_dir} has no {WEIGHTS_FILE} yet: its training stopped before the end; "
+                          f"finish it with `vaekit train --resume {run_dir}` (or vaekit.train(..., run_dir=...))")
     tensors, _ = load_tensors(weights_path, "safetensors weights file")
     load_checked_state(model, tensors, weights_path)
     return model.to(resolve_device(device)).eval()  # ready to use: no dropout, a VampPrior's pseudo-inputs encoded as at test time

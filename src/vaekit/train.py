@@ -114,6 +114,10 @@ def check_training_data(data: Splits, model: VAE) -> None:
         if not torch.is_tensor(x) or x.dtype != torch.float32 or x.ndim != 2:
             raise VaekitError(f"the {split} split must hold a float32 tensor of examples (N, D), as Splits.from_arrays "
                               f"makes from any array; got {type(x).__name__} {getattr(x, 'dtype', '')} {tuple(getattr(x, 'shape', ()))}")
+    dtypes = sorted({str(p.dtype) for p in model.parameters()})
+    if dtypes != ["torch.float32"]:
+        raise VaekitError(f"train keeps float32 weights (TrainConfig(precision='bf16') runs the products in bfloat16); "
+                          f"the model's are {', '.join(dtypes)}: call model.float() first")
     data.check_fits(model.input_size)
     if math.prod(data.image_shape) != model.input_size:
         raise VaekitError(f"the data's image shape {tuple(data.image_shape)} holds {math.prod(data.image_shape)} values; "
