@@ -95,7 +95,7 @@ def importance_sampled_log_px(
         raise VaekitError(f"max_rows must be at least 1, got {max_rows}")
     x = model.as_examples(x)
     check_float32(model)
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     k_chunk = min(k, max_rows)
     batch_size = max(1, max_rows // k_chunk)

@@ -11,13 +11,14 @@ validation split are kept in best.safetensors and become the run's model.safeten
 from __future__ import annotations
 
 import functools
+import io
 import math
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -693,7 +694,7 @@ class Logger:
 
     def __init__(self, run_dir: Path, model: VAE, example: torch.Tensor, total_steps: int, start_step: int,
                  show_bar: bool, enabled: bool = True):
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
         self.writer = None
         if enabled:  # under torchrun, rank 0 alone logs
@@ -752,7 +753,7 @@ class Logger:
 
 def add_graph(writer: Any, model: VAE, example: torch.Tensor) -> None:
     """Put the model's graph in TensorBoard; a tracing failure costs the picture, not the run."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # a failed trace prints to stdout
         warnings.simplefilter("ignore")
         try:
             writer.add_graph(model, example)
