@@ -188,6 +188,11 @@ def test_options_of_the_wrong_kind_from_python_are_one_clear_error(make, message
         make()
 
 
+def test_paths_may_be_path_objects(tmp_path):
+    assert TrainConfig(out=tmp_path).out == str(tmp_path)
+    assert DataConfig(tmp_path).data == str(tmp_path) and DataConfig(data_dir=tmp_path).data_dir == str(tmp_path)
+
+
 def test_a_device_there_is_not_is_a_clear_error(tmp_path):
     VAE([64, 8, 2]).save(tmp_path)
     with pytest.raises(VaekitError, match="unknown device 'gpu'"):

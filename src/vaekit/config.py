@@ -296,6 +296,7 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        paths_as_text(self, ("data", "data_dir"))
         check_types(self)
         object.__setattr__(self, "image_size", tuple(int(a) for a in self.image_size))
         # Paths are kept absolute: the run's config.json must find its data from any folder (evaluate, --resume).
@@ -393,6 +394,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        paths_as_text(self, ("out",))
         check_types(self)
         if self.epochs is None and self.max_steps is None:
             object.__setattr__(self, "epochs", DEFAULT_EPOCHS)  # frozen: this is the one place a default is filled in
@@ -429,6 +431,13 @@ class TrainConfig:
 
 def is_seed(value: int) -> bool:
     return 0 <= value < MAX_SEED
+
+
+def paths_as_text(config: Any, names: tuple[str, ...]) -> None:
+    """Path objects given for path fields, kept as the strings that JSON and the command line hold."""
+    for name in names:
+        if isinstance(getattr(config, name), os.PathLike):
+            object.__setattr__(config, name, os.fspath(getattr(config, name)))
 
 
 def check_types(config: Any) -> None:
