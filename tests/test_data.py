@@ -145,6 +145,22 @@ def test_amat_parser_handles_plain_and_float_text():
         parse_amat(b"01 1\n", "x", width=3)
 
 
+@pytest.mark.parametrize("text, rows", [
+    (b"0 1 1\n1 0 0\n", [[0, 1, 1], [1, 0, 0]]),  # the published layout, 2 x width bytes a row: the fast path
+    (b"0 1 1\n1 0 0\n\n", [[0, 1, 1], [1, 0, 0]]),  # anything else: the general one
+    (b"0 1 1\r\n1 0 0", [[0, 1, 1], [1, 0, 0]]),
+    (b"0 1 2\n1 0 0\n", [[0, 1, 2], [1, 0, 0]]),
+    (b"0 1 1\n1 0 00", [[0, 1, 1], [1, 0, 0]]),
+    (b"0 1 1 1 0 0\n", None),
+])
+def test_the_amat_fast_path_reads_what_the_general_one_does(text, rows):
+    if rows is None:
+        with pytest.raises(VaekitError, match="rows of 3 values"):
+            parse_amat(text, "x", width=3)
+    else:
+        assert parse_amat(text, "x", width=3).tolist() == rows
+
+
 def test_idx_parser_checks_the_header():
     images = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     data = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (2, 3, 3)) + images.tobytes()

@@ -410,8 +410,14 @@ def load_binarized_mnist(folder: Path) -> Splits:
 
 
 def parse_amat(data: bytes, source: str, width: int = 784) -> np.ndarray:
-    """Rows of `width` space-separated numbers; a fast path for the usual 0/1 text."""
+    """Rows of `width` space-separated numbers; fast paths for the usual 0/1 text."""
     raw = np.frombuffer(data, dtype=np.uint8)
+    if len(raw) and len(raw) % (2 * width) == 0:  # the published files: "0 1 ... 0\n", each value one byte
+        rows = raw.reshape(-1, 2 * width)
+        separators = np.frombuffer(b" " * (width - 1) + b"\n", dtype=np.uint8)
+        values = rows[:, ::2]
+        if (rows[:, 1::2] == separators).all() and ((values == ord("0")) | (values == ord("1"))).all():
+            return (values - ord("0")).astype(np.float32)
     digits = (raw == ord("0")) | (raw == ord("1"))
     separators = (raw == ord(" ")) | (raw == ord("\n")) | (raw == ord("\r")) | (raw == ord("\t"))
     # Every value must be a single character between separators, or "01" would pass as two values.
@@ -434,7 +440,7 @@ def values_per_line(raw: np.ndarray, is_value: np.ndarray) -> np.ndarray:
     ends = np.flatnonzero(raw == ord("\n"))
     if len(raw) and raw[-1] != ord("\n"):
         ends = np.append(ends, len(raw) - 1)
-    counts = np.diff(np.concatenate([[0], np.cumsum(is_value)[ends]]))
+    counts = np.diff(np.concatenate([[0], np.cumsum(is_value, dtype=np.int32)[ends]]))
     return counts[counts > 0]
 
 
