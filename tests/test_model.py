@@ -63,6 +63,12 @@ def test_large_inputs_are_processed_in_batches(vae, monkeypatch):
     torch.testing.assert_close(mu_batched, vae.encode(x)[0])
 
 
+def test_batches_of_large_images_hold_fewer_rows():
+    assert VAE([784, 500, 2]).rows_per_batch() == 4096
+    conv = VAE([12288, 32], model="conv", image_shape=(3, 64, 64), conv_channels=(32, 64), likelihood="gaussian")
+    assert conv.rows_per_batch() == 2**24 // (12288 * 64 // 3) == 64
+
+
 def test_dropout_is_off_outside_training():
     vae = VAE([20, 50, 2], dropout=0.5)
     x = torch.rand(3, 20)

@@ -32,7 +32,8 @@ from vaekit.nn import NETWORKS
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-INFERENCE_BATCH = 4096
+INFERENCE_BATCH = 4096  # rows at most per batch of the user-facing methods
+INFERENCE_VALUES = 2**24  # and about this many values in a batch's widest activation (64 MB in float32)
 PIXEL_LEVELS = 256  # 8-bit images, for dequantisation and bits per dimension
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -165,6 +166,14 @@ class VAE(nn.Module):
         """Whether the user-facing methods return images (N, C, H, W) rather than flat rows."""
         return self.config.model == "conv"
 
+    def rows_per_batch(self) -> int:
+        """Rows the user-facing methods take at once: INFERENCE_BATCH, fewer where an example's activations are
+        large (a conv layer's feature maps at full resolution, at most input size x channels / image channels)."""
+        widest = max(self.config.architecture)
+        if self.is_image_model:
+            widest = max(widest, self.input_size * max(self.config.conv_channels) // self.config.image_shape[0])
+        return max(1, min(INFERENCE_BATCH, INFERENCE_VALUES // widest))
+
     def _as_images(self, x: ArrayLike) -> ArrayLike:
         return x.reshape(len(x), *self.config.image_shape) if self.is_image_model else x
 
@@ -197,8 +206,9 @@ class VAE(nn.Module):
         dtype = next(self.parameters()).dtype  # float32, or what .double() made the model
         parts: list[tuple[torch.Tensor, ...]] = []
         with evaluating(self), torch.no_grad():
-            for start in range(0, len(x), INFERENCE_BATCH):
-                batch = x[start : start + INFERENCE_BATCH].to(self.device, dtype)
+            rows = self.rows_per_batch()
+            for start in range(0, len(x), rows):
+                batch = x[start : start + rows].to(self.device, dtype)
                 parts.append(fn(batch))
         outputs = tuple(torch.cat(columns) for columns in zip(*parts))
         if as_numpy:
