@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,3 +223,17 @@ def test_images_and_arrays_are_taken_as_the_models_own_methods_take_them() -> No
     assert estimate_nll(conv, pixels, k=5)["nll"] == pytest.approx(estimate_nll(conv, pixels / 255, k=5)["nll"], abs=1e-4)
     with pytest.raises(VaekitError, match=r"the model takes values in \[0, 1\]"):
         estimate_nll(conv, pixels.float(), k=5)  # 0-255 floats: a positive Bernoulli log-likelihood otherwise
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's /proc resets the peak RSS")
+def test_the_reported_peak_memory_is_the_estimates_own_not_the_processs_lifetime(tmp_path):
+    script = (
+        "import resource, torch, vaekit\n"
+        "big = torch.ones(200_000_000); del big\n"  # 800 MB before the estimate, handed back to the system
+        "lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "report = vaekit.estimate_nll(vaekit.VAE([64, 32, 2]), torch.zeros(10, 64), k=100)\n"
+        "print(report['peak_memory_mb'], lifetime)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    estimate, lifetime = map(float, result.stdout.split())
+    assert lifetime > 900 and estimate < lifetime - 500

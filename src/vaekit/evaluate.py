@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -171,8 +172,7 @@ def estimate_nll(
     x = model.as_examples(x)
     device = model_device(model)
     max_rows = default_max_rows(device) if max_rows is None else max_rows
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    peak_is_this_estimates = reset_peak_memory(device)
     started = time.perf_counter()
     result = importance_sampled_log_px(model, x, k, max_rows=max_rows, seed=seed, progress=progress, compile=compile)
     seconds = time.perf_counter() - started
@@ -193,7 +193,7 @@ def estimate_nll(
         "units": "nats per example",
         "seconds": seconds,
     }
-    report.update(peak_memory(device))
+    report.update(peak_memory(device, peak_is_this_estimates))
     return report
 
 
@@ -216,9 +216,26 @@ def check_float32(model: nn.Module) -> None:
         raise VaekitError(f"log p(x) is estimated in float32; the model's weights are {sorted(map(str, dtypes))}")
 
 
-def peak_memory(device: torch.device) -> dict[str, Any]:
-    """The peak memory of the estimate: CUDA's allocator peak, or on the CPU the process's peak RSS."""
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start measuring a peak from here: CUDA's allocator peak, or on Linux the process's peak RSS (VmHWM,
+    which writing 5 to /proc/self/clear_refs resets). False where only the process's lifetime peak is known."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory(device: torch.device, since_reset: bool) -> dict[str, Any]:
+    """The peak memory since `reset_peak_memory`: CUDA's allocator peak, or on the CPU the process's peak RSS."""
     if device.type == "cuda":
         return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_measure": "CUDA max allocated"}
+    if since_reset:
+        status = Path("/proc/self/status").read_text()
+        rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+        return {"peak_memory_mb": rss_kb / 1024, "memory_measure": "process peak RSS during the estimate (includes the data and Python)"}
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    return {"peak_memory_mb": rss_kb / 1024, "memory_measure": "process peak RSS (includes the data and Python)"}
+    return {"peak_memory_mb": rss_kb / 1024, "memory_measure": "process peak RSS over its life (includes the data and Python)"}
