@@ -237,3 +237,19 @@ def test_the_reported_peak_memory_is_the_estimates_own_not_the_processs_lifetime
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
     estimate, lifetime = map(float, result.stdout.split())
     assert lifetime > 900 and estimate < lifetime - 500
+
+
+def test_a_vampprior_is_encoded_once_per_estimate_with_the_same_numbers(monkeypatch) -> None:
+    import contextlib
+
+    import vaekit.evaluate
+
+    model = VAE([16, 8, 3], prior="vamp", pseudo_inputs=5)
+    x = (torch.rand(6, 16) > 0.5).float()
+    calls = []
+    encode = model.prior.encode
+    model.prior.encode = lambda u: calls.append(len(u)) or encode(u)
+    held = estimate_nll(model, x, k=40, max_rows=16)  # 6 examples, 3 chunks of draws each
+    assert calls == [5] and model.prior.held is None  # encoded once, nothing held after
+    monkeypatch.setattr(vaekit.evaluate, "prior_held", lambda model: contextlib.nullcontext())
+    assert estimate_nll(model, x, k=40, max_rows=16)["nll"] == held["nll"] and len(calls) == 1 + 6 * 3

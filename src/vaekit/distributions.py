@@ -10,7 +10,8 @@ All log-densities are summed over the event dimensions and are in nats.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +110,7 @@ class VampPrior(nn.Module):
         super().__init__()
         self.encode = encode
         self.pseudo_inputs_raw = nn.Parameter(0.05 + 0.01 * torch.randn(n_pseudo_inputs, input_size))
+        self.held: DiagonalGaussian | None = None  # the components, while `components_held`
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:
@@ -117,7 +119,20 @@ class VampPrior(nn.Module):
 
     def components(self) -> DiagonalGaussian:
         """q(z | u_k) for the K pseudo-inputs: mu and log_sigma of shape (K, D)."""
+        if self.held is not None:
+            return self.held
         return DiagonalGaussian(*self.encode(self.pseudo_inputs))
+
+    @contextmanager
+    def components_held(self) -> Iterator[None]:
+        """Within, the components are encoded once, not at every call: for evaluation without gradients, where
+        the weights stay as they are (the k = 5000 NLL encoded them again for every chunk of draws)."""
+        with torch.no_grad():
+            self.held = self.components()
+        try:
+            yield
+        finally:
+            self.held = None
 
     def sample(self, n: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """n draws, (n, D): pick a component uniformly, then draw from it."""

@@ -16,6 +16,7 @@ turns the caller's data into (N, D) float32 rows, as `VAE.as_examples` does, or 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import sys
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from vaekit.compiling import compiled
+from vaekit.distributions import VampPrior
 from vaekit.errors import VaekitError
 from vaekit.model import ArrayLike, evaluating, seeded
 from vaekit.objectives import elbo_terms, log_weights
@@ -55,7 +57,7 @@ def average_elbo_terms(model: nn.Module, x: ArrayLike, batch_size: int = EVAL_BA
     x = model.as_examples(x)
     device = model_device(model)
     totals = torch.zeros(2, dtype=torch.float64, device=device)
-    with seeded(seed, device), evaluating(model), torch.no_grad():
+    with seeded(seed, device), evaluating(model), torch.no_grad(), prior_held(model):
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device, torch.float32, non_blocking=True)
             terms = elbo_terms(model, batch)
@@ -105,7 +107,7 @@ def importance_sampled_log_px(
     # between the chunks' large ones fragmented the heap until it grew without bound (23 GB at k = 5000).
     columns: list[torch.Tensor] = []  # log_px, reconstruction, kl, mu
     bar = tqdm(total=len(x), unit="example", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    with seeded(seed, device), evaluating(model), torch.no_grad(), torch.autocast(device.type, enabled=False):
+    with seeded(seed, device), evaluating(model), torch.no_grad(), torch.autocast(device.type, enabled=False), prior_held(model):
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device, torch.float32, non_blocking=True)
             values = log_mean_weight(model, batch, k, k_chunk, log_likelihood)
@@ -116,6 +118,12 @@ def importance_sampled_log_px(
             bar.update(len(batch))
     bar.close()
     return ImportanceSampled(*(column.cpu() for column in columns))
+
+
+def prior_held(model: nn.Module) -> contextlib.AbstractContextManager:
+    """A VampPrior's components encoded once for the whole evaluation (they do not change); nothing for other priors."""
+    prior = getattr(model, "prior", None)
+    return prior.components_held() if isinstance(prior, VampPrior) else contextlib.nullcontext()
 
 
 def default_max_rows(device: torch.device) -> int:
