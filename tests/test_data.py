@@ -350,3 +350,10 @@ def test_your_own_arrays_become_splits_as_a_file_of_them_would():
 def test_own_arrays_that_cannot_be_trained_on_are_refused_clearly(arguments, message):
     with pytest.raises(VaekitError, match=message):
         Splits.from_arrays(**arguments)
+
+
+def test_a_data_set_of_your_arrays_shares_no_memory_with_them():
+    x = np.full((20, 4), 0.5, dtype=np.float32)
+    splits = Splits.from_arrays(x)
+    x[:] = 7.0
+    assert all((splits[s].x == 0.5).all() for s in ("train", "valid", "test"))

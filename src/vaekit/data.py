@@ -182,6 +182,11 @@ def check_values(x: torch.Tensor, what: str, needs: str = "a Bernoulli model nee
         raise VaekitError(f"{what} has values in [{low:g}, {high:g}]; {needs}")
 
 
+def pixels_in_unit_range(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 pixels as float32 in [0, 1], in one pass and one copy."""
+    return torch.from_numpy(np.divide(pixels, 255, dtype=np.float32))
+
+
 def is_8bit(x: torch.Tensor, chunk_values: int = 2**20) -> bool:
     """Whether every value is k/255 for an integer k, as images stored in bytes are after scaling (checked a
     chunk of rows at a time: four temporaries of the whole data set took a gigabyte for 64x64 RGB images)."""
@@ -279,7 +284,7 @@ def load_mnist(config: DataConfig) -> Splits:
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
         if len(images) != len(labels):
             raise VaekitError(f"MNIST {part}: {len(images)} images but {len(labels)} labels")
-    train_x = torch.tensor(arrays["train_images"].reshape(-1, 784), dtype=torch.float32) / 255.0
+    train_x = pixels_in_unit_range(arrays["train_images"].reshape(-1, 784))
     train_y = torch.tensor(arrays["train_labels"], dtype=torch.int64)
     n_valid = config.valid_size
     if n_valid >= len(train_x):
@@ -288,7 +293,7 @@ def load_mnist(config: DataConfig) -> Splits:
         train=Split(train_x[n_valid:], train_y[n_valid:]),
         valid=Split(train_x[:n_valid], train_y[:n_valid]),
         test=Split(
-            torch.tensor(arrays["test_images"].reshape(-1, 784), dtype=torch.float32) / 255.0,
+            pixels_in_unit_range(arrays["test_images"].reshape(-1, 784)),
             torch.tensor(arrays["test_labels"], dtype=torch.int64),
         ),
         image_shape=(1, 28, 28),
@@ -491,8 +496,9 @@ def splits_of(parts: dict[str, tuple[np.ndarray, np.ndarray | None]], name: str,
 
 
 def as_numpy(values: Any) -> np.ndarray:
-    """An array from a numpy array, a tensor (on any device) or a list."""
-    return values.detach().cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
+    """A copy, as an array, of a numpy array, a tensor (on any device) or a list: the data set then shares no
+    memory with the caller's arrays."""
+    return np.array(values.detach().cpu() if torch.is_tensor(values) else values)
 
 
 def split_arrays(x: np.ndarray, y: np.ndarray | None, valid_fraction: float, test_fraction: float, seed: int,
@@ -516,7 +522,7 @@ def to_examples(x: np.ndarray, what: str) -> tuple[torch.Tensor, tuple[int, int,
     if x.ndim < 2 or len(x) == 0:
         raise VaekitError(f"{what} must be an array of examples (N, ...), got shape {x.shape}")
     with np.errstate(over="ignore"):  # huge values become Inf here and are refused by check_values
-        values = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+        values = np.divide(x, 255, dtype=np.float32) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
     shape = image_shape_of(x.shape[1:])
     if x.ndim == 4 and is_channels_last(x.shape[1:]):
         values = values.transpose(0, 3, 1, 2)  # -> (N, C, H, W)
@@ -598,7 +604,7 @@ def load_image_folder(folder: Path, config: DataConfig, seed: int = 0) -> Splits
     y = np.asarray(labels, dtype=np.int64) if class_names else None
     parts = split_arrays(pixels, y, 0.1, 0.1, seed, folder)
     splits = {
-        split: Split(torch.from_numpy(x.reshape(len(x), -1)).float() / 255.0, to_labels(y_part, len(x), str(folder)))
+        split: Split(pixels_in_unit_range(x.reshape(len(x), -1)), to_labels(y_part, len(x), str(folder)))
         for split, (x, y_part) in parts.items()
     }
     return Splits(**splits, image_shape=tuple(pixels.shape[1:]), name=folder.name, class_names=tuple(class_names))
