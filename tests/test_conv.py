@@ -321,3 +321,11 @@ def test_a_dequantized_gaussian_conv_vae_reports_bits_per_dim(
     assert "bits per dim" in table and f"{report['bits_per_dim']:.4f}  (upper bound, from -elbo)" in table
     log_sigma = load(run).likelihood_log_sigma
     assert log_sigma.requires_grad and float(log_sigma.detach()) != pytest.approx(math.log(0.1))  # it was trained
+
+
+def test_a_batch_of_no_examples_costs_nothing_and_keeps_its_shapes() -> None:
+    # under torchrun an epoch's last global batch can leave a rank no examples: its forward pass must still run
+    model = VAE([64, 8, 3], model="conv", image_shape=(1, 8, 8), conv_channels=(4,))
+    mu, log_sigma = model.encoder(torch.zeros(0, 64))
+    assert mu.shape == log_sigma.shape == (0, 3)
+    assert model.decoder(torch.zeros(5, 0, 3)).shape == (5, 0, 64)

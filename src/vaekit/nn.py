@@ -8,6 +8,8 @@ network, so objectives, training and checkpoints are shared: a conv network resh
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -91,7 +93,8 @@ class ConvEncoder(nn.Module):
         leading = x.shape[:-1]
         images = x.reshape(-1, *self.image_shape)  # (N, C, H, W)
         h = self.hidden(self.convs(images).flatten(1))
-        return self.mu(h).reshape(*leading, -1), self.log_sigma(h).reshape(*leading, -1)
+        # explicit widths: -1 is ambiguous for a batch of no examples (a torchrun rank's empty share)
+        return self.mu(h).reshape(*leading, self.mu.out_features), self.log_sigma(h).reshape(*leading, self.mu.out_features)
 
 
 class ConvDecoder(nn.Module):
@@ -107,6 +110,7 @@ class ConvDecoder(nn.Module):
         sizes = conv_feature_sizes(config.image_shape, config.conv_layers)
         height, width = sizes[-1]
         self.feature_shape = (config.conv_channels[-1], height, width)
+        self.output_size = math.prod(config.image_shape)
         *hidden, latent = config.architecture[1:]
         dense_sizes = [latent, *reversed(hidden), config.conv_channels[-1] * height * width]
         self.hidden = mlp(dense_sizes, config.nonlinearity, config.dropout)
@@ -124,7 +128,7 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         leading = z.shape[:-1]
         features = self.hidden(z.reshape(-1, z.shape[-1])).reshape(-1, *self.feature_shape)  # (N, C_L, H_L, W_L)
-        return self.deconvs(features).reshape(*leading, -1)  # (..., C * H * W)
+        return self.deconvs(features).reshape(*leading, self.output_size)  # (..., C * H * W)
 
 
 def transposed_padding(size_in: int, size_out: int, kernel: int, stride: int) -> int:
