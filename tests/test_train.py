@@ -82,10 +82,14 @@ def test_resuming_on_other_epochs_is_refused_not_an_endless_loop(digits, tmp_pat
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="run folders are locked with flock")
-def test_a_run_being_trained_by_another_process_is_refused_and_left_alone(digits, tmp_path):
+@pytest.mark.parametrize("checkpointed", [True, False])  # False: the other process is still in its first epoch
+def test_a_run_being_trained_by_another_process_is_refused_and_left_alone(digits, tmp_path, checkpointed):
     import fcntl
 
     first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=1))
+    if not checkpointed:
+        for name in ("checkpoint.safetensors", "model.safetensors"):
+            (first.run_dir / name).unlink()
     before = {path.name: path.read_bytes() for path in first.run_dir.iterdir() if path.is_file()}
     with open(first.run_dir / ".lock", "a") as other:  # as the process training it holds it
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)

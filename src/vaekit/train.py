@@ -174,9 +174,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     if resumed:
         progress = restore_checkpoint(Path(run_dir), model, optimizer, scheduler, noise, cluster)
     else:
-        if cluster.is_main:
-            run_dir = create_run_dir(Path(config.out), model.config.architecture) if run_dir is None else Path(run_dir)
-            write_run_config(run_dir, model, config, data, data_config, cluster)
+        if cluster.is_main and run_dir is None:
+            run_dir = create_run_dir(Path(config.out), model.config.architecture)
         run_dir = from_main_rank(str(run_dir), cluster)
     run_dir = Path(run_dir)
 
@@ -193,8 +192,11 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
 
     with held_alone(run_dir, cluster), stop, Logger(run_dir, model, x_valid[:1], total_steps, progress.step, config.progress,
                                                    cluster.is_main) as logger:
-        if resumed and cluster.is_main:  # checked and ours: new limits (--epochs, --max-steps) hold for the next resume too
-            record_resumed_config(run_dir, config, data_config)
+        if cluster.is_main:  # the run is ours now (a second process is refused before it writes anything)
+            if resumed:  # checked: new limits (--epochs, --max-steps) hold for the next resume too
+                record_resumed_config(run_dir, config, data_config)
+            else:
+                write_run_config(run_dir, model, config, data, data_config, cluster)
         # (a checkpoint taken on an epoch's last step, by --checkpoint-every, leaves that epoch's end to do)
         while (progress.step < total_steps or progress.position == steps_per_epoch) and not interrupted and not stopped_early(progress, config):
             started = time.perf_counter()
