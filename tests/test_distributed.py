@@ -200,3 +200,30 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(VaekitError, match="process 1 of its machine, which has 1 GPU"):
         setup(torch.device("cuda"), timeout_seconds=5)
+
+
+def test_ranks_that_read_different_data_are_refused(monkeypatch):
+    import torch
+
+    from vaekit import distributed
+    from vaekit.errors import VaekitError
+
+    x = torch.rand(10, 4)
+    theirs = {}
+
+    def all_gather_object(digests, mine):
+        digests[:] = [mine, theirs.get("digest", mine)]
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", all_gather_object)
+    distributed.check_same_data(x, x[:3], Cluster(0, 2))  # the same data everywhere: nothing to say
+    theirs["digest"] = "another data set"
+    with pytest.raises(VaekitError, match="rank 0's training and validation examples differ from rank 1's"):
+        distributed.check_same_data(x, x[:3], Cluster(0, 2))
+
+
+def test_an_error_of_a_rank_other_than_0_is_said_and_names_the_rank(monkeypatch, capsys):
+    from vaekit.cli import main
+
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--data", "no-such-file.npy"]) == 1
+    assert capsys.readouterr().err.startswith("vaekit: error (rank 1): no such file")

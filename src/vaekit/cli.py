@@ -73,10 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = print_note
             return args.handler(args)
     except VaekitError as error:
-        from vaekit.distributed import is_main_process
-
-        if is_main_process():  # under torchrun every rank meets the same error: rank 0 says it once
-            print(f"vaekit: error: {error}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun a rank may meet an error of its own (its data missing, say)
+        print(f"vaekit: error{'' if rank == '0' else f' (rank {rank})'}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)

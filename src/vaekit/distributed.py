@@ -9,6 +9,7 @@ N processes compute exactly what one process computes with the same global batch
 
 from __future__ import annotations
 
+import hashlib
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,6 +122,23 @@ def from_main_rank(value: T, cluster: Cluster) -> T:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def check_same_data(x_train: torch.Tensor, x_valid: torch.Tensor, cluster: Cluster) -> None:
+    """Refuse to train where the ranks read different data (another file on another machine, say): their
+    epochs would differ in length and the job hang, or mix two data sets without a word."""
+    if not cluster.distributed:
+        return
+    digest = hashlib.blake2b(digest_size=16)
+    for x in (x_train, x_valid):
+        digest.update(str(tuple(x.shape)).encode())
+        digest.update(memoryview(x.detach().cpu().contiguous().numpy()).cast("B"))
+    digests = [None] * cluster.world_size
+    dist.all_gather_object(digests, digest.hexdigest())
+    if len(set(digests)) > 1:
+        differ = [rank for rank, d in enumerate(digests) if d != digests[0]]
+        raise VaekitError(f"the processes read different data: rank 0's training and validation examples differ from "
+                          f"rank {', '.join(map(str, differ))}'s; every process must read the same data set")
 
 
 def gather_tensors(tensor: torch.Tensor, cluster: Cluster) -> list[torch.Tensor]:

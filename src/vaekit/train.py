@@ -179,6 +179,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
         run_dir = from_main_rank(str(run_dir), cluster)
     run_dir = Path(run_dir)
 
+    distributed.check_same_data(data.train.x, data.valid.x, cluster)
     x_train = data.train.x.to(device)
     x_valid = data.valid.x.to(device)
     global_batch = config.batch_size * cluster.world_size
