@@ -22,7 +22,6 @@ from vaekit.config import (FIGURE_KINDS, RESUME_MAY_CHANGE, DataConfig, ModelCon
                            parse_architecture)
 from vaekit.errors import VaekitError
 
-# what --resume may change: the limits, and what depends on the machine rather than the run
 FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
 DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST

@@ -89,7 +89,7 @@ class Splits:
     @classmethod
     def from_arrays(cls, x_train: np.ndarray | torch.Tensor, x_valid: np.ndarray | torch.Tensor | None = None,
                     x_test: np.ndarray | torch.Tensor | None = None, *, y_train: Any = None, y_valid: Any = None,
-                    y_test: Any = None, name: str = "arrays", seed: int = 0) -> "Splits":
+                    y_test: Any = None, name: str = "arrays", seed: int = 0) -> Splits:
         """Your own examples, read as a .npy/.npz file is: images (N, H, W), (N, H, W, C), (N, C, H, W) or flat
         rows (N, D), uint8 scaled by 1/255, every value checked to lie in [0, 1]; optional integer labels.
         Without x_valid and x_test, x_train is split 80 / 10 / 10 with the seed."""
