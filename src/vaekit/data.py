@@ -103,8 +103,7 @@ class Splits:
         else:
             parts = {split: (as_numpy(x), None if y is None else as_numpy(y)) for split, (x, y) in given.items()}
         splits = splits_of(parts, name)
-        for split in SPLITS:
-            check_values(splits[split].x, f"{name} ({split})")
+        check_all_values(splits, name)
         return splits
 
     @property
@@ -137,8 +136,7 @@ def load_data(config: DataConfig | str) -> Splits:
         raise VaekitError(
             f"unknown data {source!r}: use {', '.join(NAMED_DATA_SETS)}, a path to a .npy/.npz file, or a folder of images"
         )
-    for split in SPLITS:
-        check_values(splits[split].x, f"{source} ({split})")
+    check_all_values(splits, source)
     splits.config = with_shared_folder(config)
     return splits
 
@@ -185,6 +183,12 @@ def check_values(x: torch.Tensor, what: str, needs: str = "a Bernoulli model nee
 def pixels_in_unit_range(pixels: np.ndarray) -> torch.Tensor:
     """uint8 pixels as float32 in [0, 1], in one pass and one copy."""
     return torch.from_numpy(np.divide(pixels, 255, dtype=np.float32))
+
+
+def check_all_values(splits: Splits, source: str) -> None:
+    """check_values for every split, naming it."""
+    for split in SPLITS:
+        check_values(splits[split].x, f"{source} ({split})")
 
 
 def is_8bit(x: torch.Tensor, chunk_values: int = 2**20) -> bool:
