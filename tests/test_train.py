@@ -285,16 +285,20 @@ def test_each_epoch_sees_the_examples_in_its_own_order():
     assert torch.equal(epoch_order(100, 0, 1, cpu), orders[1])  # a resumed run redoes it
 
 
-def test_tensorboard_holds_the_costs_the_run_reports(small, tmp_path):
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_tensorboard_holds_the_costs_the_run_reports(small, tmp_path, objective):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=2, batch_size=50))
+    result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=2, batch_size=50, objective=objective, iwae_k=20))
     events = EventAccumulator(str(result.run_dir / "tensorboard"))
     events.Reload()
     valid = [(event.step, event.value) for event in events.Scalars("valid/total")]
     assert valid == [(h["step"], pytest.approx(h["valid_cost"], rel=1e-5)) for h in result.progress.history]
     train_costs = [event.value for event in events.Scalars("train/total")]
     assert train_costs and all(0.5 * valid[-1][1] < cost < 2 * valid[0][1] for cost in train_costs)
+    if objective == "iwae":  # the ELBO is logged beside the bound trained, and is the looser of the two
+        neg_elbo = [event.value for event in events.Scalars("valid/neg_elbo")]
+        assert all(elbo_cost > cost for elbo_cost, (_, cost) in zip(neg_elbo, valid, strict=True))
 
 
 def test_ctrl_c_asks_to_stop_and_a_second_ctrl_c_raises_at_once():

@@ -74,6 +74,17 @@ def test_plateau_schedule_drops_the_rate_after_patience_epochs(data: Splits, tmp
     assert state["scheduler"]["_last_lr"] == pytest.approx([5e-4])  # epoch 2 tolerated, dropped at epoch 3
 
 
+def test_plateau_schedule_and_early_stopping_agree_on_what_is_better(data: Splits, tmp_path, monkeypatch) -> None:
+    # a Gaussian likelihood's costs can be negative; a slightly lower cost is better for both, a higher one for neither
+    scripted_validation(monkeypatch, [-100.0, -99.995, -99.99, -100.001], [])
+    config = tiny_config(tmp_path, lr=1e-3, lr_schedule="plateau", lr_patience=1, lr_decay=0.5, patience=3)
+    result = train(VAE([64, 16, 2]), data, config)
+    _, state = train_module.load_checkpoint(result.run_dir / train_module.CHECKPOINT_FILE)
+    assert state["scheduler"]["_last_lr"] == pytest.approx([5e-4])  # two worse epochs: dropped once
+    assert state["scheduler"]["num_bad_epochs"] == 0 and result.progress.bad_epochs == 0  # -100.001 is better for both
+    assert result.progress.best_epoch == 4
+
+
 @pytest.mark.parametrize(
     "options",
     [

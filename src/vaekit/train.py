@@ -435,7 +435,7 @@ def validate(model: VAE, x_valid: torch.Tensor, config: TrainConfig, progress: P
         terms["iwae_bound"] = average_iwae_bound(model, x_valid, config.iwae_k)
     cost = -terms.get("iwae_bound", terms["elbo"])
     progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_cost": cost, "seconds": progress.seconds})
-    logger.valid(progress.step, terms)
+    logger.valid(progress.step, cost, terms)
     model.train()
     return cost
 
@@ -475,7 +475,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any
         return torch.optim.lr_scheduler.LambdaLR(optimizer, burda_lr_factor)
     if config.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.lr_decay, patience=config.lr_patience, min_lr=config.min_lr
+            optimizer, mode="min", factor=config.lr_decay, patience=config.lr_patience, min_lr=config.min_lr,
+            threshold=0.0,  # "better" as --patience counts it: any lower cost (PyTorch's relative test misjudges negative costs)
         )
     return None
 
@@ -730,13 +731,14 @@ class Logger:
         self.bar.set_postfix(cost=f"{total:.2f}", valid=f"{self.last_valid:.2f}")
         self.sums.zero_()
 
-    def valid(self, step: int, terms: dict[str, float]) -> None:
-        self.last_valid = -terms.get("iwae_bound", terms["elbo"])
+    def valid(self, step: int, cost: float, terms: dict[str, float]) -> None:
+        """Log the validation cost (the bound being trained, as train/total is) and the ELBO's terms."""
+        self.last_valid = cost
         if self.writer is None:
             return
-        self.writer.add_scalar("valid/total", -terms["elbo"], step)
+        self.writer.add_scalar("valid/total", cost, step)
         if "iwae_bound" in terms:
-            self.writer.add_scalar("valid/iwae_bound", terms["iwae_bound"], step)
+            self.writer.add_scalar("valid/neg_elbo", -terms["elbo"], step)
         self.writer.add_scalar("valid/reconstruction", terms["reconstruction"], step)
         self.writer.add_scalar("valid/kl", terms["kl"], step)
         self.flush(step)
