@@ -8,7 +8,7 @@ import torch._dynamo
 
 from vaekit import VAE, TrainConfig, train
 from vaekit.distributed import Cluster
-from vaekit.fused import NONLINEARITIES, DenseElbo, applies
+from vaekit.fused import NONLINEARITIES, DenseElbo, applies, why_not
 from vaekit.train import BatchCost, make_batch_cost
 from vaekit.objectives import loss
 
@@ -184,9 +184,11 @@ def test_it_applies_to_vae_tfs_model_alone():
     assert not applies(dense, TrainConfig(), world_size=2)
     assert not applies(dense, TrainConfig(objective="iwae"), world_size=1)
     assert not applies(dense, TrainConfig(free_bits=0.1), world_size=1)
-    for options in (dict(dropout=0.1), dict(nonlinearity="softplus"), dict(prior="vamp", pseudo_inputs=4),
-                    dict(likelihood="gaussian")):
+    for options, reason in ((dict(dropout=0.1), "--dropout"), (dict(nonlinearity="softplus"), "--nonlinearity softplus"),
+                            (dict(prior="vamp", pseudo_inputs=4), "--prior vamp"), (dict(likelihood="gaussian"), "--likelihood gaussian")):
         assert not applies(VAE([64, 16, 2], **options), TrainConfig(), world_size=1), options
+        assert why_not(VAE([64, 16, 2], **options), TrainConfig(), world_size=1).startswith(reason)
+    assert why_not(dense, TrainConfig(), world_size=1) is None
     conv = VAE([64, 4], model="conv", image_shape=(1, 8, 8), conv_channels=(4,))
     assert not applies(conv, TrainConfig(), world_size=1)
 
@@ -228,8 +230,10 @@ def test_the_trainer_takes_it_by_default_and_autograd_on_request():
     model, cpu = VAE([64, 16, 2]), torch.device("cpu")
     assert isinstance(make_batch_cost(model, TrainConfig(), Cluster(), cpu), DenseElbo)
     assert isinstance(make_batch_cost(model, TrainConfig(fused=False), Cluster(), cpu), BatchCost)
-    with pytest.warns(UserWarning, match="--compile applies to the hand-written gradient only"):
+    with pytest.warns(UserWarning, match=r"--compile applies to the hand-written gradient only .*\(--no-fused\)"):
         assert isinstance(make_batch_cost(model, TrainConfig(fused=False, compile=True), Cluster(), cpu), BatchCost)
+    with pytest.warns(UserWarning, match=r"cannot take \(--nonlinearity gelu \(elu, relu and tanh have one\)\)"):
+        make_batch_cost(VAE([64, 16, 2], nonlinearity="gelu"), TrainConfig(compile=True), Cluster(), cpu)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

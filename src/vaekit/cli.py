@@ -171,7 +171,7 @@ def build_parser() -> Parser:
 EVALUATE_HELP = """Per-example means in nats on one split of the data.
 Without --nll: elbo (a lower bound on log p(x), one z per example), reconstruction (-log p(x|z)), kl.
 With --nll: nll = -log p(x) estimated as -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) (Burda et al. 2015),
-positive, lower is better; elbo, reconstruction and kl averaged over the same k draws; active_units
+positive for binary data, of any sign for a Gaussian's density; lower is better; elbo, reconstruction and kl averaged over the same k draws; active_units
 (latent dimensions with Cov_x(E_q[z]) > 0.01). Examples:
   vaekit evaluate runs/RUN --split test --nll --k 5000
   vaekit evaluate runs/RUN --split valid --nll --k 500 --limit 2000 --json"""
@@ -213,7 +213,7 @@ def add_config_flags(group: Any, cls: type, defaults_shown: bool = True) -> None
         elif literal_choices(annotation):
             kwargs["choices"] = literal_choices(annotation)
         elif get_origin(annotation) is tuple:
-            kwargs.update(type=int_tuple_flag, metavar="N[,N...]")
+            kwargs.update(type=int_tuple_flag, metavar=f.metadata.get("metavar", "N[,N...]"))
         else:
             kwargs["type"] = flag_type(annotation)
         group.add_argument(flag, **kwargs)
@@ -511,7 +511,7 @@ def add_plot_command(commands: Any) -> None:
     options.add_argument("--frames", type=positive_int, default=10, help="morph frames per transition (default: 10)")
     options.add_argument("--split", choices=["train", "valid", "test"], default="test",
                          help="split for the example, interpolation, morph and the grids' plane (default: test)")
-    options.add_argument("--seed", type=seed_flag, default=0, help="random seed for picking examples (default: 0)")
+    options.add_argument("--seed", type=seed_flag, default=0, help="random seed for picking examples, the prior's draws and t-SNE (default: 0)")
     options.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where to compute (default: cpu)")
     plot.set_defaults(handler=run_plot)
 

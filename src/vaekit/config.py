@@ -27,7 +27,7 @@ DEFAULT_CONV_KERNELS = (4,)
 DEFAULT_CONV_STRIDES = (2,)
 DEFAULT_SIGMA = 0.1
 MAX_SEED = 2**62  # the seeds of each rank and stream are offsets from it; torch's generators take 64 bits
-SEED_RULE = "a whole number from 0 to 2^62"  # what --seed takes, for every command
+SEED_RULE = "a whole number from 0 to 2^62 - 1"  # what --seed takes, for every command
 MAX_THREADS = 1024  # asking OpenMP for many more crashes the process rather than failing
 MIN_LEARNED_SIGMA = 1e-3  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
 
@@ -38,10 +38,11 @@ FigureKind = Literal["reconstructions", "latent", "manifold", "manifold-ppf", "i
 FIGURE_KINDS: tuple[str, ...] = get_args(FigureKind)
 
 
-def _help(text: str, shown_default: str | None = None, **kwargs: Any) -> Any:
-    """A dataclass field with a help text for the CLI (and the default to show, where the value is a placeholder)."""
-    metadata = {"help": text} if shown_default is None else {"help": text, "shown_default": shown_default}
-    return field(metadata=metadata, **kwargs)
+def _help(text: str, shown_default: str | None = None, metavar: str | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with a help text for the CLI (and the default to show, where the value is a placeholder,
+    and the flag's value's name in the help, where the type's own would mislead)."""
+    metadata = {"help": text, "shown_default": shown_default, "metavar": metavar}
+    return field(metadata={key: value for key, value in metadata.items() if value is not None}, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,7 @@ class DataConfig:
     image_size: tuple[int, ...] = _help(
         "image folders: HEIGHT,WIDTH (or one number for squares) to bring every image to",
         shown_default="the images' own size, which must then agree",
+        metavar="H[,W]",
         default=(),
     )
     channels: int | None = _help(
@@ -376,7 +378,8 @@ class TrainConfig:
         default="fp32",
     )
     fused: bool = _help(
-        "train vae-tf's model (dense, Bernoulli likelihood, N(0, I) prior, ELBO, no dropout, one process) with its "
+        "train vae-tf's model (dense, Bernoulli likelihood, N(0, I) prior, elu/relu/tanh hidden units, ELBO, no "
+        "--free-bits, no dropout, one process) with its "
         "gradient written out by hand instead of autograd (vaekit.fused): the same numbers, faster; --no-fused uses autograd",
         default=True,
     )

@@ -169,7 +169,7 @@ def check_options_apply(config: DataConfig) -> None:
             raise VaekitError(f"--{name.replace('_', '-')} applies to {where} only, not to {config.data}")
 
 
-def check_values(x: torch.Tensor, what: str, needs: str = "a Bernoulli model needs data in [0, 1]") -> None:
+def check_values(x: torch.Tensor, what: str, needs: str = "vaekit's models take values in [0, 1] (both likelihoods)") -> None:
     """Refuse NaN/Inf and values outside [0, 1], which a Bernoulli likelihood cannot model."""
     if x.numel() == 0:
         raise VaekitError(f"{what} holds no examples, or examples of size 0")
@@ -364,8 +364,6 @@ def download(url: str, destination: Path, md5: str, timeout: float = 60.0, attem
     except OSError as error:
         raise VaekitError(f"cannot create the download folder {destination.parent}: {error.strerror} "
                           "(set $VAEKIT_CACHE to another folder, or give --data-dir)") from None
-    for stale in destination.parent.glob(f".{destination.name}.*.part"):  # left by a download that was killed
-        stale.unlink(missing_ok=True)
     for attempt in range(1, attempts + 1):
         try:
             atomic_write_with(destination, lambda tmp: fetch(url, tmp, md5, timeout))

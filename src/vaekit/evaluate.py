@@ -11,7 +11,8 @@ sum across chunks. Everything is float32, accumulated in float64. With compile=T
 its speed), on the same draws.
 
 A model here is anything with `posterior(x)`, `likelihood(z)`, `prior` and `as_examples(data)` (which
-turns the caller's data into (N, D) float32 rows, as `VAE.as_examples` does, or refuses them).
+turns the caller's data into (N, D) float32 rows, as `VAE.as_examples` does, or refuses them); with
+`compile=True`, also the `config` that `vaekit.compiling` builds the compiled decoder from.
 """
 
 from __future__ import annotations

@@ -52,19 +52,24 @@ NONLINEARITIES = {"elu": (F.elu, elu_grad), "relu": (F.relu, relu_grad), "tanh":
 
 def applies(model: VAE, config: TrainConfig, world_size: int) -> bool:
     """Whether this hand-written path computes exactly the cost that `objectives.loss` would for this run."""
+    return config.fused and why_not(model, config, world_size) is None
+
+
+def why_not(model: VAE, config: TrainConfig, world_size: int) -> str | None:
+    """What keeps this run off the hand-written path (None when nothing does), in the words of its flags."""
     settings = model.config
-    return (
-        config.fused
-        and world_size == 1  # DDP reduces gradients through autograd's hooks
-        and settings.model == "mlp"
-        and settings.likelihood == "bernoulli"
-        and settings.prior == "standard"
-        and settings.nonlinearity in NONLINEARITIES
-        and settings.dropout == 0
-        and config.objective == "elbo"
-        and config.free_bits == 0
-        and is_as_built(model)
-    )
+    reasons = [
+        (world_size > 1, "torchrun's processes reduce gradients through autograd's hooks"),
+        (settings.model != "mlp", f"--model {settings.model}"),
+        (settings.likelihood != "bernoulli", f"--likelihood {settings.likelihood}"),
+        (settings.prior != "standard", f"--prior {settings.prior}"),
+        (settings.nonlinearity not in NONLINEARITIES, f"--nonlinearity {settings.nonlinearity} (elu, relu and tanh have one)"),
+        (settings.dropout != 0, "--dropout"),
+        (config.objective != "elbo", f"--objective {config.objective}"),
+        (config.free_bits != 0, "--free-bits"),
+        (not is_as_built(model), "a model changed after VAE built it (a subclass, a frozen weight or a swapped module)"),
+    ]
+    return next((reason for failed, reason in reasons if failed), None)
 
 
 def is_as_built(model: VAE) -> bool:

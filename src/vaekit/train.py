@@ -302,7 +302,9 @@ def make_batch_cost(model: VAE, config: TrainConfig, cluster: Cluster, device: t
     if fused.applies(model, config, cluster.world_size):
         return fused.DenseElbo(model, config)
     if config.compile:
-        warnings.warn("--compile applies to the hand-written gradient only (see --fused); this run trains through autograd, uncompiled", stacklevel=2)
+        reason = "--no-fused" if not config.fused else fused.why_not(model, config, cluster.world_size)
+        warnings.warn(f"--compile applies to the hand-written gradient only (see --fused), which this run cannot take "
+                      f"({reason}): it trains through autograd, uncompiled", stacklevel=2)
     return distributed.wrap(BatchCost(model, config, cluster), cluster, device)
 
 
@@ -337,7 +339,8 @@ def all_finite(cost: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
 
     On a GPU from one multi-tensor kernel for the largest |value| (which, unlike the 2-norm, does not overflow
     for large finite gradients). On a CPU, where PyTorch's multi-tensor kernels run tensor by tensor anyway,
-    from sums, which read each gradient once: a sum is NaN or infinite whenever one of its terms is.
+    from sums, which read each gradient once: a sum is NaN or infinite whenever one of its terms is (and also
+    when finite gradients add up past float32's 3.4e38, a run diverged all the same: it is stopped as non-finite).
     """
     if cost.device.type == "cpu":
         return torch.isfinite(cost + torch.stack([grad.sum() for grad in grads]).sum())
