@@ -118,8 +118,9 @@ def test_resuming_from_python_refuses_other_settings_as_the_command_line_does(di
         with pytest.raises(VaekitError, match=f"only epochs, max_steps, .* may change on resume, not {changed}$"):
             train(model, digits, config, run_dir=first.run_dir)
     assert (first.run_dir / "config.json").read_bytes() == before
-    resumed = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=2, threads=1), run_dir=first.run_dir)
-    assert resumed.progress.epoch == 2
+    resumed = train(VAE([64, 8, 2]), digits, quick_config(tmp_path / "elsewhere", epochs=2, threads=1), run_dir=first.run_dir)
+    assert resumed.progress.epoch == 2 and resumed.run_dir == first.run_dir
+    assert json.loads((first.run_dir / "config.json").read_text())["train"]["out"] == str(tmp_path)  # where the run was made
 
 
 def test_a_run_checkpointed_on_another_kind_of_device_resumes_with_fresh_noise(digits, tmp_path):

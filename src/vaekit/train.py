@@ -560,9 +560,10 @@ def check_same_settings(run_dir: Path, model: VAE, config: TrainConfig, data_con
 
 
 def record_resumed_config(run_dir: Path, config: TrainConfig, data_config: DataConfig | None) -> None:
-    """Write the training and data settings a resumed run goes on with into its config.json, leaving the rest."""
+    """Write the training and data settings a resumed run goes on with into its config.json, leaving the rest
+    (and `out`, the folder the run was made in: a resumed run stays in its own, whatever out says)."""
     payload = read_run_config(run_dir)
-    payload["train"] = to_dict(config)
+    payload["train"] = {**to_dict(config), "out": payload["train"]["out"]}
     if data_config is not None:
         payload["data"] = to_dict(data_config)
     write_json(run_dir / CONFIG_FILE, payload)
