@@ -260,5 +260,7 @@ def test_objective_options_are_checked() -> None:
         TrainConfig(objective="iwae", iwae_k=0)
     with pytest.raises(VaekitError, match="lr-decay"):
         TrainConfig(lr_schedule="plateau", lr_decay=1.5)
+    with pytest.raises(VaekitError, match="--dist-timeout must be positive and at most 1e\\+07 seconds"):
+        TrainConfig(dist_timeout=1e20)  # torch.distributed overflows: "internal error: OverflowError"
     with pytest.raises(VaekitError, match="prior"):
         vaekit.ModelConfig(architecture=(12, 10, 3), prior="gaussian-mixture")

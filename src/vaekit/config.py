@@ -27,6 +27,7 @@ DEFAULT_CONV_KERNELS = (4,)
 DEFAULT_CONV_STRIDES = (2,)
 DEFAULT_SIGMA = 0.1
 MAX_SEED = 2**62  # the seeds of each rank and stream are offsets from it; torch's generators take 64 bits
+MAX_DIST_TIMEOUT = 1e7  # seconds
 SEED_RULE = "a whole number from 0 to 2^62 - 1"  # what --seed takes, for every command
 MAX_THREADS = 1024  # asking OpenMP for many more crashes the process rather than failing
 MIN_LEARNED_SIGMA = 1e-3  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
@@ -415,8 +416,8 @@ class TrainConfig:
             raise VaekitError(f"--seed must be {SEED_RULE}, got {self.seed}")
         if self.precision not in ("fp32", "bf16"):
             raise VaekitError(f"--precision must be fp32 or bf16, got {self.precision!r}")
-        if not self.dist_timeout > 0:
-            raise VaekitError(f"--dist-timeout must be positive, got {self.dist_timeout}")
+        if not 0 < self.dist_timeout <= MAX_DIST_TIMEOUT:  # gloo and NCCL overflow far beyond it
+            raise VaekitError(f"--dist-timeout must be positive and at most {MAX_DIST_TIMEOUT:.0e} seconds (about 116 days), got {self.dist_timeout}")
         for name in ("objective", "lr_schedule", "device", "on_nonfinite"):
             choices = literal_choices(get_type_hints(TrainConfig)[name])
             if getattr(self, name) not in choices:
