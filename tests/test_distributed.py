@@ -227,3 +227,22 @@ def test_an_error_of_a_rank_other_than_0_is_said_and_names_the_rank(monkeypatch,
     monkeypatch.setenv("RANK", "1")
     assert main(["train", "--data", "no-such-file.npy"]) == 1
     assert capsys.readouterr().err.startswith("vaekit: error (rank 1): no such file")
+
+
+def test_a_process_group_the_caller_made_is_left_to_the_caller(tmp_path):
+    script = tmp_path / "own_group.py"
+    script.write_text(
+        "import torch.distributed as dist, vaekit\n"
+        "from vaekit import VAE, DataConfig, TrainConfig\n"
+        "dist.init_process_group('gloo')\n"
+        "data = vaekit.load_data(DataConfig('digits'))\n"
+        f"vaekit.train(VAE([64, 8, 2]), data, TrainConfig(max_steps=3, progress=False, out={str(tmp_path)!r}))\n"
+        "print('group kept:', dist.is_initialized())\n"
+        "dist.destroy_process_group()\n"
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("group kept: True") == 2
+    assert "deprecated" not in result.stderr  # DDP's own notes do not reach the user

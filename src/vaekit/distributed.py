@@ -31,6 +31,7 @@ class Cluster:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # whether setup made the process group (and teardown ends it), not the caller
 
     @property
     def is_main(self) -> bool:
@@ -51,14 +52,14 @@ def setup(device: torch.device, timeout_seconds: float) -> tuple[Cluster, torch.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Cluster(), device
-    cluster = Cluster(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    cluster = Cluster(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")), owns_group=not dist.is_initialized())
     if device.type == "cuda":
         if cluster.local_rank >= torch.cuda.device_count():
             raise VaekitError(f"this is process {cluster.local_rank} of its machine, which has {torch.cuda.device_count()} "
                               "GPU(s) to use: start one process per GPU (torchrun --nproc_per_node)")
         device = torch.device("cuda", cluster.local_rank)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    if cluster.owns_group:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds), device_id=device if device.type == "cuda" else None)
     return cluster, device
@@ -71,7 +72,8 @@ def finish_together(cluster: Cluster) -> None:
 
 
 def teardown(cluster: Cluster) -> None:
-    if cluster.distributed and dist.is_initialized():
+    """End the process group setup made; one the caller made stays theirs."""
+    if cluster.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -81,8 +83,8 @@ def wrap(module: torch.nn.Module, cluster: Cluster, device: torch.device) -> tor
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    # broadcast_buffers=False: vaekit's buffers are constants, which DDP would otherwise send out at every step
-    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
+    # vaekit's buffers are constants: sent out once at the start, not at every step
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None, forward_sync_buffers=False)
 
 
 def local_slice(n: int, cluster: Cluster) -> slice:
