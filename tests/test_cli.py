@@ -189,6 +189,15 @@ print(kept, sorted(faults)[1])  # the median of three estimates: one may meet a 
 """
 
 
+def test_main_leaves_the_process_malloc_as_it_was(monkeypatch, capsys):
+    """The malloc setting is the vaekit command's, a process of its own: not main()'s, which a notebook may call."""
+    import vaekit.cli
+
+    monkeypatch.setattr(vaekit.cli, "keep_freed_memory", lambda: pytest.fail("main() changed the process's malloc"))
+    assert vaekit.cli.main([]) == 2  # no command: the help
+    assert "usage: vaekit" in capsys.readouterr().out
+
+
 def test_keep_freed_memory_lets_the_estimator_reuse_its_pages():
     """keep_freed_memory(), which the vaekit command starts with: later estimates over 8 chunks of
     1024 codes reuse the first one's memory (glibc's default can fault in ~10 MB anew per chunk)."""

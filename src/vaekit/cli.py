@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
 from vaekit.config import (FIGURE_KINDS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices,
                            parse_architecture)
@@ -57,8 +57,22 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
+def command() -> NoReturn:
+    """The `vaekit` command, a process of its own: set up the process as the command wants it, run, exit."""
+    keep_freed_memory()  # process-wide, so here and not in main(), which a notebook or a test may call
+    code = main()
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        # Under torchrun, leave without the interpreter's shutdown: by now every file is written and
+        # the process group is destroyed, but gloo's C++ threads can still abort the finalization
+        # ("terminate called without an active exception"), which would fail a job that succeeded.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    keep_freed_memory()
+    """Run one vaekit command line (sys.argv's by default) in this process; returns its exit code."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # pointed at the command's own help, where its flags are
