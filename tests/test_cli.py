@@ -76,6 +76,23 @@ def test_sample_writes_a_png(run_dir, tmp_path):
     assert image.size == (4 * (4 * 9 + 1), 4 * (4 * 9 + 1))  # 4x4 grid of 8x8 digits, 1 px padding, x4
 
 
+def test_commands_run_in_process_leave_the_callers_random_stream(run_dir, tmp_path, capsys):
+    import torch
+
+    from vaekit.cli import main
+
+    pngs = []
+    for caller_seed in (1234, 99):  # the picture is the seed's, whatever the caller's stream
+        torch.manual_seed(caller_seed)
+        assert main(["sample", str(run_dir), "-n", "4", "--seed", "7", "--out", str(tmp_path / f"{caller_seed}.png")]) == 0
+        assert main(["train", "--arch", "64,8,2", "--max-steps", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+        after = torch.rand(3)
+        torch.manual_seed(caller_seed)
+        assert torch.equal(after, torch.rand(3))
+        pngs.append((tmp_path / f"{caller_seed}.png").read_bytes())
+    assert pngs[0] == pngs[1]
+
+
 def test_sample_refuses_an_output_that_is_not_a_png(run_dir, tmp_path, capsys):
     from vaekit.cli import main
 

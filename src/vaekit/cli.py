@@ -352,7 +352,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from vaekit.data import load_data
     from vaekit.distributed import is_main_process
-    from vaekit.model import VAE
+    from vaekit.model import VAE, seeded
     from vaekit.train import resume_configs, stopped_early, train
 
     if args.resume is not None:
@@ -362,19 +362,19 @@ def run_train(args: argparse.Namespace) -> int:
         data_config = dataclasses.replace(data_config, **{k: v for k, v in overrides.items() if k in data_fields})
         train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if k not in data_fields})
         data = load_data(data_config)
-        torch.manual_seed(train_config.seed)  # as the first start did, in case no checkpoint was written
-        model = VAE(config=from_dict(ModelConfig, model_values))
+        with seeded(train_config.seed, torch.device("cpu")):  # as the first start did, in case no checkpoint was written
+            model = VAE(config=from_dict(ModelConfig, model_values))
     else:
         run_dir = None
         data_config = DataConfig(**given(args, DataConfig))
         train_config = TrainConfig(**given(args, TrainConfig))
         data = load_data(data_config)
-        torch.manual_seed(train_config.seed)  # the initial weights come from the seed too
         model_values = given(args, ModelConfig)
         hidden = DEFAULT_HIDDEN[model_values.get("model", "mlp")]
         model_values.setdefault("architecture", (data.input_size, *hidden, DEFAULT_LATENT))
         data.check_fits(model_values["architecture"][0])  # before the model's image shape would disagree
-        model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
+        with seeded(train_config.seed, torch.device("cpu")):  # the initial weights come from the seed too
+            model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
     main_process = is_main_process()  # under torchrun, rank 0 alone speaks
     if main_process:
         print(f"vaekit: training {model.config.model} {'-'.join(map(str, model.config.architecture))} on {data.name} "
@@ -457,16 +457,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    import torch
-
     from vaekit.images import image_shape_of, save_image_grid
-    from vaekit.model import load
+    from vaekit.model import load, seeded
 
     if Path(args.out).suffix.lower() != ".png":
         raise VaekitError(f"--out is the PNG file to write: give a name ending in .png, not {args.out}")
     model = load(args.run)
-    torch.manual_seed(args.seed)
-    path = save_image_grid(model.sample(args.n), image_shape_of(model), args.out)
+    with seeded(args.seed, model.device):
+        images = model.sample(args.n)
+    path = save_image_grid(images, image_shape_of(model), args.out)
     print(f"vaekit: wrote {path}")
     return 0
 

@@ -360,7 +360,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     if run_dir.is_file():
         raise VaekitError(f"load takes the run folder, not a file in it: vaekit.load({str(run_dir.parent)!r})")
     payload = read_run_config(run_dir)
-    model = VAE(config=from_dict(ModelConfig, payload["model"]))
+    with torch.random.fork_rng(devices=[]):  # the initial weights, soon replaced, leave the caller's stream as it was
+        model = VAE(config=from_dict(ModelConfig, payload["model"]))
     weights_path = run_dir / WEIGHTS_FILE
     if not weights_path.exists() and (run_dir / "checkpoint.safetensors").exists():
         raise VaekitError(f"{run_dir} has no {WEIGHTS_FILE} yet: its training stopped before the end; "
