@@ -231,12 +231,16 @@ def test_the_reported_peak_memory_is_the_estimates_own_not_the_processs_lifetime
         "import resource, torch, vaekit\n"
         "big = torch.ones(200_000_000); del big\n"  # 800 MB before the estimate, handed back to the system
         "lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "report = vaekit.estimate_nll(vaekit.VAE([64, 32, 2]), torch.zeros(10, 64), k=100)\n"
-        "print(report['peak_memory_mb'], lifetime)\n"
+        "model, x = vaekit.VAE([64, 32, 2]), torch.zeros(10, 64)\n"
+        "kept = vaekit.estimate_nll(model, x, k=100)['peak_memory_mb']\n"  # the caller's counter is left alone
+        "still = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "report = vaekit.estimate_nll(model, x, k=100, reset_peak_memory=True)\n"
+        "print(report['peak_memory_mb'], lifetime, kept, still)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
-    estimate, lifetime = map(float, result.stdout.split())
+    estimate, lifetime, kept, still = map(float, result.stdout.split())
     assert lifetime > 900 and estimate < lifetime - 500
+    assert kept >= lifetime and still >= lifetime
 
 
 def test_a_vampprior_is_encoded_once_per_estimate_with_the_same_numbers(monkeypatch) -> None:

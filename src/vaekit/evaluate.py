@@ -169,9 +169,13 @@ def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> 
 
 def estimate_nll(
     model: nn.Module, x: ArrayLike, k: int = 5000, max_rows: int | None = None, seed: int = 0, progress: bool = False,
-    compile: bool = False,
+    compile: bool = False, reset_peak_memory: bool = False,
 ) -> dict[str, Any]:
     """The importance-sampled negative log-likelihood of x and the ELBO terms, in nats per example.
+
+    reset_peak_memory: reset the process's peak-memory counter (on Linux its peak RSS; on a GPU the allocator's)
+    so that peak_memory_mb is the estimate's own; by default it is the peak over the process's life, and
+    the caller's counters stay as they were. The vaekit command, a process of its own, resets them.
 
     Keys: nll (= -log p(x), k-sample estimate; positive for discrete data, of any sign for a Gaussian's
     density), nll_std_error (its standard error over examples), elbo, reconstruction, kl (means over the
@@ -181,7 +185,7 @@ def estimate_nll(
     x = model.as_examples(x)
     device = model_device(model)
     max_rows = default_max_rows(device) if max_rows is None else max_rows
-    peak_is_this_estimates = reset_peak_memory(device)
+    peak_is_this_estimates = reset_peak_memory and reset_peak_memory_counter(device)
     started = time.perf_counter()
     result = importance_sampled_log_px(model, x, k, max_rows=max_rows, seed=seed, progress=progress, compile=compile)
     seconds = time.perf_counter() - started
@@ -225,7 +229,7 @@ def check_float32(model: nn.Module) -> None:
         raise VaekitError(f"log p(x) is estimated in float32; the model's weights are {sorted(map(str, dtypes))}")
 
 
-def reset_peak_memory(device: torch.device) -> bool:
+def reset_peak_memory_counter(device: torch.device) -> bool:
     """Start measuring a peak from here: CUDA's allocator peak, or on Linux the process's peak RSS (VmHWM,
     which writing 5 to /proc/self/clear_refs resets). False where only the process's lifetime peak is known."""
     if device.type == "cuda":
@@ -239,9 +243,11 @@ def reset_peak_memory(device: torch.device) -> bool:
 
 
 def peak_memory(device: torch.device, since_reset: bool) -> dict[str, Any]:
-    """The peak memory since `reset_peak_memory`: CUDA's allocator peak, or on the CPU the process's peak RSS."""
+    """The peak memory since `reset_peak_memory_counter` (or over the process's life): CUDA's allocator peak,
+    or on the CPU the process's peak RSS."""
     if device.type == "cuda":
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_measure": "CUDA max allocated"}
+        since = "during the estimate" if since_reset else "over the process's life"
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_measure": f"CUDA max allocated {since}"}
     if since_reset:
         status = Path("/proc/self/status").read_text()
         rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
