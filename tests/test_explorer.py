@@ -324,6 +324,13 @@ def test_principal_plane_finds_the_directions_of_largest_variance() -> None:
     assert explained[0] == pytest.approx(9 / (9 + 2.25 + 0.06), abs=0.02)
 
 
+def test_two_codes_are_drawn_apart_on_the_pad_as_in_the_latent_figure() -> None:
+    mu = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]], np.float32)
+    origin, basis, explained = principal_plane(mu)
+    pad = (mu - origin) @ basis.T
+    assert np.allclose(pad[:, 0], [-1.0, 1.0]) and explained[0] == pytest.approx(1.0)  # not both at the origin
+
+
 def test_write_explorer_rejects_bad_requests(tmp_path: Path) -> None:
     model = VAE([12, 9, 2])
     with pytest.raises(VaekitError, match="values per example"):

@@ -43,18 +43,25 @@ def project_to_plane(mu: np.ndarray, projection: Projection = "pca", seed: int =
     return points, ("t-SNE 1", "t-SNE 2"), f"t-SNE of {latent}-D means"
 
 
-def principal_directions(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(mean, first and second principal directions, share of the variance they explain) of the rows of mu.
+def principal_axes(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, the first two principal directions as rows (2, latent), the share of the variance each explains)
+    of the rows of mu (at least two); the shares are NaN when the rows do not vary.
 
     Each direction's largest component is made positive, so figures of one model at different
     training steps do not flip at random.
     """
     origin = mu.mean(0)
     _, singular, vt = np.linalg.svd(mu - origin, full_matrices=False)
-    vt = vt * np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])[:, None]
-    total = float((singular**2).sum())
-    share = float((singular[:2] ** 2).sum() / total) if total > 0 else math.nan
-    return origin, vt[0], vt[1], share
+    axes = vt[:2] * np.sign(vt[[0, 1], np.abs(vt[:2]).argmax(1)])[:, None]
+    variance = singular**2
+    shares = variance[:2] / variance.sum() if variance.sum() > 0 else np.full(2, math.nan)
+    return origin, axes, shares
+
+
+def principal_directions(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(mean, first and second principal directions, share of the variance they explain together) of the rows of mu."""
+    origin, axes, shares = principal_axes(mu)
+    return origin, axes[0], axes[1], float(shares.sum())
 
 
 @dataclass(frozen=True)

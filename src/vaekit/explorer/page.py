@@ -21,6 +21,7 @@ from torch import nn
 from vaekit.data import Splits, image_shape_of
 from vaekit.errors import VaekitError
 from vaekit.explorer.layers import export_decoder, float32_base64
+from vaekit.latent import principal_axes
 
 DEFAULT_MAX_POINTS = 2000
 IMAGE_BYTES_BUDGET = 3_000_000  # example images on the page, one byte a value; past it only the first few have theirs
@@ -160,13 +161,10 @@ def principal_plane(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float]
     latent = mu.shape[1]
     if latent <= 2:
         return np.zeros(latent, np.float32), identity_plane(latent), None
-    origin = mu.mean(axis=0)
-    if len(mu) < 3:  # too few codes for two principal directions
-        return origin.astype(np.float32), identity_plane(latent), None
-    _, singular, vt = np.linalg.svd(mu - origin, full_matrices=False)
-    basis = vt[:2] * np.sign(vt[[0, 1], np.abs(vt[:2]).argmax(axis=1)])[:, None]
-    variance = singular**2
-    explained = (variance[:2] / variance.sum()).tolist() if variance.sum() > 0 else [0.0, 0.0]
+    if len(mu) < 2:  # one code has no principal directions
+        return mu.mean(axis=0).astype(np.float32), identity_plane(latent), None
+    origin, basis, shares = principal_axes(mu)
+    explained = [0.0, 0.0] if np.isnan(shares).any() else shares.tolist()
     return origin.astype(np.float32), basis.astype(np.float32), explained
 
 
