@@ -8,7 +8,7 @@ import torch._dynamo
 
 from vaekit import VAE, TrainConfig, train
 from vaekit.distributed import Cluster
-from vaekit.fused import NONLINEARITIES, DenseElbo, applies, why_not
+from vaekit.fused import HAND_WRITTEN_ACTIVATIONS, DenseElbo, applies, why_not
 from vaekit.train import BatchCost, make_batch_cost
 from vaekit.objectives import loss
 
@@ -55,10 +55,10 @@ def test_the_gradient_is_autograds(digits, nonlinearity, architecture):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=name)
 
 
-@pytest.mark.parametrize("name", sorted(NONLINEARITIES))
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN_ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_each_nonlinearitys_derivative_is_autograds_on_saturated_units_too(name, dtype):
-    activation, activation_grad = NONLINEARITIES[name]
+    activation, activation_grad = HAND_WRITTEN_ACTIVATIONS[name]
     a = torch.linspace(-8, 3, 45, dtype=dtype).requires_grad_()  # elu's derivative exp(a) is 3e-4 at -8
     h = activation(a)
     grad = torch.rand(45, dtype=dtype) + 0.5

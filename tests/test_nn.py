@@ -8,14 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from vaekit.config import ModelConfig, conv_feature_sizes, conv_padding
+from vaekit.config import NONLINEARITIES, ModelConfig, conv_feature_sizes, conv_padding
 from vaekit.errors import VaekitError
-from vaekit.nn import NETWORKS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, transposed_padding
+from vaekit.nn import ACTIVATIONS, NETWORKS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, transposed_padding
 
 
 def conv_config(image_shape: tuple[int, int, int], latent: int = 5, hidden: tuple[int, ...] = (), **options) -> ModelConfig:
     size = image_shape[0] * image_shape[1] * image_shape[2]
     return ModelConfig(architecture=(size, *hidden, latent), model="conv", image_shape=image_shape, **options)
+
+
+def test_every_nonlinearity_the_config_offers_is_built() -> None:
+    assert sorted(ACTIVATIONS) == sorted(NONLINEARITIES)  # (the explorer's tests cover each of ACTIVATIONS)
 
 
 def test_registry_names_both_model_kinds() -> None:

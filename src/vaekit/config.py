@@ -19,9 +19,12 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from vaekit.errors import VaekitError
 
-NONLINEARITIES = ("elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu")
-MODEL_KINDS = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian")
+Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
+ModelKind = Literal["mlp", "conv"]
+Likelihood = Literal["bernoulli", "gaussian"]
+NONLINEARITIES: tuple[str, ...] = get_args(Nonlinearity)
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
 DEFAULT_CONV_CHANNELS = (32, 64, 128)
 DEFAULT_CONV_KERNELS = (4,)
 DEFAULT_CONV_STRIDES = (2,)
@@ -31,8 +34,6 @@ MAX_DIST_TIMEOUT = 1e7  # seconds
 SEED_RULE = "a whole number from 0 to 2^62 - 1"  # what --seed takes, for every command
 MAX_THREADS = 1024  # asking OpenMP for many more crashes the process rather than failing
 MIN_LEARNED_SIGMA = 1e-3  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
-
-Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
 
 # The figures `vaekit plot` draws (see plots.py); named with the other choices the CLI offers.
 FigureKind = Literal["reconstructions", "latent", "manifold", "manifold-ppf", "interpolation", "morph", "training", "example", "prior"]
@@ -73,7 +74,7 @@ class ModelConfig:
     image_shape: tuple[int, ...] = _help(
         "(channels, height, width) of one example, for figures; set from the data", default=()
     )
-    model: Literal["mlp", "conv"] = _help(
+    model: ModelKind = _help(
         "networks: mlp (dense layers on flat vectors) or conv (strided convolutions on images)", default="mlp"
     )
     conv_channels: tuple[int, ...] = _help(
@@ -91,7 +92,7 @@ class ModelConfig:
         shown_default="2 with --model conv",
         default=(),
     )
-    likelihood: Literal["bernoulli", "gaussian"] = _help(
+    likelihood: Likelihood = _help(
         "p(x|z): bernoulli (pixels in [0, 1] as probabilities) or gaussian (mean sigmoid(decoder), sd --sigma)",
         default="bernoulli",
     )

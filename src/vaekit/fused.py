@@ -47,7 +47,7 @@ def tanh_grad(grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor) -> torch.Ten
 
 # The hidden-unit nonlinearities: (forward, backward from the pre-activation a and the output h). The
 # backwards are autograd's own kernels for these functions: the same numbers, in one pass, in fp32 and bf16.
-NONLINEARITIES = {"elu": (F.elu, elu_grad), "relu": (F.relu, relu_grad), "tanh": (torch.tanh, tanh_grad)}
+HAND_WRITTEN_ACTIVATIONS = {"elu": (F.elu, elu_grad), "relu": (F.relu, relu_grad), "tanh": (torch.tanh, tanh_grad)}
 
 
 def applies(model: VAE, config: TrainConfig, world_size: int) -> bool:
@@ -63,7 +63,7 @@ def why_not(model: VAE, config: TrainConfig, world_size: int) -> str | None:
         (settings.model != "mlp", f"--model {settings.model}"),
         (settings.likelihood != "bernoulli", f"--likelihood {settings.likelihood}"),
         (settings.prior != "standard", f"--prior {settings.prior}"),
-        (settings.nonlinearity not in NONLINEARITIES, f"--nonlinearity {settings.nonlinearity} (elu, relu and tanh have one)"),
+        (settings.nonlinearity not in HAND_WRITTEN_ACTIVATIONS, f"--nonlinearity {settings.nonlinearity} (elu, relu and tanh have one)"),
         (settings.dropout != 0, "--dropout"),
         (config.objective != "elbo", f"--objective {config.objective}"),
         (config.free_bits != 0, "--free-bits"),
@@ -142,7 +142,7 @@ def elbo_and_gradients(weights: list[torch.Tensor], biases: list[torch.Tensor], 
     The layers are in the order encoder hidden layers (encoder_layers of them), mu, log_sigma,
     decoder hidden layers, logits; eps is the reparameterization noise, one row per example.
     """
-    activation, activation_grad = NONLINEARITIES[nonlinearity]
+    activation, activation_grad = HAND_WRITTEN_ACTIVATIONS[nonlinearity]
     n = len(x)
     low = [w.to(dtype) for w in weights]  # one cast per step
     mu_layer, log_sigma_layer = encoder_layers, encoder_layers + 1
