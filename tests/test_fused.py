@@ -10,7 +10,7 @@ from vaekit import VAE, TrainConfig, train
 from vaekit.distributed import Cluster
 from vaekit.fused import HAND_WRITTEN_ACTIVATIONS, DenseElbo, applies, why_not
 from vaekit.train import BatchCost, make_batch_cost
-from vaekit.objectives import loss
+from vaekit.objectives import l2_penalty, loss
 
 from helpers import break_torch_compile, quick_config
 
@@ -30,7 +30,8 @@ def fixed_noise(model: VAE, seed: int = 3) -> None:
 def autograd_gradients(model: VAE, x: torch.Tensor, beta: float, l2: float, bf16: bool = False) -> tuple[torch.Tensor, list]:
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        cost, _ = loss(model, x, l2, objective="elbo", beta=beta)
+        cost, _ = loss(model, x, objective="elbo", beta=beta)
+        cost = cost + l2 * l2_penalty(model)
     cost.backward()
     return cost.detach(), [p.grad.clone() for p in model.parameters()]
 

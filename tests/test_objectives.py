@@ -226,7 +226,7 @@ def test_the_l2_penalty_is_half_the_squared_weights_and_leaves_biases_alone() ->
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.fill_(3.0)
-    assert float(l2_penalty(model)) == 0.0
+    assert l2_penalty(model).item() == 0.0
 
 
 def test_the_prior_is_saved_and_rebuilt(tmp_path) -> None:

@@ -150,12 +150,9 @@ OBJECTIVES: dict[str, Callable[..., tuple[torch.Tensor, ElboTerms]]] = {"elbo": 
 
 
 def loss(
-    model: VAE, x: torch.Tensor, l2: float = 0.0, *, objective: str = "elbo", beta: float = 1.0, free_bits: float = 0.0, k: int = 1,
+    model: VAE, x: torch.Tensor, *, objective: str = "elbo", beta: float = 1.0, free_bits: float = 0.0, k: int = 1,
     batch_mean: BatchMean | None = None,
 ) -> tuple[torch.Tensor, ElboTerms]:
-    """The minibatch cost (-mean of the objective, + the L2 penalty) and the ELBO terms it came from
-    (batch_mean: with several processes, see `free_bits_kl`)."""
-    cost, terms = OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits, k=k, batch_mean=batch_mean)
-    if l2 > 0:
-        cost = cost + l2 * l2_penalty(model)
-    return cost, terms
+    """The minibatch cost (-mean of the objective; the trainer adds the L2 penalty, `l2_penalty`) and the ELBO
+    terms it came from (batch_mean: with several processes, see `free_bits_kl`)."""
+    return OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits, k=k, batch_mean=batch_mean)
