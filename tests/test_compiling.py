@@ -1,11 +1,11 @@
-"""compiled(): torch.compile with a fallback; each kind of input has torch.compile's recompile budget to itself."""
+"""Compiled(): torch.compile with a fallback; each kind of input has torch.compile's recompile budget to itself."""
 
 import pytest
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
-from vaekit.compiling import compiled
+from vaekit.compiling import Compiled
 
 
 def scaled_sum(x: torch.Tensor, scale: torch.Tensor, *, power: int = 1) -> torch.Tensor:
@@ -22,8 +22,8 @@ def fell_back(recwarn) -> bool:
 
 def test_compiled_gives_the_functions_numbers_keyword_defaults_included(recwarn):
     x, scale = torch.randn(5, 3), torch.randn(3)
-    assert torch.allclose(compiled(scaled_sum, "numbers")(x, scale), scaled_sum(x, scale))
-    assert torch.allclose(compiled(scaled_sum, "numbers")(x, scale, power=2), scaled_sum(x, scale, power=2))
+    assert torch.allclose(Compiled(scaled_sum, "numbers")(x, scale), scaled_sum(x, scale))
+    assert torch.allclose(Compiled(scaled_sum, "numbers")(x, scale, power=2), scaled_sum(x, scale, power=2))
     assert not fell_back(recwarn)
 
 
@@ -34,7 +34,7 @@ def test_every_kind_compiles_for_itself_however_many_share_the_code(recwarn):
     with torch._dynamo.config.patch(recompile_limit=1):
         for width in (3, 4, 5):
             x, scale = torch.randn(2, width), torch.randn(width)
-            assert torch.allclose(compiled(scaled_sum, ("width", width))(x, scale), scaled_sum(x, scale))
+            assert torch.allclose(Compiled(scaled_sum, ("width", width))(x, scale), scaled_sum(x, scale))
     assert graphs_compiled() - before == 3
     assert not fell_back(recwarn)
 
@@ -42,10 +42,10 @@ def test_every_kind_compiles_for_itself_however_many_share_the_code(recwarn):
 def test_the_same_kind_compiled_again_reuses_its_graph(recwarn):
     """As a model trained again, or evaluated twice, in one process: no second compilation."""
     x, scale = torch.randn(2, 7), torch.randn(7)
-    first = compiled(scaled_sum, "reused")
+    first = Compiled(scaled_sum, "reused")
     first(x, scale)
     before = graphs_compiled()
-    second = compiled(scaled_sum, "reused")
+    second = Compiled(scaled_sum, "reused")
     assert torch.allclose(second(x, scale), scaled_sum(x, scale))
     assert graphs_compiled() == before
     assert not fell_back(recwarn)
@@ -57,5 +57,5 @@ def test_running_out_of_gpu_memory_is_not_taken_for_a_compiler_failure(monkeypat
 
     monkeypatch.setattr(torch, "compile", lambda function, **options: out_of_memory)
     with pytest.raises(torch.OutOfMemoryError):
-        compiled(scaled_sum, "oom")(torch.ones(3), torch.tensor(2.0))
+        Compiled(scaled_sum, "oom")(torch.ones(3), torch.tensor(2.0))
     assert not fell_back(recwarn)

@@ -174,6 +174,9 @@ def test_compiled_it_falls_back_to_eager_where_compiling_fails(monkeypatch) -> N
     with pytest.warns(UserWarning, match="torch.compile failed .*InvalidCxxCompiler.*going on without it"):
         fallen_back = importance_sampled_log_px(model, x, k=40, max_rows=16, compile=True)
     torch.testing.assert_close(fallen_back.log_px, eager.log_px, rtol=0, atol=0)
+    assert not fallen_back.compiled  # and the report says so
+    with pytest.warns(UserWarning, match="going on without it"):
+        assert estimate_nll(model, x, k=40, max_rows=16, compile=True)["compiled"] is False
 
 
 def test_active_units_follow_burdas_threshold() -> None:

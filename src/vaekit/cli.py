@@ -127,12 +127,19 @@ def is_peer_failure(error: Exception) -> bool:
     )
 
 
+def vaekit_version() -> str:
+    from vaekit import __version__
+
+    return __version__
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="vaekit",
         description="Variational autoencoders in PyTorch: train one, measure it, and look inside its latent space.",
         epilog="Run 'vaekit COMMAND --help' for the flags of each command.",
     )
+    parser.add_argument("--version", action="version", version=f"vaekit {vaekit_version()}")
     commands = parser.add_subparsers(title="commands", parser_class=Parser, dest="command")
 
     train = commands.add_parser("train", help="train a VAE and write a run folder", description=TRAIN_HELP,
@@ -451,7 +458,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.nll:
         if report["active_units"] is not None:
             print(f"  {'active units':<15} {report['active_units']:>10} of {report['latent_size']}")
-        print(f"  ({report['seconds']:.1f} s, peak memory {report['peak_memory_mb']:.0f} MB: {report['memory_measure']})")
+        memory = "" if report["peak_memory_mb"] is None else f"{report['peak_memory_mb']:.0f} MB: "
+        print(f"  ({report['seconds']:.1f} s, peak memory {memory}{report['memory_measure']})")
     if model.config.likelihood == "gaussian":
         print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")
     return 0

@@ -19,31 +19,36 @@ from typing import Any
 import torch
 
 
-def compiled(function: Callable[..., Any], kind: Hashable = None) -> Callable[..., Any]:
+class Compiled:
     """function through torch.compile, or function itself from the first call on where compiling fails
-    (no C++ compiler, say), with one warning.
+    (no C++ compiler, say), with one warning; `fell_back` says which ran.
 
     Functions compiled with equal `kind`s share torch.compile's graphs and its limit of eight recompiles;
     give every input structure that compiles graphs of its own (a model's architecture, say) a kind of its
     own, so that a process that compiles for many models does not run out of recompiles and silently run
     the rest uncompiled, while a model trained or evaluated again reuses its graphs.
     """
-    # a second shape or float value compiles once more, symbolic, then no more
-    current = torch.compile(with_code_for(function, kind), fullgraph=True)
 
-    def call(*args: Any, **kwargs: Any) -> Any:
-        nonlocal current
+    def __init__(self, function: Callable[..., Any], kind: Hashable = None):
+        self.function = function
+        # a second shape or float value compiles once more, symbolic, then no more
+        self.current = torch.compile(with_code_for(function, kind), fullgraph=True)
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether compiling failed, and the function runs uncompiled."""
+        return self.current is self.function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return current(*args, **kwargs)
+            return self.current(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - any compiler failure: the same numbers, uncompiled
-            if current is function or isinstance(error, torch.OutOfMemoryError):  # a full GPU is no compiler's failure
+            if self.fell_back or isinstance(error, torch.OutOfMemoryError):  # a full GPU is no compiler's failure
                 raise
             warnings.warn(f"--compile: torch.compile failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
                           "going on without it", stacklevel=2)
-            current = function
-            return function(*args, **kwargs)
-
-    return call
+            self.current = self.function
+            return self.function(*args, **kwargs)
 
 
 def with_code_for(function: Callable[..., Any], kind: Hashable) -> Callable[..., Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaekit.compiling import compiled
+from vaekit.compiling import Compiled
 from vaekit.distributions import VampPrior
 from vaekit.errors import VaekitError
 from vaekit.model import ArrayLike, evaluating, seeded
@@ -75,6 +74,7 @@ class ImportanceSampled:
     reconstruction: torch.Tensor  # mean over the k draws of -log p(x|z)
     kl: torch.Tensor  # mean over the k draws of log q(z|x) - log p(z): a Monte Carlo KL
     mu: torch.Tensor  # (N, latent) posterior means E_q[z], for the active units
+    compiled: bool = False  # whether log p(x|z) ran compiled (False where compiling was not asked for, or failed)
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -103,7 +103,7 @@ def importance_sampled_log_px(
 
     k_chunk = min(k, max_rows)
     batch_size = max(1, max_rows // k_chunk)
-    log_likelihood = compiled(log_likelihood_of(model), model.config) if compile else None
+    log_likelihood = Compiled(log_likelihood_of(model), model.config) if compile else None
     # The results go into tensors allocated once: thousands of small per-batch tensors kept alive
     # between the chunks' large ones fragmented the heap until it grew without bound (23 GB at k = 5000).
     columns: list[torch.Tensor] = []  # log_px, reconstruction, kl, mu
@@ -118,7 +118,8 @@ def importance_sampled_log_px(
                 column[start : start + len(batch)] = value
             bar.update(len(batch))
     bar.close()
-    return ImportanceSampled(*(column.cpu() for column in columns))
+    ran_compiled = log_likelihood is not None and not log_likelihood.fell_back
+    return ImportanceSampled(*(column.cpu() for column in columns), compiled=ran_compiled)
 
 
 def prior_held(model: nn.Module) -> contextlib.AbstractContextManager:
@@ -202,7 +203,7 @@ def estimate_nll(
         "seed": seed,
         "max_rows": max_rows,  # with the seed and the device, fixes the draws: the same figure again
         "device": device_name(device),
-        "compiled": compile,  # the same draws; log p(x|z) rounded differently (differences ~1e-5 nats)
+        "compiled": result.compiled,  # the same draws; log p(x|z) rounded differently (differences ~1e-5 nats)
         "units": "nats per example",
         "seconds": seconds,
     }
@@ -252,5 +253,10 @@ def peak_memory(device: torch.device, since_reset: bool) -> dict[str, Any]:
         status = Path("/proc/self/status").read_text()
         rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
         return {"peak_memory_mb": rss_kb / 1024, "memory_measure": "process peak RSS during the estimate (includes the data and Python)"}
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    return {"peak_memory_mb": rss_kb / 1024, "memory_measure": "process peak RSS over its life (includes the data and Python)"}
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return {"peak_memory_mb": None, "memory_measure": "not measured on this system"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
+    rss_mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024
+    return {"peak_memory_mb": rss_mb, "memory_measure": "process peak RSS over its life (includes the data and Python)"}

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaekit.compiling import compiled
+from vaekit.compiling import Compiled
 from vaekit.config import TrainConfig
 from vaekit.model import VAE
 
@@ -110,7 +110,7 @@ class DenseElbo:
         self.settings = dict(encoder_layers=len(encoder), nonlinearity=model.config.nonlinearity,
                              dtype=torch.bfloat16 if config.precision == "bf16" else torch.float32, l2=config.l2)
         kind = (tuple(tuple(layer.weight.shape) for layer in self.layers), *self.settings.items())  # what its graphs depend on
-        self.compute = compiled(elbo_and_gradients, kind) if config.compile else elbo_and_gradients
+        self.compute = Compiled(elbo_and_gradients, kind) if config.compile else elbo_and_gradients
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, beta: float, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
