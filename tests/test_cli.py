@@ -206,6 +206,15 @@ print(kept, sorted(faults)[1])  # the median of three estimates: one may meet a 
 """
 
 
+def test_version(capsys):
+    from vaekit import __version__
+    from vaekit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"vaekit {__version__}\n"
+
+
 def test_main_leaves_the_process_malloc_as_it_was(monkeypatch, capsys):
     """The malloc setting is the vaekit command's, a process of its own: not main()'s, which a notebook may call."""
     import vaekit.cli
