@@ -374,6 +374,11 @@ def test_explore_writes_html_only(run_dir, capsys):
     config = (run_dir / "config.json").read_bytes()
     assert main(["explore", str(run_dir), "--out", str(run_dir / "config.json")]) == 1
     assert "ending in .html" in capsys.readouterr().err and (run_dir / "config.json").read_bytes() == config
+    link = run_dir.parent / "latest.html"  # a link someone made to a run's file is replaced, not written through
+    link.symlink_to(run_dir / "config.json")
+    assert main(["explore", str(run_dir), "--points", "5", "--out", str(link)]) == 0
+    assert (run_dir / "config.json").read_bytes() == config and not link.is_symlink()
+    assert link.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_warnings_are_one_line_notes(tmp_path):

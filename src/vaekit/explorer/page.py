@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vaekit.checkpoint import atomic_write_bytes
 from vaekit.data import Splits, image_shape_of
 from vaekit.errors import VaekitError
 from vaekit.explorer.layers import export_decoder, float32_base64
@@ -48,9 +49,9 @@ def write_explorer(
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(html, encoding="utf-8")
     except OSError as error:
         raise VaekitError(f"cannot write {path}: {error}") from None
+    atomic_write_bytes(path, html.encode("utf-8"))  # whole or not at all; a link at path is replaced, not followed
     return path
 
 
