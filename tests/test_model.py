@@ -250,3 +250,14 @@ def test_save_and_load_take_the_run_folder_and_say_so_for_a_file(tmp_path):
     (tmp_path / "model.safetensors").rename(tmp_path / "checkpoint.safetensors")
     with pytest.raises(VaekitError, match="has no model.safetensors yet: its training stopped before the end"):
         vaekit.load(tmp_path)
+
+
+def test_save_refuses_to_replace_a_saved_run_unless_asked(tmp_path):
+    trained, other = VAE([64, 16, 2]), VAE([64, 8, 2])
+    trained.save(tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    with pytest.raises(VaekitError, match="holds a saved run already \\(model.safetensors\\); .* overwrite=True"):
+        other.save(tmp_path)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    other.save(tmp_path, overwrite=True)
+    assert vaekit.load(tmp_path).config == other.config

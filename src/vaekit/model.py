@@ -217,13 +217,18 @@ class VAE(nn.Module):
 
     # -- save and load --------------------------------------------------------------------------
 
-    def save(self, run_dir: str | Path) -> Path:
-        """Write config.json and model.safetensors into run_dir; return the folder."""
-        from vaekit.checkpoint import save_tensors
+    def save(self, run_dir: str | Path, overwrite: bool = False) -> Path:
+        """Write config.json and model.safetensors into run_dir; return the folder. A folder that holds a saved
+        model or a training checkpoint already is refused, unless overwrite=True."""
+        from vaekit.checkpoint import CHECKPOINT_FILE, save_tensors
 
         run_dir = Path(run_dir).expanduser()
         if run_dir.suffix in (".safetensors", ".json", ".pt", ".pth") or run_dir.is_file():
             raise VaekitError(f"save takes a folder, to hold {CONFIG_FILE} and {WEIGHTS_FILE}; {run_dir} is a file name")
+        held = [name for name in (WEIGHTS_FILE, CHECKPOINT_FILE) if (run_dir / name).exists()]
+        if held and not overwrite:
+            raise VaekitError(f"{run_dir} holds a saved run already ({', '.join(held)}); save elsewhere, or pass "
+                              "overwrite=True to replace its weights")
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -247,7 +247,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                 animation.save_snapshot(model, data, run_dir, progress.step)  # so the GIFs end at the last step
             if config.patience and (run_dir / BEST_FILE).exists():
                 load_weights(run_dir / BEST_FILE, model)
-            model.save(run_dir)
+            model.save(run_dir, overwrite=True)  # the run's own final weights
             if config.snapshots:
                 animation.snapshot_gifs(run_dir)
         logger.finish(progress.step)
