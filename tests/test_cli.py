@@ -140,6 +140,9 @@ def test_help_is_useful():
         (["train", "--arch", "64,100000000000,2"], "out of memory: the model"),
         (["sample", "/nonexistent/run", "--seed", "-1"], "expected a whole number from 0 to 2^62"),
         (["evaluate", "/nonexistent/run", "--epochs", "5"], "(see vaekit evaluate --help)"),
+        (["train", "--iwae-k", "5"], "--iwae-k applies to --objective iwae only"),  # it would be ignored
+        (["train", "--pseudo-inputs", "5"], "--pseudo-inputs applies to --prior vamp only"),
+        (["train", "--lr-schedule", "plateau", "--min-lr", "0.01"], "--min-lr (0.01) must be below --lr (0.001)"),
     ],
 )
 def test_mistakes_give_one_line_and_a_nonzero_exit(args, message, tmp_path):

@@ -123,6 +123,14 @@ def test_resuming_from_python_refuses_other_settings_as_the_command_line_does(di
     assert json.loads((first.run_dir / "config.json").read_text())["train"]["out"] == str(tmp_path)  # where the run was made
 
 
+def test_resuming_to_fewer_epochs_than_done_is_refused_and_changes_nothing(digits, tmp_path):
+    first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=2))
+    files = {path: path.read_bytes() for path in first.run_dir.rglob("*") if path.is_file()}
+    with pytest.raises(VaekitError, match="has trained 2 epochs \\(42 steps\\) already; give --epochs above 2"):
+        train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=1), run_dir=first.run_dir)
+    assert {path: path.read_bytes() for path in first.run_dir.rglob("*") if path.is_file()} == files
+
+
 def test_a_run_checkpointed_on_another_kind_of_device_resumes_with_fresh_noise(digits, tmp_path):
     part = train(VAE([64, 32, 2]), digits, quick_config(tmp_path, epochs=2, max_steps=5))
     path = part.run_dir / CHECKPOINT_FILE

@@ -354,6 +354,29 @@ def architecture_flag(text: str) -> tuple[int, ...]:
 # -- commands --------------------------------------------------------------------------------------------
 
 
+# flags that mean something under one setting only, and that setting: given without it, they would be ignored
+FLAG_APPLIES_WITH = {
+    "pseudo_inputs": ("prior", "vamp"),
+    "iwae_k": ("objective", "iwae"),
+    "lr_decay": ("lr_schedule", "plateau"),
+    "lr_patience": ("lr_schedule", "plateau"),
+    "min_lr": ("lr_schedule", "plateau"),
+}
+
+
+def check_flags_apply(values: dict[str, Any]) -> None:
+    """Refuse a flag given for a setting the run does not have (--iwae-k without --objective iwae, say)."""
+    for name, (setting, value) in FLAG_APPLIES_WITH.items():
+        if name in values and values.get(setting) != value:
+            raise VaekitError(f"--{flag_name(name)} applies to --{flag_name(setting)} {value} only")
+    if values.get("lr_schedule") == "plateau" and values.get("min_lr", 0.0) >= values.get("lr", TrainConfig.lr):
+        raise VaekitError(f"--min-lr ({values['min_lr']}) must be below --lr ({values.get('lr', TrainConfig.lr)}), or the rate never drops")
+
+
+def flag_name(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -375,6 +398,7 @@ def run_train(args: argparse.Namespace) -> int:
         run_dir = None
         data_config = DataConfig(**given(args, DataConfig))
         train_config = TrainConfig(**given(args, TrainConfig))
+        check_flags_apply({**given(args, ModelConfig), **given(args, TrainConfig)})
         data = load_data(data_config)
         model_values = given(args, ModelConfig)
         hidden = DEFAULT_HIDDEN[model_values.get("model", "mlp")]

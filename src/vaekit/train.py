@@ -187,6 +187,9 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     check_same_epochs(progress, len(x_train), global_batch, steps_per_epoch)
     progress.epoch_shape = (len(x_train), global_batch)
     total_steps = planned_steps(config, steps_per_epoch)
+    if resumed and total_steps < progress.step:  # before anything is written: the run stays as it is
+        raise VaekitError(f"{run_dir} has trained {progress.epoch} epochs ({progress.step} steps) already; give --epochs "
+                          f"above {progress.epoch} or --max-steps above {progress.step} to train it further")
     stop = StopRequest()
     interrupted = False
     clock_zero = time.perf_counter() - progress.seconds
