@@ -52,6 +52,7 @@ from vaekit.latent import (
 from vaekit.model import VAE
 from vaekit.plots import (
     KINDS,
+    FigureSkipped,
     WRITERS,
     PlotOptions,
     all_plots,
@@ -409,6 +410,16 @@ def test_figures_name_classes_and_a_morph_notes_the_labels_its_split_lacks(tmp_p
     with pytest.warns(UserWarning, match="holds no example of label 5: class5, 6: class6, 7: class7, 8: class8, 9: class9"):
         all_plots(tiny_model(GRAY), data, tmp_path, kinds=["morph"])
     assert captions == [["4: class4", "3: class3", "2: class2", "1: class1", "0: class0"]]
+
+
+def test_a_morph_by_label_of_one_label_is_skipped_and_of_many_labels_has_a_short_name(tmp_path):
+    data = random_splits(GRAY)
+    one_label = Splits(data.train, data.valid, Split(data.test.x, torch.zeros_like(data.test.y)), GRAY)
+    with pytest.warns(FigureSkipped, match="no morph figure: the test split holds one label only"):
+        assert all_plots(tiny_model(GRAY), one_label, tmp_path / "one", kinds=["morph", "prior"])  # the prior's still drawn
+    many = Split(data.test.x, torch.arange(len(data.test.x)) * 1000)  # a file name listing them would pass 255 bytes
+    path = morph_by_label(tiny_model(GRAY), many, tmp_path, frames_per_transition=1)
+    assert path.name == f"morph_{len(many.x)}_labels.gif" and gif_frames(path) == len(many.x)
 
 
 def test_all_plots_refuses_unknown_kinds_and_data_of_another_size(tmp_path):

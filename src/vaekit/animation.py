@@ -114,6 +114,9 @@ def morph_examples(model: VAE, x: torch.Tensor, path: str | Path, frames_per_tra
     return save_gif(frames, path, durations)
 
 
+MAX_NAMED_ORDER = 60  # characters of a morph's label order that its file name lists
+
+
 def morph_by_label(model: VAE, split: Split, out_dir: str | Path, order: Sequence[int] | None = None,
                    frames_per_transition: int = 10, tag: str = "", class_names: Sequence[str] = ()) -> Path:
     """Morph through one typical example of each label in `order` (default: every label of the split, highest first),
@@ -138,6 +141,8 @@ def morph_by_label(model: VAE, split: Split, out_dir: str | Path, order: Sequenc
         distance = np.linalg.norm(mu[members] - mu[members].mean(0), axis=1)
         picks.append(members[distance.argmin()])
     name = "".join(map(str, order)) if all(0 <= label <= 9 for label in order) else "_".join(map(str, order))
+    if len(name) > MAX_NAMED_ORDER:  # file names stop at 255 bytes: many labels are counted, not listed
+        name = f"{len(order)}_labels"
     path = Path(out_dir) / f"morph_{name}{tag}.gif"
     return morph_examples(model, split.x[picks], path, frames_per_transition, [label_name(label, class_names) for label in order])
 

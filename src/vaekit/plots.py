@@ -438,6 +438,8 @@ def write_morph(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, r
         return [morph_examples(model, split.x[picks], out / f"morph_{len(picks)}_examples{tag}.gif", o.frames,
                                [f"#{i}" for i in picks])]
     if o.order is None:
+        if len(split.y.unique()) < 2:
+            raise Skipped(f"the {o.split} split holds one label only: nothing to morph between (give --order)")
         note_labels_missing_from(data, o.split)
     return [morph_by_label(model, split, out, o.order, o.frames, tag, data.class_names)]
 
