@@ -123,6 +123,14 @@ def test_resuming_from_python_refuses_other_settings_as_the_command_line_does(di
     assert json.loads((first.run_dir / "config.json").read_text())["train"]["out"] == str(tmp_path)  # where the run was made
 
 
+def test_eval_every_validates_once_per_step_and_each_entry_has_its_own_time(small, tmp_path):
+    result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=3, batch_size=50, eval_every=2))  # 4 steps an epoch
+    steps = [entry["step"] for entry in result.progress.history]
+    assert steps == [2, 4, 6, 8, 10, 12]  # the epoch ends (4, 8, 12) once, not twice
+    seconds = [entry["seconds"] for entry in result.progress.history]
+    assert seconds == sorted(seconds) and len(set(seconds)) == len(seconds)
+
+
 def test_resuming_to_fewer_epochs_than_done_is_refused_and_changes_nothing(digits, tmp_path):
     first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=2))
     files = {path: path.read_bytes() for path in first.run_dir.rglob("*") if path.is_file()}

@@ -133,3 +133,26 @@ def test_a_crash_at_the_last_epochs_end_after_a_checkpoint_of_its_last_step_resu
     assert (resumed.progress.epoch, resumed.progress.best_epoch) == (whole.progress.epoch, whole.progress.best_epoch) == (3, 3)
     best, whole_best = (load_file(str(folder / BEST_FILE)) for folder in (run_dir, whole.run_dir))
     assert all(torch.equal(best[name], tensor) for name, tensor in whole_best.items())
+
+
+def test_tensorboard_shows_each_step_once_after_a_crash_and_resume(data: Splits, tmp_path, monkeypatch) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny_config(tmp_path, epochs=6)  # 4 steps an epoch, a checkpoint at each epoch's end
+    record_epoch_end = train_module.record_epoch_end
+
+    def crash_at_the_end_of_epoch_5(progress, valid_cost):
+        if progress.epoch == 5:  # step 20 is logged, its checkpoint is not written: the run goes on from step 16
+            raise Crash
+        return record_epoch_end(progress, valid_cost)
+
+    monkeypatch.setattr(train_module, "record_epoch_end", crash_at_the_end_of_epoch_5)
+    with pytest.raises(Crash):
+        train(VAE([64, 16, 2]), data, config)
+    monkeypatch.undo()
+    (run_dir,) = tmp_path.iterdir()
+    train(VAE([64, 16, 2]), data, config, run_dir=run_dir)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    for tag in ("train/total", "valid/total"):
+        assert [event.step for event in events.Scalars(tag)] == [4, 8, 12, 16, 20, 24], tag

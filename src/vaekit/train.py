@@ -219,7 +219,9 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                 checkpoint_now = bool(config.checkpoint_every) and progress.step % config.checkpoint_every == 0
                 if nonfinite.due(progress.step) or checkpoint_now or i == steps_per_epoch - 1:
                     handle_nonfinite(config, progress, run_dir, nonfinite.take())
-                if config.eval_every and progress.step % config.eval_every == 0:
+                # (on an epoch's last step the epoch's end validates: once is enough)
+                if config.eval_every and progress.step % config.eval_every == 0 and i < steps_per_epoch - 1:
+                    progress.seconds = time.perf_counter() - clock_zero
                     validate(model, x_valid, config, progress, logger)
                 if config.snapshots and cluster.is_main and animation.is_snapshot_step(progress.step):
                     animation.save_snapshot(model, data, run_dir, progress.step)  # before the checkpoint that passes this step
@@ -711,7 +713,8 @@ class Logger:
         if enabled:  # under torchrun, rank 0 alone logs
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            # a resumed run hides what a crashed session logged after its checkpoint's step: no step is shown twice
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
             if start_step == 0:
                 add_graph(self.writer, model, example)
         self.bar = tqdm(total=total_steps, initial=start_step, disable=not (show_bar and enabled), unit="step", dynamic_ncols=True)
