@@ -141,6 +141,7 @@ def test_help_is_useful():
         (["sample", "/nonexistent/run", "--seed", "-1"], "expected a whole number from 0 to 2^62"),
         (["evaluate", "/nonexistent/run", "--epochs", "5"], "(see vaekit evaluate --help)"),
         (["train", "--iwae-k", "5"], "--iwae-k applies to --objective iwae only"),  # it would be ignored
+        (["evaluate", __file__], "expected a run folder, got the file"),  # not vaekit.load(...) advice, from a command
         (["train", "--pseudo-inputs", "5"], "--pseudo-inputs applies to --prior vamp only"),
         (["train", "--lr-schedule", "plateau", "--min-lr", "0.01"], "--min-lr (0.01) must be below --lr (0.001)"),
     ],

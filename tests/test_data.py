@@ -302,6 +302,15 @@ def test_a_busy_server_is_tried_again_and_the_file_gets_the_usual_mode(mirror, i
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # a shared cache stays readable (it was 0600)
 
 
+def test_a_file_that_is_no_numpy_file_is_named_so(tmp_path):
+    (tmp_path / "text.npy").write_text("hello world\n")
+    with pytest.raises(VaekitError, match="text.npy is not a .npy or .npz file \\(it starts with b'hello '\\)"):
+        load_data(DataConfig(str(tmp_path / "text.npy")))  # numpy called it pickled data, to load unsafely
+    (tmp_path / "folder.npy").mkdir()
+    with pytest.raises(VaekitError, match="folder.npy is a folder, not a .npy/.npz file"):
+        load_data(DataConfig(str(tmp_path / "folder.npy")))
+
+
 def test_a_connection_closed_mid_reply_is_a_download_error_and_leaves_no_file(mirror, isolated_cache):
     isolated_cache.mkdir(parents=True)
     with pytest.raises(VaekitError, match="cannot download .*chunkcut.* \\(2 tries\\): the connection closed"):

@@ -120,6 +120,10 @@ def load_tensors(path: Path, what: str = "safetensors file") -> tuple[dict[str, 
     if not path.is_file():
         raise VaekitError(f"no {what} at {path}")
     try:
+        open(path, "rb").close()  # safetensors says "No such file" for a file it may not read: the system's words
+    except OSError as error:
+        raise VaekitError(f"cannot read {path}: {error.strerror}") from None
+    try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}

@@ -152,7 +152,7 @@ def build_parser() -> Parser:
 
     evaluate = commands.add_parser("evaluate", help="report the ELBO (and with --nll, log p(x)) of a trained model",
                                    description=EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
+    evaluate.add_argument("run", metavar="RUN", type=run_folder, help="a run folder written by 'vaekit train'")
     add_config_flags(evaluate.add_argument_group("data (default: the run's own)"), DataConfig, defaults_shown=False)
     evaluate.add_argument("--split", choices=["train", "valid", "test"], default="valid", help="which split (default: valid)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -168,7 +168,7 @@ def build_parser() -> Parser:
     evaluate.set_defaults(handler=run_evaluate)
 
     sample = commands.add_parser("sample", help="decode draws from the prior into a PNG grid")
-    sample.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
+    sample.add_argument("run", metavar="RUN", type=run_folder, help="a run folder written by 'vaekit train'")
     sample.add_argument("-n", type=positive_int, default=64, help="how many samples (default: 64)")
     sample.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
     sample.add_argument("--seed", type=seed_flag, default=0, help="random seed (default: 0)")
@@ -178,7 +178,7 @@ def build_parser() -> Parser:
 
     explore = commands.add_parser("explore", help="write an interactive latent explorer: one offline HTML page",
                                   description=EXPLORE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    explore.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
+    explore.add_argument("run", metavar="RUN", type=run_folder, help="a run folder written by 'vaekit train'")
     add_config_flags(explore.add_argument_group("data on the pad (default: the run's own)"), DataConfig, defaults_shown=False)
     explore.add_argument("--split", choices=["train", "valid", "test"], default="train", help="which split to encode (default: train)")
     explore.add_argument("--points", type=positive_int, default=2000, help="encode at most this many examples (default: 2000)")
@@ -325,6 +325,8 @@ def int_tuple_flag(text: str) -> tuple[int, ...]:
 def run_folder(text: str) -> str:
     if not text:  # an unset "$RUN" in a script: not a new run of the defaults
         raise argparse.ArgumentTypeError("expected a run folder, got an empty name")
+    if Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"expected a run folder, got the file {text}")
     return text
 
 
@@ -531,7 +533,7 @@ The kinds: {', '.join(FIGURE_KINDS)}.
 def add_plot_command(commands: Any) -> None:
     plot = commands.add_parser("plot", help="draw the figures of a trained model (PNG and GIF)", description=PLOT_HELP,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    plot.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
+    plot.add_argument("run", metavar="RUN", type=run_folder, help="a run folder written by 'vaekit train'")
     which = plot.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every kind of figure")
     which.add_argument("--kind", action="append", choices=FIGURE_KINDS, metavar="KIND",

@@ -468,7 +468,8 @@ def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 
     A single array is split 80 / 10 / 10 with a fixed seed.
     """
     if not path.is_file():
-        raise VaekitError(f"no such file: {path}")
+        raise VaekitError(f"{path} is a folder, not a .npy/.npz file" if path.is_dir() else f"no such file: {path}")
+    check_numpy_magic(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {key: loaded[key] for key in loaded.files}
@@ -481,6 +482,18 @@ def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 
     else:
         raise VaekitError(f"{path} needs an array `x` (and optionally `y`), or x_train, x_valid and x_test")
     return splits_of(parts, path.name, path)
+
+
+def check_numpy_magic(path: Path) -> None:
+    """Refuse a file that is neither a .npy nor a .npz (a zip) by its first bytes: numpy would call text 'pickled
+    data' and suggest loading it unsafely."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(6)
+    except OSError as error:
+        raise VaekitError(f"cannot read {path}: {error.strerror}") from None
+    if not (start.startswith(b"\x93NUMPY") or start.startswith(b"PK\x03\x04") or start == b""):
+        raise VaekitError(f"{path} is not a .npy or .npz file (it starts with {start!r})")
 
 
 def splits_of(parts: dict[str, tuple[np.ndarray, np.ndarray | None]], name: str, path: Path | str | None = None) -> Splits:

@@ -331,7 +331,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         raise VaekitError(f"{run_dir} is not a vaekit run folder (no {CONFIG_FILE})")
     try:
         payload = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except OSError as error:
+        raise VaekitError(f"cannot read {path}: {error.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise VaekitError(f"{path} is not readable JSON: {error}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise VaekitError(f"{path} is not a vaekit run config (no 'model' section)")
