@@ -141,7 +141,9 @@ def test_help_is_useful():
         (["sample", "/nonexistent/run", "--seed", "-1"], "expected a whole number from 0 to 2^62"),
         (["evaluate", "/nonexistent/run", "--epochs", "5"], "(see vaekit evaluate --help)"),
         (["train", "--iwae-k", "5"], "--iwae-k applies to --objective iwae only"),  # it would be ignored
-        (["evaluate", __file__], "expected a run folder, got the file"),  # not vaekit.load(...) advice, from a command
+        (["evaluate", __file__], "expected a run folder, got the file"),
+        (["train", "--data", "https://example.com/x.npy"], "not a web address (https://example.com/x.npy): download it first"),
+        (["train", "--data="], "--data is empty: give a data set, a file or a folder"),  # not vaekit.load(...) advice, from a command
         (["train", "--pseudo-inputs", "5"], "--pseudo-inputs applies to --prior vamp only"),
         (["train", "--lr-schedule", "plateau", "--min-lr", "0.01"], "--min-lr (0.01) must be below --lr (0.001)"),
     ],
@@ -208,6 +210,15 @@ for _ in range(3):
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(kept, sorted(faults)[1])  # the median of three estimates: one may meet a thread's fresh malloc arena
 """
+
+
+def test_patience_without_an_epochs_end_says_the_weights_are_the_last(tmp_path, capsys):
+    from vaekit.cli import main
+
+    assert main(["train", "--arch", "64,8,2", "--max-steps", "3", "--patience", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "no epoch ended, so there are no best weights on validation: model.safetensors holds the last ones" in out
+    assert "best validation cost inf" not in out
 
 
 def test_version(capsys):

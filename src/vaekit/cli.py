@@ -420,7 +420,9 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"vaekit: {state} after {result.progress.step} steps; validation cost {last:.2f} nats per example")
     if result.progress.skipped_batches:
         print(f"vaekit: skipped {result.progress.skipped_batches} batches with a non-finite loss or gradient")
-    if train_config.patience:
+    if train_config.patience and result.progress.best_epoch == 0:
+        print("vaekit: no epoch ended, so there are no best weights on validation: model.safetensors holds the last ones")
+    elif train_config.patience:
         stopped = "stopped early; " if stopped_early(result.progress, train_config) else ""
         print(f"vaekit: {stopped}best validation cost {result.progress.best_valid_cost:.2f} at epoch "
               f"{result.progress.best_epoch}: model.safetensors holds those weights")

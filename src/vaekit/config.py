@@ -303,6 +303,13 @@ class DataConfig:
         paths_as_text(self, ("data", "data_dir"))
         check_types(self)
         object.__setattr__(self, "image_size", tuple(int(a) for a in self.image_size))
+        for name in ("data", "data_dir"):
+            value = getattr(self, name)
+            if value == "":  # an unset "$DATA" in a script: not the current folder
+                raise VaekitError(f"--{name.replace('_', '-')} is empty: give a data set, a file or a folder")
+            if value is not None and "://" in value:
+                raise VaekitError(f"--{name.replace('_', '-')} takes a data set's name, a local file or a folder, not a web "
+                                  f"address ({value}): download it first")
         # Paths are kept absolute: the run's config.json must find its data from any folder (evaluate, --resume).
         if self.data not in NAMED_DATA_SETS:
             object.__setattr__(self, "data", absolute_path(self.data))
@@ -401,6 +408,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         paths_as_text(self, ("out",))
         check_types(self)
+        if self.out == "":  # an unset "$OUT" in a script: not the current folder
+            raise VaekitError("--out is empty: give the folder in which to make the run's folder")
         if self.epochs is None and self.max_steps is None:
             object.__setattr__(self, "epochs", DEFAULT_EPOCHS)  # frozen: this is the one place a default is filled in
         for name in ("epochs", "max_steps"):
