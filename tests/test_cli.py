@@ -143,7 +143,8 @@ def test_help_is_useful():
         (["train", "--iwae-k", "5"], "--iwae-k applies to --objective iwae only"),  # it would be ignored
         (["evaluate", __file__], "expected a run folder, got the file"),
         (["train", "--data", "https://example.com/x.npy"], "not a web address (https://example.com/x.npy): download it first"),
-        (["train", "--data="], "--data is empty: give a data set, a file or a folder"),  # not vaekit.load(...) advice, from a command
+        (["train", "--data="], "--data is empty: give a data set, a file or a folder"),
+        (["train", "--iwae-k", "99999999999999999999"], "expected an integer of at most 2147483647"),  # not vaekit.load(...) advice, from a command
         (["train", "--pseudo-inputs", "5"], "--pseudo-inputs applies to --prior vamp only"),
         (["train", "--lr-schedule", "plateau", "--min-lr", "0.01"], "--min-lr (0.01) must be below --lr (0.001)"),
     ],

@@ -29,6 +29,7 @@ DEFAULT_LATENT = 2
 
 
 OUT_OF_MEMORY = "out of memory: the model, the batch or the images are too large for this machine (see --arch, --batch-size, --image-size)"
+TOO_LARGE = "a number given is too large: an array of that size cannot be made (see the sizes and counts given: --grid, -n, --iwae-k, ...)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -108,9 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, RuntimeError) and any(sign in str(error) for sign in ("can't allocate memory", "out of memory")):
             print(f"vaekit: error: {OUT_OF_MEMORY}", file=sys.stderr)  # PyTorch's allocators say it so
             return 1
+        if is_size_overflow(error):
+            print(f"vaekit: error: {TOO_LARGE}", file=sys.stderr)
+            return 1
         first_line = (str(error).strip().splitlines() or [""])[0]
         print(f"vaekit: internal error: {type(error).__name__}: {first_line} (set VAEKIT_DEBUG=1 for details)", file=sys.stderr)
         return 1
+
+
+def is_size_overflow(error: Exception) -> bool:
+    """Whether a number given made an array size or a C integer overflow (how PyTorch, numpy and Pillow say so)."""
+    signs = ("Maximum allowed size exceeded", "Maximum allowed dimension exceeded", "Overflow when unpacking", "too large to convert")
+    return isinstance(error, (OverflowError, ValueError, TypeError)) and any(sign in str(error) for sign in signs)
 
 
 def print_note(message: Warning | str, *_: Any, **__: Any) -> None:
@@ -290,11 +300,21 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
+MAX_INT_FLAG = 2**31 - 1  # beyond it PyTorch, numpy and Pillow fail with errors about their internals
+
+
 def int_flag(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    return within_int_range(value, text)
+
+
+def within_int_range(value: int, text: str) -> int:
+    if abs(value) > MAX_INT_FLAG:
+        raise argparse.ArgumentTypeError(f"expected an integer of at most {MAX_INT_FLAG}, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -317,9 +337,10 @@ def float_flag(text: str) -> float:
 def int_tuple_flag(text: str) -> tuple[int, ...]:
     """'32,64,128' -> (32, 64, 128)."""
     try:
-        return tuple(int(part) for part in text.replace(" ", "").split(","))
+        values = tuple(int(part) for part in text.replace(" ", "").split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,64,128, got {text!r}") from None
+    return tuple(within_int_range(value, text) for value in values)
 
 
 def run_folder(text: str) -> str:
@@ -554,7 +575,7 @@ def add_plot_command(commands: Any) -> None:
                          help="range of the linear grid on both axes, e.g. --range=-6,6 (default: -4,4)")
     options.add_argument("--ppf-sizes", type=int_list_flag(), default=(24, 30, 60, 100), metavar="N,...",
                          help="sides of the grids at percentiles of N(0, 1) (default: 24,30,60,100)")
-    options.add_argument("--steps", type=int, default=10, help="images in the interpolation (default: 10)")
+    options.add_argument("--steps", type=positive_int, default=10, help="images in the interpolation (default: 10)")
     options.add_argument("--spherical", action="store_true", help="interpolate on the great circle, not the line")
     options.add_argument("--order", type=int_list_flag(), metavar="LABEL,...",
                          help="labels to morph through (default: every label, highest first: 9,8,...,0)")
@@ -576,7 +597,7 @@ def int_list_flag(length: int | None = None) -> Any:
             raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
         if length is not None and len(values) != length:
             raise argparse.ArgumentTypeError(f"expected {length} comma-separated integers, got {text!r}")
-        return values
+        return tuple(within_int_range(value, text) for value in values)
 
     return parse
 
