@@ -135,7 +135,7 @@ def test_help_is_useful():
         (["sample", "/nonexistent/run"], "not a vaekit run folder"),
         (["train", "--resume", "/nonexistent/run"], "not a vaekit run folder"),
         (["train", "--resume", ""], "expected a run folder, got an empty name"),  # an unset "$RUN": not a new run
-        (["train", "--seed", str(2**70)], "--seed must be a whole number from 0 to 2^62"),
+        (["train", "--seed", str(2**70)], "expected a whole number from 0 to 2^62 - 1"),
         (["train", "--threads", "100000"], "--threads must be between 1 and 1024"),
         (["train", "--arch", "64,100000000000,2"], "out of memory: the model"),
         (["sample", "/nonexistent/run", "--seed", "-1"], "expected a whole number from 0 to 2^62"),

@@ -123,6 +123,13 @@ def test_resuming_from_python_refuses_other_settings_as_the_command_line_does(di
     assert json.loads((first.run_dir / "config.json").read_text())["train"]["out"] == str(tmp_path)  # where the run was made
 
 
+def test_the_largest_seed_trains(small, tmp_path):
+    from vaekit.config import MAX_SEED
+
+    result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, max_steps=5, batch_size=50, seed=MAX_SEED - 1))
+    assert result.progress.step == 5  # (the epoch order's seed overflowed 64 bits)
+
+
 def test_eval_every_validates_once_per_step_and_each_entry_has_its_own_time(small, tmp_path):
     result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=3, batch_size=50, eval_every=2))  # 4 steps an epoch
     steps = [entry["step"] for entry in result.progress.history]

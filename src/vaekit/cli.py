@@ -241,6 +241,8 @@ def add_config_flags(group: Any, cls: type, defaults_shown: bool = True) -> None
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.name == "architecture":
             kwargs.update(type=architecture_flag, metavar="SIZES")
+        elif f.name == "seed":
+            kwargs["type"] = seed_flag
         elif literal_choices(annotation):
             kwargs["choices"] = literal_choices(annotation)
         elif get_origin(annotation) is tuple:
@@ -354,7 +356,10 @@ def run_folder(text: str) -> str:
 def seed_flag(text: str) -> int:
     from vaekit.config import SEED_RULE, is_seed
 
-    seed = int_flag(text)
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {SEED_RULE}, got {text!r}") from None
     if not is_seed(seed):
         raise argparse.ArgumentTypeError(f"expected {SEED_RULE}, got {text}")
     return seed

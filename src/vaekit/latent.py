@@ -39,7 +39,7 @@ def project_to_plane(mu: np.ndarray, projection: Projection = "pca", seed: int =
     from sklearn.manifold import TSNE
 
     perplexity = min(30.0, max(1.0, (len(mu) - 1) / 3))  # t-SNE needs fewer neighbours than points
-    points = TSNE(2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(mu)
+    points = TSNE(2, init="pca", perplexity=perplexity, random_state=seed % 2**32).fit_transform(mu)  # (numpy's legacy seeds are 32-bit)
     return points, ("t-SNE 1", "t-SNE 2"), f"t-SNE of {latent}-D means"
 
 

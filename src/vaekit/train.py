@@ -520,7 +520,7 @@ def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
 
 def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
     """The shuffled order of epoch `epoch`: a function of (seed, epoch) alone, so resume can redo it."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)  # generators take 64 bits
     return torch.randperm(n, generator=generator).to(device)
 
 
