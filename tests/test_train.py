@@ -123,6 +123,18 @@ def test_resuming_from_python_refuses_other_settings_as_the_command_line_does(di
     assert json.loads((first.run_dir / "config.json").read_text())["train"]["out"] == str(tmp_path)  # where the run was made
 
 
+def test_the_validation_history_is_kept_as_a_tensor_not_in_the_checkpoints_header(small, tmp_path):
+    from vaekit.train import history_entries, history_tensor
+
+    result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=2, batch_size=50, eval_every=1))
+    tensors, state = load_checkpoint(result.run_dir / CHECKPOINT_FILE)
+    assert state["progress"]["history"] == [] and tensors["progress.history"].shape == (8, 4)
+    assert history_entries(tensors["progress.history"]) == result.progress.history
+    many = [{"step": i, "epoch": i // 390, "valid_cost": 90.0 + 1 / (i + 1), "seconds": 0.01 * i} for i in range(1_000_000)]
+    assert history_entries(history_tensor(many[-3:])) == many[-3:]
+    assert history_tensor(many).nbytes == 32_000_000  # a million entries: 32 MB of tensor, no JSON header (~100 MB, refused)
+
+
 def test_the_largest_seed_trains(small, tmp_path):
     from vaekit.config import MAX_SEED
 

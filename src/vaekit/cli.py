@@ -655,7 +655,9 @@ def trained_steps(run_dir: Path) -> int | None:
         with safe_open(str(run_dir / CHECKPOINT_FILE), framework="pt") as handle:
             progress = json.loads((handle.metadata() or {})["state"])["progress"]
         if read_run_config(run_dir).get("train", {}).get("patience") and (run_dir / BEST_FILE).exists():
-            # the first validation of the best epoch's count is the one at its end (later ones are mid-epoch)
+            if progress.get("best_step"):
+                return int(progress["best_step"])
+            # (earlier checkpoints: the first validation of the best epoch's count is the one at its end)
             return next(int(entry["step"]) for entry in progress["history"] if entry["epoch"] == progress["best_epoch"])
         return int(progress["step"])
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, StopIteration, VaekitError):

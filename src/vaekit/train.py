@@ -56,6 +56,7 @@ class Progress:
     position: int = 0  # batches of the current epoch already done
     best_valid_cost: float = math.inf  # at epoch ends
     best_epoch: int = 0
+    best_step: int = 0  # the step at the best epoch's end
     bad_epochs: int = 0  # epochs since the best one
     seconds: float = 0.0  # wall time spent training, over all sessions
     skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped on request
@@ -451,7 +452,7 @@ def validate(model: VAE, x_valid: torch.Tensor, config: TrainConfig, progress: P
 def record_epoch_end(progress: Progress, valid_cost: float) -> bool:
     """Track the best validation cost and the epochs since it; True when this epoch is the new best."""
     if valid_cost < progress.best_valid_cost:
-        progress.best_valid_cost, progress.best_epoch, progress.bad_epochs = valid_cost, progress.epoch, 0
+        progress.best_valid_cost, progress.best_epoch, progress.best_step, progress.bad_epochs = valid_cost, progress.epoch, progress.step, 0
         return True
     progress.bad_epochs += 1
     return False
@@ -608,6 +609,7 @@ def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, sche
     if not cluster.is_main:
         return
     tensors["rng.noise"] = noise.generator.get_state()  # its size and meaning depend on the kind of device
+    tensors["progress.history"] = history_tensor(progress.history)
     tensors.update({f"model.{name}": t for name, t in model.state_dict().items()})
     optimizer_state = optimizer.state_dict()
     for index, slots in optimizer_state["state"].items():
@@ -617,11 +619,27 @@ def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, sche
         "format_version": FORMAT_VERSION,
         "world_size": cluster.world_size,
         "noise_device": noise.device.type,
-        "progress": progress.__dict__,
+        "progress": {**progress.__dict__, "history": []},  # the history is a tensor: JSON in the header grew without bound
         "param_groups": optimizer_state["param_groups"],
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
     }
     save_checkpoint(run_dir / CHECKPOINT_FILE, tensors, state)
+
+
+HISTORY_COLUMNS = ("step", "epoch", "valid_cost", "seconds")
+
+
+def history_tensor(history: list[dict[str, float]]) -> torch.Tensor:
+    """The validation history as a float64 tensor (entries, HISTORY_COLUMNS): a checkpoint's tensors have no size
+    limit and are written at memory speed (as JSON in the header, a million entries passed safetensors' 100 MB)."""
+    rows = [[entry.get(column, math.nan) for column in HISTORY_COLUMNS] for entry in history]
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(history), len(HISTORY_COLUMNS))
+
+
+def history_entries(table: torch.Tensor) -> list[dict[str, float]]:
+    """history_tensor's entries back, steps and epochs as ints."""
+    return [{"step": int(step), "epoch": int(epoch), "valid_cost": cost, "seconds": seconds}
+            for step, epoch, cost, seconds in table.tolist()]
 
 
 def check_same_epochs(progress: Progress, examples: int, global_batch: int, steps_per_epoch: int) -> None:
@@ -657,6 +675,8 @@ def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimiz
         if model.device.type == "cuda" and f"rng.cuda.{cluster.rank}" in tensors:
             torch.cuda.set_rng_state(tensors[f"rng.cuda.{cluster.rank}"], model.device)
         progress = Progress(**state["progress"])
+        if "progress.history" in tensors:  # (checkpoints of earlier versions kept it in the JSON state)
+            progress.history = history_entries(tensors["progress.history"])
         restore_noise(noise, tensors["rng.noise"], state.get("noise_device", noise.device.type), progress.step)
         return progress
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
