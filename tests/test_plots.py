@@ -529,6 +529,8 @@ def test_snapshot_leaves_the_random_stream_alone(tmp_path):
     assert [path.name for path in paths] == ["manifold_ppf30_step0000007.png", "latent_valid_step0000007.png"]
     one_d = save_snapshot(tiny_model(GRAY, latent=1), data, tmp_path, 8)  # no plane for a grid: the scatter only
     assert [path.name for path in one_d] == ["latent_valid_step0000008.png"]
+    one_example = Splits(data.train, Split(data.valid.x[:1], data.valid.y[:1]), data.test, GRAY)  # no principal directions
+    assert len(save_snapshot(model, one_example, tmp_path, 9)) == 2  # the grid on the first two dimensions
 
 
 # -- the command line ---------------------------------------------------------------------------------------------

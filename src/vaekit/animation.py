@@ -23,7 +23,7 @@ import torch
 from vaekit.checkpoint import atomic_write_with
 from vaekit.errors import VaekitError
 from vaekit.images import decoded_images, encoded_means, prepare_path, to_pixels
-from vaekit.latent import latent_plane, loop_path
+from vaekit.latent import LatentPlane, latent_plane, loop_path
 from vaekit.plots import save_latent_scatter, save_manifold_grid
 
 if TYPE_CHECKING:
@@ -181,12 +181,21 @@ def save_snapshot(model: VAE, data: Splits, run_dir: str | Path, step: int) -> l
     paths = []
     with torch.random.fork_rng(devices=devices):
         if model.latent_size >= 2:  # a 1-D latent has no plane for a grid
-            mu = encoded_means(model, x) if model.latent_size > 2 else None
             paths.append(save_manifold_grid(model, folder / f"{SNAPSHOT_KINDS['manifold']}_step{step:07d}.png",
-                                            SNAPSHOT_GRID, ppf=True, plane=latent_plane(model.latent_size, mu), title=f"step {step}"))
+                                            SNAPSHOT_GRID, ppf=True, plane=snapshot_plane(model, x), title=f"step {step}"))
         paths.append(save_latent_scatter(model, x, folder / f"{SNAPSHOT_KINDS['latent']}_step{step:07d}.png", y,
                                          f"step {step}, {data.name} valid".strip(", "), limits=SNAPSHOT_LIMITS))
     return paths
+
+
+def snapshot_plane(model: VAE, x: torch.Tensor) -> LatentPlane:
+    """The grid's plane: the latent itself, or the codes' top two principal directions; with fewer than two
+    validation examples (no directions of spread), the first two latent dimensions."""
+    if model.latent_size == 2:
+        return latent_plane(2)
+    if len(x) < 2:
+        return latent_plane(model.latent_size, dims=(0, 1))
+    return latent_plane(model.latent_size, encoded_means(model, x))
 
 
 def snapshot_files(run_dir: str | Path, prefix: str) -> list[tuple[int, Path]]:
