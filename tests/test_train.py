@@ -150,6 +150,16 @@ def test_eval_every_validates_once_per_step_and_each_entry_has_its_own_time(smal
     assert seconds == sorted(seconds) and len(set(seconds)) == len(seconds)
 
 
+def test_resuming_on_other_examples_is_refused_and_changes_nothing(small, tmp_path):
+    first = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=1, batch_size=50))
+    files = {path: path.read_bytes() for path in first.run_dir.rglob("*") if path.is_file()}
+    other = dataclasses.replace(small, train=Split(1 - small.train.x))  # as many examples, other values
+    with pytest.raises(VaekitError, match="was trained on other examples than these \\(200 train / 50 valid\\)"):
+        train(VAE([64, 16, 2]), other, quick_config(tmp_path, epochs=2, batch_size=50), run_dir=first.run_dir)
+    assert {path: path.read_bytes() for path in first.run_dir.rglob("*") if path.is_file()} == files
+    assert train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=2, batch_size=50), run_dir=first.run_dir).progress.epoch == 2
+
+
 def test_resuming_to_fewer_epochs_than_done_is_refused_and_changes_nothing(digits, tmp_path):
     first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=2))
     files = {path: path.read_bytes() for path in first.run_dir.rglob("*") if path.is_file()}

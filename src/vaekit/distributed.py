@@ -9,7 +9,6 @@ N processes compute exactly what one process computes with the same global batch
 
 from __future__ import annotations
 
-import hashlib
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any, Iterator, TypeVar
 import torch
 import torch.distributed as dist
 
+from vaekit.data import examples_digest
 from vaekit.errors import VaekitError
 
 T = TypeVar("T")
@@ -131,12 +131,8 @@ def check_same_data(x_train: torch.Tensor, x_valid: torch.Tensor, cluster: Clust
     epochs would differ in length and the job hang, or mix two data sets without a word."""
     if not cluster.distributed:
         return
-    digest = hashlib.blake2b(digest_size=16)
-    for x in (x_train, x_valid):
-        digest.update(str(tuple(x.shape)).encode())
-        digest.update(memoryview(x.detach().cpu().contiguous().numpy()).cast("B"))
     digests = [None] * cluster.world_size
-    dist.all_gather_object(digests, digest.hexdigest())
+    dist.all_gather_object(digests, examples_digest(x_train, x_valid))
     if len(set(digests)) > 1:
         differ = [rank for rank, d in enumerate(digests) if d != digests[0]]
         raise VaekitError(f"the processes read different data: rank 0's training and validation examples differ from "

@@ -28,7 +28,7 @@ import torch
 from vaekit import animation, distributed, fused
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from vaekit.config import RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, changed_fields, from_dict, to_dict, write_json
-from vaekit.data import Splits, check_values
+from vaekit.data import Splits, check_values, examples_digest
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
 from vaekit.model import (CONFIG_FILE, FORMAT_VERSION, VAE, WEIGHTS_FILE, check_dequantizable, load_checked_state, read_run_config,
@@ -93,7 +93,7 @@ def train(
     check_training_data(data, model)
     if run_dir is not None:
         check_resumable(Path(run_dir))
-        check_same_settings(Path(run_dir), model, config, data_config or data.config)
+        check_same_settings(Path(run_dir), model, config, data, data_config or data.config)
     cluster, device = distributed.setup(resolve_device(config.device), config.dist_timeout)
     try:
         # each rank its own stream (dropout masks, dequantisation noise) for its own examples; rank 0's is one
@@ -550,9 +550,9 @@ def check_resumable(run_dir: Path) -> None:
                           "(the optimizer's state and the step are gone); train a new run instead")
 
 
-def check_same_settings(run_dir: Path, model: VAE, config: TrainConfig, data_config: DataConfig | None) -> None:
+def check_same_settings(run_dir: Path, model: VAE, config: TrainConfig, data: Splits, data_config: DataConfig | None) -> None:
     """A resumed run goes on with the settings it started with (its optimizer, schedule and place in the epoch
-    were made by them): refuse any other change than those RESUME_MAY_CHANGE names."""
+    were made by them), on the same examples: refuse any other change than those RESUME_MAY_CHANGE names."""
     if not (run_dir / CHECKPOINT_FILE).exists():
         return  # nothing to resume: the run starts again in its folder
     payload = read_run_config(run_dir)
@@ -563,6 +563,11 @@ def check_same_settings(run_dir: Path, model: VAE, config: TrainConfig, data_con
     if changed:
         raise VaekitError(f"{run_dir} goes on with the settings it was started with; only {', '.join(RESUME_MAY_CHANGE)} "
                           f"may change on resume, not {', '.join(changed)}")
+    digest = examples_digest(data.train.x, data.valid.x)
+    if payload.get("data_digest", digest) != digest:  # (runs of earlier versions recorded none)
+        raise VaekitError(f"{run_dir} was trained on other examples than these ({len(data.train)} train / {len(data.valid)} "
+                          "valid): resume it on its own data (the files changed, or --data-dir holds others); start a new "
+                          "run to train on these")
 
 
 def record_resumed_config(run_dir: Path, config: TrainConfig, data_config: DataConfig | None) -> None:
@@ -587,6 +592,7 @@ def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data: Split
         payload["data"] = to_dict(data_config)
     if data.class_names:
         payload["class_names"] = list(data.class_names)  # label k is class_names[k]
+    payload["data_digest"] = examples_digest(data.train.x, data.valid.x)  # a resume checks that it sees the same data
     write_json(run_dir / CONFIG_FILE, payload)
 
 
