@@ -222,6 +222,29 @@ def test_patience_without_an_epochs_end_says_the_weights_are_the_last(tmp_path, 
     assert "best validation cost inf" not in out
 
 
+def test_a_failing_background_thread_is_one_line_not_a_traceback(monkeypatch, capsys):
+    import argparse
+    import threading
+
+    import vaekit.cli
+
+    def command(args):  # as TensorBoard's writer thread meets a full disk
+        thread = threading.Thread(target=lambda: open("/nonexistent/folder/events", "wb"), name="EventWriter")
+        thread.start()
+        thread.join()
+        return 0
+
+    class Parser:
+        def parse_known_args(self, argv):
+            return argparse.Namespace(handler=command, command="train"), []
+
+    monkeypatch.setattr(vaekit.cli, "build_parser", Parser)
+    assert vaekit.cli.main([]) == 0
+    err = capsys.readouterr().err
+    assert "vaekit: note: a background thread (EventWriter) failed: FileNotFoundError" in err and "Traceback" not in err
+    assert threading.excepthook is threading.__excepthook__  # as it was
+
+
 def test_version(capsys):
     from vaekit import __version__
     from vaekit.cli import main

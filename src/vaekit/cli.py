@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    previous_hook = threading.excepthook
+    threading.excepthook = print_thread_failure  # TensorBoard's writer thread on a full disk, say: one line, not a traceback
     try:
         with warnings.catch_warnings():
             warnings.showwarning = print_note
@@ -115,12 +118,19 @@ def main(argv: list[str] | None = None) -> int:
         first_line = (str(error).strip().splitlines() or [""])[0]
         print(f"vaekit: internal error: {type(error).__name__}: {first_line} (set VAEKIT_DEBUG=1 for details)", file=sys.stderr)
         return 1
+    finally:
+        threading.excepthook = previous_hook
 
 
 def is_size_overflow(error: Exception) -> bool:
     """Whether a number given made an array size or a C integer overflow (how PyTorch, numpy and Pillow say so)."""
     signs = ("Maximum allowed size exceeded", "Maximum allowed dimension exceeded", "Overflow when unpacking", "too large to convert")
     return isinstance(error, (OverflowError, ValueError, TypeError)) and any(sign in str(error) for sign in signs)
+
+
+def print_thread_failure(args: threading.ExceptHookArgs) -> None:
+    print(f"vaekit: note: a background thread ({args.thread.name if args.thread else '?'}) failed: "
+          f"{args.exc_type.__name__}: {args.exc_value}", file=sys.stderr)
 
 
 def print_note(message: Warning | str, *_: Any, **__: Any) -> None:
