@@ -427,7 +427,7 @@ def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path, bad
         progress.skipped_batches += count
         return
     saved = (f"its last good checkpoint in {run_dir} is intact" if (run_dir / CHECKPOINT_FILE).exists()
-             else "it had saved no checkpoint yet")
+             else f"it had saved no checkpoint yet ({run_dir} holds its settings only: delete it, or train it again with --resume)")
     raise VaekitError(f"the loss or a gradient became NaN/Inf at step {first}; the run stopped and {saved} "
                       "(lower --lr, or pass --on-nonfinite skip to skip such batches)")
 
