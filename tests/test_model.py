@@ -252,6 +252,12 @@ def test_save_and_load_take_the_run_folder_and_say_so_for_a_file(tmp_path):
         vaekit.load(tmp_path)
 
 
+def test_an_architecture_is_any_sequence_of_sizes():
+    import numpy as np
+
+    assert VAE(np.array([64, 8, 2])).config.architecture == VAE(torch.tensor([64, 8, 2])).config.architecture == (64, 8, 2)
+
+
 def test_save_refuses_to_replace_a_saved_run_unless_asked(tmp_path):
     trained, other = VAE([64, 16, 2]), VAE([64, 8, 2])
     trained.save(tmp_path)

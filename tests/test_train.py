@@ -66,7 +66,7 @@ def test_max_steps_alone_has_no_epoch_limit_from_python_as_on_the_command_line(d
     assert result.progress.step == 35
 
 
-@pytest.mark.parametrize("change, message", [("fewer examples", "resume with the run's own data and batch size"),
+@pytest.mark.parametrize("change, message", [("fewer examples", "was trained on other examples than these"),
                                              ("another batch size", "may change on resume, not batch_size")])
 def test_resuming_on_other_epochs_is_refused_not_an_endless_loop(digits, tmp_path, change, message):
     first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=None, max_steps=19))  # stops at batch 19 of 21
@@ -160,6 +160,14 @@ def test_resuming_on_other_examples_is_refused_and_changes_nothing(small, tmp_pa
     assert train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=2, batch_size=50), run_dir=first.run_dir).progress.epoch == 2
 
 
+def test_train_refuses_settings_of_the_wrong_kind_and_a_run_folder_that_is_not_there(small, tmp_path):
+    with pytest.raises(VaekitError, match="train takes its settings as vaekit.TrainConfig .* not dict"):
+        train(VAE([64, 16, 2]), small, {"epochs": 1})
+    with pytest.raises(VaekitError, match="is not a run folder to resume \\(no such folder\\)"):
+        train(VAE([64, 16, 2]), small, quick_config(tmp_path), run_dir=tmp_path / "nonexistent")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_resuming_to_fewer_epochs_than_done_is_refused_and_changes_nothing(digits, tmp_path):
     first = train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=2))
     files = {path: path.read_bytes() for path in first.run_dir.rglob("*") if path.is_file()}
@@ -231,7 +239,12 @@ def test_bad_training_options_are_refused():
     (lambda: TrainConfig(on_nonfinite="ignore"), "unknown --on-nonfinite 'ignore'; choose one of stop, skip"),
     (lambda: DataConfig(image_size="16"), "DataConfig.image_size must be a list of integers, got '16'"),
     (lambda: VAE([784, "a", 2]), "ModelConfig.architecture must be a list of integers"),
-    (lambda: VAE("784,500,2"), "architecture is a list of layer sizes such as \\[784, 500, 500, 2\\], got the string"),
+    (lambda: VAE("784,500,2"), "architecture is a list of layer sizes such as \\[784, 500, 500, 2\\], got '784,500,2'"),
+    (lambda: VAE(64), "architecture is a list of layer sizes such as \\[784, 500, 500, 2\\], got 64"),
+    (lambda: VAE(config={"architecture": [64, 32, 2]}), "config must be a vaekit.ModelConfig, not dict"),
+    (lambda: VAE([64, 8, 2]).sample(2.5), "number of samples must be a whole number of at least 1, got 2.5"),
+    (lambda: vaekit.estimate_nll(VAE([64, 8, 2]), torch.rand(2, 64), k=2.5), "k must be a whole number of at least 1, got 2.5"),
+    (lambda: vaekit.estimate_nll(VAE([64, 8, 2]), torch.rand(2, 64), k=5, seed=-1), "seed must be a whole number from 0 to 2\\^62 - 1, got -1"),
 ])
 def test_options_of_the_wrong_kind_from_python_are_one_clear_error(make, message):
     with pytest.raises(VaekitError, match=message):

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from vaekit.compiling import Compiled
+from vaekit.config import SEED_RULE, is_seed
 from vaekit.distributions import VampPrior
 from vaekit.errors import VaekitError
 from vaekit.model import ArrayLike, evaluating, seeded
@@ -93,10 +94,11 @@ def importance_sampled_log_px(
     """
     device = model_device(model)
     max_rows = default_max_rows(device) if max_rows is None else max_rows
-    if k < 1:
-        raise VaekitError(f"k must be at least 1, got {k}")
-    if max_rows < 1:
-        raise VaekitError(f"max_rows must be at least 1, got {max_rows}")
+    for name, value in (("k", k), ("max_rows", max_rows)):
+        if not is_whole(value) or value < 1:
+            raise VaekitError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if not is_whole(seed) or not is_seed(seed):
+        raise VaekitError(f"seed must be {SEED_RULE}, got {seed!r}")
     x = model.as_examples(x)
     check_float32(model)
     from tqdm.auto import tqdm
@@ -120,6 +122,10 @@ def importance_sampled_log_px(
     bar.close()
     ran_compiled = log_likelihood is not None and not log_likelihood.fell_back
     return ImportanceSampled(*(column.cpu() for column in columns), compiled=ran_compiled)
+
+
+def is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def prior_held(model: nn.Module) -> contextlib.AbstractContextManager:

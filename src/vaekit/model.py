@@ -55,12 +55,12 @@ class VAE(nn.Module):
 
     def __init__(self, architecture: list[int] | tuple[int, ...] | None = None, *, config: ModelConfig | None = None, **options: Any):
         super().__init__()
-        if isinstance(architecture, str):
-            raise VaekitError(f"architecture is a list of layer sizes such as [784, 500, 500, 2], got the string {architecture!r}")
         if config is None:
-            config = ModelConfig(architecture=tuple(architecture or ()), **options)
+            config = ModelConfig(architecture=layer_sizes(architecture), **options)
         elif architecture is not None or options:
             raise VaekitError("give either an architecture with options or a config, not both")
+        elif not isinstance(config, ModelConfig):
+            raise VaekitError(f"config must be a vaekit.ModelConfig, not {type(config).__name__}")
         self.config = config
         encoder_cls, decoder_cls = NETWORKS[config.model]
         self.encoder = encoder_cls(config)
@@ -130,8 +130,8 @@ class VAE(nn.Module):
 
     def sample(self, n: int) -> torch.Tensor:
         """n images decoded from draws of the prior on the CPU: (n, C, H, W) for an image model, else (n, D)."""
-        if n < 1:
-            raise VaekitError(f"number of samples must be at least 1, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise VaekitError(f"number of samples must be a whole number of at least 1, got {n!r}")
         with evaluating(self), torch.no_grad():
             z = self.prior.sample(n)
         return self.decode(z).cpu()
@@ -238,6 +238,16 @@ class VAE(nn.Module):
         payload.update({"format_version": FORMAT_VERSION, "model": to_dict(self.config)})
         write_json(run_dir / CONFIG_FILE, payload)
         return run_dir
+
+
+def layer_sizes(architecture: Any) -> tuple[Any, ...]:
+    """The architecture as a tuple, from any sequence (a list, a numpy array, a tensor); ModelConfig checks its sizes."""
+    if architecture is None:
+        return ()
+    sizes = architecture.tolist() if hasattr(architecture, "tolist") else architecture
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (list, tuple)):
+        raise VaekitError(f"architecture is a list of layer sizes such as [784, 500, 500, 2], got {architecture!r}")
+    return tuple(sizes)
 
 
 def make_prior(config: ModelConfig, encoder: nn.Module) -> StandardNormal | VampPrior:

@@ -91,6 +91,9 @@ def train(
     train then returns normally, with `interrupted` True in its result. A second Ctrl-C raises KeyboardInterrupt.
     """
     check_training_data(data, model)
+    if not isinstance(config, TrainConfig) or not isinstance(data_config, (DataConfig, type(None))):
+        raise VaekitError("train takes its settings as vaekit.TrainConfig (and data_config as vaekit.DataConfig), not "
+                          f"{type(config).__name__} (and {type(data_config).__name__})")
     if run_dir is not None:
         check_resumable(Path(run_dir))
         check_same_settings(Path(run_dir), model, config, data, data_config or data.config)
@@ -545,6 +548,8 @@ def create_run_dir(out: Path, architecture: tuple[int, ...]) -> Path:
 def check_resumable(run_dir: Path) -> None:
     """Refuse to resume a folder whose trained weights have no checkpoint: training would start again from
     random weights and overwrite them. (A run killed before its first checkpoint has neither: it restarts.)"""
+    if not run_dir.is_dir():
+        raise VaekitError(f"{run_dir} is not a run folder to resume (no such folder)")
     if not (run_dir / CHECKPOINT_FILE).exists() and (run_dir / WEIGHTS_FILE).exists():
         raise VaekitError(f"{run_dir} holds trained weights but no {CHECKPOINT_FILE} to resume from "
                           "(the optimizer's state and the step are gone); train a new run instead")
