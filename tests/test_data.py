@@ -188,6 +188,16 @@ def test_npz_with_one_array_is_split_and_shaped(tmp_path):
     assert float(data.train.x.max()) <= 1.0 and data.train.y is not None
 
 
+def test_labels_stored_as_whole_floats_are_labels_and_others_are_refused(tmp_path):
+    x = np.random.default_rng(0).random((50, 16), dtype=np.float32)
+    np.savez(tmp_path / "float.npz", x=x, y=(np.arange(50) % 3).astype(np.float64))  # as pandas stores them
+    data = load_data(DataConfig(data=str(tmp_path / "float.npz")))
+    assert data.train.y.dtype == torch.int64 and set(data.train.y.tolist()) <= {0, 1, 2}
+    np.savez(tmp_path / "half.npz", x=x, y=np.arange(50) / 2)
+    with pytest.raises(VaekitError, match="labels must be .* integers, got shape .* of float64"):
+        load_data(DataConfig(data=str(tmp_path / "half.npz")))
+
+
 def test_npz_with_given_splits_and_channels_last(tmp_path):
     make = lambda n: np.random.rand(n, 4, 4, 3).astype(np.float32)  # noqa: E731
     np.savez(tmp_path / "b.npz", x_train=make(10), x_valid=make(3), x_test=make(2))
