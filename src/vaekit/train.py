@@ -172,16 +172,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     scheduler = make_scheduler(optimizer, config)
     nonfinite = NonFiniteSteps(device)
     noise = SharedNoise(config.seed, device)
-    progress = Progress()
-    # rank 0's disk decides (a node that cannot see the run folder then fails to read it, rather than hang)
-    resumed = from_main_rank(run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists(), cluster)
-    if resumed:
-        progress = restore_checkpoint(Path(run_dir), model, optimizer, scheduler, noise, cluster)
-    else:
-        if cluster.is_main and run_dir is None:
-            run_dir = create_run_dir(Path(config.out), model.config.architecture)
-        run_dir = from_main_rank(str(run_dir), cluster)
-    run_dir = Path(run_dir)
+    progress, run_dir, resumed = resume_or_start(run_dir, model, optimizer, scheduler, noise, cluster, config)
 
     distributed.check_same_data(data.train.x, data.valid.x, cluster)
     x_train = data.train.x.to(device)
@@ -263,6 +254,19 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     distributed.finish_together(cluster)
     model.eval()  # as `load` returns a model: ready to use, no dropout
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
+
+
+def resume_or_start(run_dir: str | Path | None, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    noise: SharedNoise, cluster: Cluster, config: TrainConfig) -> tuple[Progress, Path, bool]:
+    """(progress, run folder, whether resumed): the checkpoint's state restored into model, optimizer, schedule and
+    noise where run_dir holds one; else a fresh start, in run_dir or a new folder under config.out."""
+    # rank 0's disk decides (a node that cannot see the run folder then fails to read it, rather than hang)
+    resumed = from_main_rank(run_dir is not None and (Path(run_dir) / CHECKPOINT_FILE).exists(), cluster)
+    if resumed:
+        return restore_checkpoint(Path(run_dir), model, optimizer, scheduler, noise, cluster), Path(run_dir), True
+    if cluster.is_main and run_dir is None:
+        run_dir = create_run_dir(Path(config.out), model.config.architecture)
+    return Progress(), Path(from_main_rank(str(run_dir), cluster)), False
 
 
 def stop_agreed_at(step: int, batch: int, steps_per_epoch: int, config: TrainConfig, cluster: Cluster) -> bool:
