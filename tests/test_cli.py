@@ -246,6 +246,18 @@ def test_a_failing_background_thread_is_one_line_not_a_traceback(monkeypatch, ca
     assert threading.excepthook is before  # as it was
 
 
+def test_plot_flags_are_plot_options_one_to_one_with_its_defaults(tmp_path):
+    import dataclasses
+
+    from vaekit.cli import build_parser
+    from vaekit.plots import PlotOptions
+
+    args = build_parser().parse_args(["plot", str(tmp_path), "--all"])
+    assert PlotOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PlotOptions)}) == PlotOptions()
+    args = build_parser().parse_args(["plot", str(tmp_path), "--all", "--range=-6,6", "--grid", "7"])
+    assert (args.span, args.grid) == ((-6.0, 6.0), 7)
+
+
 def test_version(capsys):
     from vaekit import __version__
     from vaekit.cli import main

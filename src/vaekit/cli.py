@@ -569,6 +569,9 @@ The kinds: {', '.join(FIGURE_KINDS)}.
 
 
 def add_plot_command(commands: Any) -> None:
+    from vaekit.latent import Projection
+    from vaekit.plots import PlotOptions
+
     plot = commands.add_parser("plot", help="draw the figures of a trained model (PNG and GIF)", description=PLOT_HELP,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     plot.add_argument("run", metavar="RUN", type=run_folder, help="a run folder written by 'vaekit train'")
@@ -579,25 +582,27 @@ def add_plot_command(commands: Any) -> None:
     plot.add_argument("--out", help="folder for the figures (default: RUN/figures)")
     add_config_flags(plot.add_argument_group("data (default: the run's own)"), DataConfig, defaults_shown=False)
     options = plot.add_argument_group("figures")
-    options.add_argument("--n", type=positive_int, default=10, help="examples per reconstruction figure (default: 10)")
-    options.add_argument("--projection", choices=["pca", "tsne"], default="pca",
-                         help="2-D view of a larger latent in the scatter (default: pca)")
-    options.add_argument("--dims", type=int_list_flag(2), metavar="I,J",
+    default = PlotOptions()  # the flags' defaults are its fields'
+    options.add_argument("--n", type=positive_int, default=default.n, help=f"examples per reconstruction figure (default: {default.n})")
+    options.add_argument("--projection", choices=get_args(Projection), default=default.projection,
+                         help=f"2-D view of a larger latent in the scatter (default: {default.projection})")
+    options.add_argument("--dims", type=int_list_flag(2), metavar="I,J", default=default.dims,
                          help="latent dimensions (from 0) for the grids of a latent larger than 2-D "
                          "(default: the top two principal directions of the encoded data)")
-    options.add_argument("--grid", type=positive_int, default=20, help="side of the linear grid (default: 20)")
-    options.add_argument("--range", type=range_flag, default=(-4.0, 4.0), metavar="LO,HI",
-                         help="range of the linear grid on both axes, e.g. --range=-6,6 (default: -4,4)")
-    options.add_argument("--ppf-sizes", type=int_list_flag(), default=(24, 30, 60, 100), metavar="N,...",
-                         help="sides of the grids at percentiles of N(0, 1) (default: 24,30,60,100)")
-    options.add_argument("--steps", type=positive_int, default=10, help="images in the interpolation (default: 10)")
-    options.add_argument("--spherical", action="store_true", help="interpolate on the great circle, not the line")
-    options.add_argument("--order", type=int_list_flag(), metavar="LABEL,...",
+    options.add_argument("--grid", type=positive_int, default=default.grid, help=f"side of the linear grid (default: {default.grid})")
+    options.add_argument("--range", dest="span", type=range_flag, default=default.span, metavar="LO,HI",
+                         help="range of the linear grid on both axes, e.g. --range=-6,6 (default: {:g},{:g})".format(*default.span))
+    options.add_argument("--ppf-sizes", type=int_list_flag(), default=default.ppf_sizes, metavar="N,...",
+                         help=f"sides of the grids at percentiles of N(0, 1) (default: {','.join(map(str, default.ppf_sizes))})")
+    options.add_argument("--steps", type=positive_int, default=default.steps, help=f"images in the interpolation (default: {default.steps})")
+    options.add_argument("--spherical", action="store_true", default=default.spherical, help="interpolate on the great circle, not the line")
+    options.add_argument("--order", type=int_list_flag(), metavar="LABEL,...", default=default.order,
                          help="labels to morph through (default: every label, highest first: 9,8,...,0)")
-    options.add_argument("--frames", type=positive_int, default=10, help="morph frames per transition (default: 10)")
-    options.add_argument("--split", choices=["train", "valid", "test"], default="test",
-                         help="split for the example, interpolation, morph and the grids' plane (default: test)")
-    options.add_argument("--seed", type=seed_flag, default=0, help="random seed for picking examples, the prior's draws and t-SNE (default: 0)")
+    options.add_argument("--frames", type=positive_int, default=default.frames, help=f"morph frames per transition (default: {default.frames})")
+    options.add_argument("--split", choices=["train", "valid", "test"], default=default.split,
+                         help=f"split for the example, interpolation, morph and the grids' plane (default: {default.split})")
+    options.add_argument("--seed", type=seed_flag, default=default.seed,
+                         help=f"random seed for picking examples, the prior's draws and t-SNE (default: {default.seed})")
     options.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where to compute (default: cpu)")
     plot.set_defaults(handler=run_plot)
 
@@ -635,9 +640,7 @@ def run_plot(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     model = load(run_dir, device=resolve_device(args.device))
     data = load_data(run_data_config(run_dir, args))
-    options = PlotOptions(n=args.n, projection=args.projection, dims=args.dims, grid=args.grid, span=args.range,
-                          ppf_sizes=args.ppf_sizes, steps=args.steps, spherical=args.spherical, order=args.order,
-                          frames=args.frames, split=args.split, seed=args.seed)
+    options = PlotOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PlotOptions)})  # one flag each
     out = Path(args.out) if args.out else run_dir / "figures"
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
