@@ -13,7 +13,7 @@ import torch
 
 import vaekit
 from vaekit import VAE, TrainConfig, VaekitError
-from vaekit.checkpoint import CHECKPOINT_FILE, atomic_write_bytes, file_sha256, load_checkpoint, load_tensors, save_tensors
+from vaekit.checkpoint import CHECKPOINT_FILE, file_sha256, load_checkpoint, load_tensors, save_tensors
 from vaekit.train import train
 
 from helpers import poison_loss
@@ -152,21 +152,6 @@ def test_a_broken_config_is_refused(saved, text):
         vaekit.load(saved)
 
 
-def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
-    target = tmp_path / "file.json"
-    atomic_write_bytes(target, b"old")
-
-    def full_disk(self, data):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_bytes", full_disk)
-    with pytest.raises(VaekitError, match="No space left"):
-        atomic_write_bytes(target, b"new")
-    monkeypatch.undo()
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["file.json"]
-
-
 def test_safetensors_failing_to_write_is_one_clear_error_and_leaves_the_old_file(tmp_path, monkeypatch):
     from safetensors import SafetensorError
 
@@ -274,22 +259,3 @@ def test_a_full_disk_during_training_is_one_clear_error_and_keeps_the_checkpoint
         train(VAE([64, 16, 2]), digits, TrainConfig(**{**config.__dict__, "epochs": 3}), run_dir=first.run_dir)
     monkeypatch.setattr(checkpoint_module.os, "fsync", real_fsync)
     assert (first.run_dir / CHECKPOINT_FILE).read_bytes() == before
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux shows a process's umask in /proc")
-def test_the_umask_is_read_without_setting_it(monkeypatch, tmp_path):
-    """Setting the umask to read it would, for an instant, give other threads' new files the wrong mode."""
-    from vaekit.checkpoint import atomic_write_bytes, current_umask
-
-    old = os.umask(0o027)
-    try:
-        def no_setting(mask):
-            raise AssertionError("the umask was set")
-
-        monkeypatch.setattr(os, "umask", no_setting)
-        assert current_umask() == 0o027
-        atomic_write_bytes(tmp_path / "x.bin", b"x")
-        assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o640
-    finally:
-        monkeypatch.undo()
-        os.umask(old)

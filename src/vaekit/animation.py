@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from vaekit.checkpoint import atomic_write_with
+from vaekit.files import atomic_write_with
 from vaekit.errors import VaekitError
 from vaekit.images import decoded_images, encoded_means, prepare_path, to_pixels
 from vaekit.latent import LatentPlane, latent_plane, loop_path

@@ -1,4 +1,4 @@
-"""Safe files: atomic writes, and training checkpoints as one safetensors file.
+"""Training checkpoints and weights as safetensors files, written atomically and checksummed.
 
 A checkpoint holds tensors (model, optimizer state, RNG states) in safetensors and
 everything else (step, epoch, scores, optimizer hyper-parameters) as JSON in the file's
@@ -8,82 +8,18 @@ fsynced and renamed over the old one: a crash leaves the previous checkpoint who
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vaekit.errors import VaekitError
+from vaekit.files import atomic_write_with
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-
-
-def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
-    """Let write(tmp) fill a temporary file beside path, fsync it, then rename it onto path."""
-    path = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as error:
-        raise VaekitError(f"cannot write to {path.parent}: {error.strerror}") from None
-    tmp = Path(tmp_name)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a writer that was killed
-        if stale != tmp:
-            stale.unlink(missing_ok=True)
-    from safetensors import SafetensorError
-
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp (and safetensors' own replace) make 0600; the usual mode
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise VaekitError(f"cannot write {path}: {error.strerror or error}") from None
-    except SafetensorError as error:  # safetensors' writer reports a full disk so
-        raise VaekitError(f"cannot write {path}: {error}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
-
-
-def current_umask() -> int:
-    """The process's umask, read from /proc where Linux shows it: setting it to read it (the fallback) would, for an
-    instant, give files that other threads create the wrong mode."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 CHECKSUM_COVERS = "tensors and metadata"  # files written before this key covered their tensors only
@@ -109,7 +45,15 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     cpu_tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     metadata = {**(metadata or {}), "checksum_covers": CHECKSUM_COVERS}
     metadata["sha256"] = file_sha256(cpu_tensors, metadata)
-    atomic_write_with(Path(path), lambda tmp: save_file(cpu_tensors, str(tmp), metadata=metadata))
+    from safetensors import SafetensorError
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(cpu_tensors, str(tmp), metadata=metadata)
+        except SafetensorError as error:  # how safetensors' writer reports a full disk
+            raise OSError(str(error)) from None
+
+    atomic_write_with(Path(path), write)
 
 
 def load_tensors(path: Path, what: str = "safetensors file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:

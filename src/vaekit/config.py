@@ -526,7 +526,7 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON atomically: a reader never sees half a file."""
-    from vaekit.checkpoint import atomic_write_bytes
+    from vaekit.files import atomic_write_bytes
 
     atomic_write_bytes(Path(path), (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 

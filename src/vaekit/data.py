@@ -355,7 +355,7 @@ def download(url: str, destination: Path, md5: str, timeout: float = 60.0, attem
 
     A transient failure is tried again, up to `attempts` times in all, `wait`, then twice as long, and so on between tries.
     """
-    from vaekit.checkpoint import atomic_write_with
+    from vaekit.files import atomic_write_with
 
     if destination.is_file() and file_md5(destination) == md5:
         return destination
@@ -802,7 +802,7 @@ def read_image_cache(path: Path) -> np.ndarray | None:
 
 def write_image_cache(path: Path, pixels: np.ndarray) -> None:
     """Save the pixels atomically; a cache that cannot be written costs time on the next load, not this one."""
-    from vaekit.checkpoint import atomic_write_with
+    from vaekit.files import atomic_write_with
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:  # a file object, or numpy would append .npz to the name

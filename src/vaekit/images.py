@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from vaekit.checkpoint import atomic_write_with
+from vaekit.files import atomic_write_with
 from vaekit.errors import VaekitError
 
 if TYPE_CHECKING:
