@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from vaekit.files import atomic_write_with
 from vaekit.errors import VaekitError
+from vaekit.files import atomic_write_with
 from vaekit.images import decoded_images, encoded_means, prepare_path, to_pixels
 from vaekit.latent import LatentPlane, latent_plane, loop_path
-from vaekit.plots import save_latent_scatter, save_manifold_grid
+from vaekit.plots import label_name, save_latent_scatter, save_manifold_grid
 
 if TYPE_CHECKING:
     from PIL import Image, ImageFont
@@ -124,8 +124,6 @@ def morph_by_label(model: VAE, split: Split, out_dir: str | Path, order: Sequenc
 
     The typical example of a label is the one whose code lies nearest the mean code of its label.
     """
-    from vaekit.plots import label_name
-
     if split.y is None:
         raise VaekitError("a morph by label needs labels, and this data has none")
     labels = split.y.numpy()

@@ -375,44 +375,44 @@ def named(data: Splits, split: str) -> str:
     return f"{data.name} {split}".strip()
 
 
-def write_reconstructions(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
-    return [save_reconstructions(model, data[split].x, out / f"reconstructions_{split}{tag}.png", o.n, named(data, split))
+def write_reconstructions(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    return [save_reconstructions(model, data[split].x, out / f"reconstructions_{split}{tag}.png", options.n, named(data, split))
             for split in ("train", "valid", "test")]
 
 
-def write_latent(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+def write_latent(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
     return [save_latent_scatter(model, data[split].x, out / f"latent_{split}{tag}.png", data[split].y, named(data, split),
-                                o.projection, seed=o.seed, class_names=data.class_names) for split in ("train", "valid", "test")]
+                                options.projection, seed=options.seed, class_names=data.class_names) for split in ("train", "valid", "test")]
 
 
-def grid_plane(model: VAE, data: Splits, o: PlotOptions) -> LatentPlane:
+def grid_plane(model: VAE, data: Splits, options: PlotOptions) -> LatentPlane:
     if model.latent_size < 2:
         raise Skipped("a grid needs a latent of at least 2 dimensions")
-    mu = encoded_means(model, data[o.split].x) if model.latent_size > 2 else None
-    return latent_plane(model.latent_size, mu, o.dims)
+    mu = encoded_means(model, data[options.split].x) if model.latent_size > 2 else None
+    return latent_plane(model.latent_size, mu, options.dims)
 
 
-def write_manifold(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
-    plane = grid_plane(model, data, o)
-    return [save_manifold_grid(model, out / f"manifold_linear_{o.grid}x{o.grid}{tag}.png", o.grid, o.span, plane=plane)]
+def write_manifold(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    plane = grid_plane(model, data, options)
+    return [save_manifold_grid(model, out / f"manifold_linear_{options.grid}x{options.grid}{tag}.png", options.grid, options.span, plane=plane)]
 
 
-def write_manifold_ppf(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
-    plane = grid_plane(model, data, o)
-    return [save_manifold_grid(model, out / f"manifold_ppf_{n}x{n}{tag}.png", n, ppf=True, plane=plane) for n in o.ppf_sizes]
+def write_manifold_ppf(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    plane = grid_plane(model, data, options)
+    return [save_manifold_grid(model, out / f"manifold_ppf_{n}x{n}{tag}.png", n, ppf=True, plane=plane) for n in options.ppf_sizes]
 
 
-def write_interpolation(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
-    split = data[o.split]
-    a, b = pick_pair(split, o.seed)
+def write_interpolation(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    split = data[options.split]
+    a, b = pick_pair(split, options.seed)
     if split.y is None:
         what, name = f"#{a} → #{b}", f"{a}_to_{b}"
     else:
         ya, yb = int(split.y[a]), int(split.y[b])
         what = f"#{a} (label {label_name(ya, data.class_names)}) → #{b} (label {label_name(yb, data.class_names)})"
         name = f"{ya}_to_{yb}"
-    title = f"{named(data, o.split)} {what}"
-    return [save_interpolation(model, split.x[a], split.x[b], out / f"interpolation_{name}{tag}.png", o.steps, o.spherical, title)]
+    title = f"{named(data, options.split)} {what}"
+    return [save_interpolation(model, split.x[a], split.x[b], out / f"interpolation_{name}{tag}.png", options.steps, options.spherical, title)]
 
 
 def pick_pair(split: Split, seed: int) -> tuple[int, int]:
@@ -427,21 +427,21 @@ def pick_pair(split: Split, seed: int) -> tuple[int, int]:
     return a, int(rng.choice(others))
 
 
-def write_morph(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+def write_morph(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
     from vaekit.animation import morph_by_label, morph_examples
 
-    split = data[o.split]
-    if split.y is None and o.order is None:  # no labels: morph through examples drawn at random instead
+    split = data[options.split]
+    if split.y is None and options.order is None:  # no labels: morph through examples drawn at random instead
         if len(split) < 2:
             raise Skipped("the split holds fewer than two examples")
-        picks = np.sort(np.random.default_rng(o.seed).choice(len(split), min(10, len(split)), replace=False))
-        return [morph_examples(model, split.x[picks], out / f"morph_{len(picks)}_examples{tag}.gif", o.frames,
+        picks = np.sort(np.random.default_rng(options.seed).choice(len(split), min(10, len(split)), replace=False))
+        return [morph_examples(model, split.x[picks], out / f"morph_{len(picks)}_examples{tag}.gif", options.frames,
                                [f"#{i}" for i in picks])]
-    if o.order is None:
+    if options.order is None:
         if len(split.y.unique()) < 2:
-            raise Skipped(f"the {o.split} split holds one label only: nothing to morph between (give --order)")
-        note_labels_missing_from(data, o.split)
-    return [morph_by_label(model, split, out, o.order, o.frames, tag, data.class_names)]
+            raise Skipped(f"the {options.split} split holds one label only: nothing to morph between (give --order)")
+        note_labels_missing_from(data, options.split)
+    return [morph_by_label(model, split, out, options.order, options.frames, tag, data.class_names)]
 
 
 def note_labels_missing_from(data: Splits, split: str) -> None:
@@ -454,7 +454,7 @@ def note_labels_missing_from(data: Splits, split: str) -> None:
         warnings.warn(f"the {split} split holds no example of label {names}: the morph goes through the others", stacklevel=3)
 
 
-def write_training(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+def write_training(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
     from vaekit.animation import snapshot_gifs
 
     if run_dir is None:
@@ -465,14 +465,14 @@ def write_training(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str
     return paths
 
 
-def write_example(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
-    split = data[o.split]
+def write_example(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    split = data[options.split]
     label = "" if split.y is None else f" (label {label_name(int(split.y[0]), data.class_names)})"
-    return [save_example(split.x[0], data.image_shape, out / f"example_{o.split}_0.png", f"{named(data, o.split)} example #0{label}")]
+    return [save_example(split.x[0], data.image_shape, out / f"example_{options.split}_0.png", f"{named(data, options.split)} example #0{label}")]
 
 
-def write_prior(model: VAE, data: Splits, out: Path, o: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
-    return [save_prior_samples(model, out / f"prior_samples{tag}.png", seed=o.seed)]
+def write_prior(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
+    return [save_prior_samples(model, out / f"prior_samples{tag}.png", seed=options.seed)]
 
 
 WRITERS: dict[str, Callable[..., list[Path]]] = {
