@@ -258,6 +258,16 @@ def test_plot_flags_are_plot_options_one_to_one_with_its_defaults(tmp_path):
     assert (args.span, args.grid) == ((-6.0, 6.0), 7)
 
 
+def test_the_architecture_help_shows_the_default_architecture():
+    import dataclasses
+
+    from vaekit.config import ModelConfig, default_architecture
+
+    shown = next(f for f in dataclasses.fields(ModelConfig) if f.name == "architecture").metadata["shown_default"]
+    sizes = {kind: ",".join(map(str, default_architecture(1, kind)[1:])) for kind in ("mlp", "conv")}
+    assert shown == f"data size,{sizes['mlp']}; with --model conv: data size,{sizes['conv']}"
+
+
 def test_version(capsys):
     from vaekit import __version__
     from vaekit.cli import main

@@ -19,14 +19,12 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
-from vaekit.config import (FIGURE_KINDS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, from_dict, literal_choices,
-                           parse_architecture)
+from vaekit.config import (FIGURE_KINDS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, default_architecture, from_dict,
+                           literal_choices, parse_architecture)
 from vaekit.errors import VaekitError
 
 FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
-DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST
-DEFAULT_LATENT = 2
 
 
 OUT_OF_MEMORY = "out of memory: the model, the batch or the images are too large for this machine (see --arch, --batch-size, --image-size)"
@@ -244,7 +242,7 @@ def add_config_flags(group: Any, cls: type, defaults_shown: bool = True) -> None
             continue
         flag = flag_of(f.name)
         default = f.metadata.get("shown_default", f.default)
-        help_text = f.metadata.get("help", "") + (f" (default: {format_default(default)})" if defaults_shown else "")
+        help_text = f.metadata.get("help", "") + (f" (default: {default})" if defaults_shown else "")
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         annotation = hints[f.name]
         if annotation is bool:
@@ -260,12 +258,6 @@ def add_config_flags(group: Any, cls: type, defaults_shown: bool = True) -> None
         else:
             kwargs["type"] = flag_type(annotation)
         group.add_argument(flag, **kwargs)
-
-
-def format_default(value: Any) -> str:
-    if value == ():
-        return "from the data"
-    return str(value)
 
 
 def flag_type(annotation: Any) -> Any:
@@ -439,8 +431,7 @@ def run_train(args: argparse.Namespace) -> int:
         check_flags_apply({**given(args, ModelConfig), **given(args, TrainConfig)})
         data = load_data(data_config)
         model_values = given(args, ModelConfig)
-        hidden = DEFAULT_HIDDEN[model_values.get("model", "mlp")]
-        model_values.setdefault("architecture", (data.input_size, *hidden, DEFAULT_LATENT))
+        model_values.setdefault("architecture", default_architecture(data.input_size, model_values.get("model", "mlp")))
         data.check_fits(model_values["architecture"][0])  # before the model's image shape would disagree
         with seeded(train_config.seed, torch.device("cpu")):  # the initial weights come from the seed too
             model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))

@@ -25,6 +25,8 @@ Likelihood = Literal["bernoulli", "gaussian"]
 NONLINEARITIES: tuple[str, ...] = get_args(Nonlinearity)
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
+DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST
+DEFAULT_LATENT = 2
 DEFAULT_CONV_CHANNELS = (32, 64, 128)
 DEFAULT_CONV_KERNELS = (4,)
 DEFAULT_CONV_STRIDES = (2,)
@@ -60,7 +62,7 @@ class ModelConfig:
     architecture: tuple[int, ...] = _help(
         "layer sizes input,hidden...,latent, e.g. 784,500,500,2; with --model conv the hidden sizes are "
         "dense layers after the convolutions and may be left out, e.g. 3072,16",
-        shown_default="data size,500,500,2; with --model conv: data size,256,2",
+        shown_default="data size,500,500,2; with --model conv: data size,256,2",  # default_architecture's
         default=(),
     )
     nonlinearity: Nonlinearity = _help("hidden-unit nonlinearity", default="elu")
@@ -201,6 +203,11 @@ def conv_feature_sizes(image_shape: tuple[int, ...], layers: list[tuple[int, int
             )
         sizes.append((conv_output_size(h, kernel, stride), conv_output_size(w, kernel, stride)))
     return sizes
+
+
+def default_architecture(input_size: int, model: str = "mlp") -> tuple[int, ...]:
+    """The command line's architecture when --arch is not given: the data's size, DEFAULT_HIDDEN, DEFAULT_LATENT."""
+    return (input_size, *DEFAULT_HIDDEN[model], DEFAULT_LATENT)
 
 
 def validate_conv(config: ModelConfig) -> None:
