@@ -501,7 +501,7 @@ def check_numpy_magic(path: Path) -> None:
             start = handle.read(6)
     except OSError as error:
         raise VaekitError(f"cannot read {path}: {error.strerror}") from None
-    if not (start.startswith(b"\x93NUMPY") or start.startswith(b"PK\x03\x04") or start == b""):
+    if not (start.startswith((b"\x93NUMPY", b"PK\x03\x04")) or start == b""):
         raise VaekitError(f"{path} is not a .npy or .npz file (it starts with {start!r})")
 
 

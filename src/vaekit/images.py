@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from vaekit.files import atomic_write_with
 from vaekit.errors import VaekitError
+from vaekit.files import atomic_write_with
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

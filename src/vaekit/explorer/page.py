@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vaekit.files import atomic_write_bytes
 from vaekit.data import Splits, image_shape_of
 from vaekit.errors import VaekitError
 from vaekit.explorer.layers import export_decoder, float32_base64
+from vaekit.files import atomic_write_bytes
 from vaekit.latent import principal_axes
 
 DEFAULT_MAX_POINTS = 2000
