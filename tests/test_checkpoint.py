@@ -244,7 +244,7 @@ def test_an_unusable_output_folder_is_one_line(tmp_path):
 
 
 def test_a_full_disk_during_training_is_one_clear_error_and_keeps_the_checkpoint(digits, tmp_path, monkeypatch):
-    import vaekit.checkpoint as checkpoint_module
+    import vaekit.files as files_module
 
     config = TrainConfig(epochs=2, batch_size=64, out=str(tmp_path), progress=False, device="cpu")
     first = train(VAE([64, 16, 2]), digits, config)
@@ -254,8 +254,8 @@ def test_a_full_disk_during_training_is_one_clear_error_and_keeps_the_checkpoint
     def failing_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module.os, "fsync", failing_fsync)
+    monkeypatch.setattr(files_module.os, "fsync", failing_fsync)
     with pytest.raises(VaekitError, match="No space left"):
         train(VAE([64, 16, 2]), digits, TrainConfig(**{**config.__dict__, "epochs": 3}), run_dir=first.run_dir)
-    monkeypatch.setattr(checkpoint_module.os, "fsync", real_fsync)
+    monkeypatch.setattr(files_module.os, "fsync", real_fsync)
     assert (first.run_dir / CHECKPOINT_FILE).read_bytes() == before
