@@ -267,3 +267,15 @@ def test_save_refuses_to_replace_a_saved_run_unless_asked(tmp_path):
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
     other.save(tmp_path, overwrite=True)
     assert vaekit.load(tmp_path).config == other.config
+
+
+@pytest.mark.parametrize("data, message", [
+    (None, "expected examples as a tensor or an array of numbers, got NoneType"),
+    ({"x": 1}, "expected examples as a tensor or an array of numbers, got dict"),
+    (torch.zeros(2, 64, dtype=torch.complex64), "a dense tensor of real numbers, got a torch.strided torch.complex64"),  # was taken, imaginary part dropped
+    (torch.zeros(2, 64).to_sparse(), "a dense tensor of real numbers, got a torch.sparse_coo"),
+    (torch.zeros(2, 1, 1, 8, 8), "got 5 dimensions"),  # was flattened to rows without a word
+])
+def test_examples_that_are_no_dense_real_rows_or_images_are_one_clear_error(data, message):
+    with pytest.raises(VaekitError, match=message):
+        VAE([64, 8, 2]).encode(data)

@@ -273,13 +273,26 @@ def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
     """
     if hasattr(data, "x") and not torch.is_tensor(data):  # a Split of a data set: its examples
         data = data.x
-    x = torch.as_tensor(data).detach()
+    x = numeric_tensor(data)
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     if config.image_shape and tuple(x.shape) == tuple(config.image_shape):
         x = x.unsqueeze(0)  # one image
     x = check_input(x, config.input_size, config.image_shape or None)
     check_values(x, "the input", needs="the model takes values in [0, 1] (pixels 0-255 as uint8 are scaled for you)")
     check_dequantizable(x, config)
+    return x
+
+
+def numeric_tensor(data: ArrayLike) -> torch.Tensor:
+    """data as a dense real tensor of at most 4 dimensions (N, C, H, W), or one clear error."""
+    try:
+        x = torch.as_tensor(data).detach()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise VaekitError(f"expected examples as a tensor or an array of numbers, got {type(data).__name__} ({error})") from None
+    if x.is_complex() or x.layout != torch.strided or x.device.type == "meta":
+        raise VaekitError(f"expected a dense tensor of real numbers, got a {x.layout} {x.dtype} tensor on {x.device}")
+    if x.ndim > 4:
+        raise VaekitError(f"expected examples (N, D) or images (N, C, H, W), got {x.ndim} dimensions {tuple(x.shape)}")
     return x
 
 
