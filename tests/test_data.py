@@ -312,6 +312,13 @@ def test_a_busy_server_is_tried_again_and_the_file_gets_the_usual_mode(mirror, i
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # a shared cache stays readable (it was 0600)
 
 
+def test_an_empty_vaekit_cache_is_unset_not_the_current_folder(monkeypatch):
+    from vaekit.data import cache_folder
+
+    monkeypatch.setenv("VAEKIT_CACHE", "")
+    assert cache_folder() == Path.home() / ".cache" / "vaekit"
+
+
 def test_a_file_that_is_no_numpy_file_is_named_so(tmp_path):
     (tmp_path / "text.npy").write_text("hello world\n")
     with pytest.raises(VaekitError, match="text.npy is not a .npy or .npz file \\(it starts with b'hello '\\)"):

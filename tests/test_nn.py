@@ -122,3 +122,6 @@ def test_transposed_convolution_inverts_the_size_of_its_convolution(size: int, k
 def test_an_image_too_small_for_the_strides_is_a_clear_error() -> None:
     with pytest.raises(VaekitError, match=r"images of 8x8 are too small for 4 convolutions.*layer 4 would get 1x1"):
         conv_config((1, 8, 8), conv_channels=(4, 8, 16, 32))
+    with pytest.raises(VaekitError, match="a kernel of 100 is more than twice layer 1's 8x8 inputs"):
+        conv_config((1, 8, 8), conv_kernels=(100,))  # (three steps of it ran for minutes)
+    conv_config((1, 8, 8), conv_channels=(4, 8, 16), conv_kernels=(4,))  # the third layer's 4 on 2x2 inputs is fine

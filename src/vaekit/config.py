@@ -201,6 +201,9 @@ def conv_feature_sizes(image_shape: tuple[int, ...], layers: list[tuple[int, int
                 f"{[k for _, k, _ in layers]} and strides {[s for _, _, s in layers]}: layer {index} would get "
                 f"{h}x{w} inputs; use fewer --conv-channels or smaller --conv-strides"
             )
+        if kernel > 2 * max(h, w):  # it would see mostly padding, at a great cost
+            raise VaekitError(f"--conv-kernels: a kernel of {kernel} is more than twice layer {index}'s {h}x{w} inputs; "
+                              "use smaller kernels")
         sizes.append((conv_output_size(h, kernel, stride), conv_output_size(w, kernel, stride)))
     return sizes
 

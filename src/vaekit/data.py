@@ -213,7 +213,7 @@ def data_folder(config: DataConfig, probe: str) -> Path:
 
 
 def cache_folder() -> Path:
-    return Path(os.environ.get("VAEKIT_CACHE", Path.home() / ".cache" / "vaekit"))
+    return Path(os.environ.get("VAEKIT_CACHE") or Path.home() / ".cache" / "vaekit")  # (set but empty: unset)
 
 
 def find_file(folder: Path, name: str) -> Path | None:
