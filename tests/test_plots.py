@@ -468,6 +468,8 @@ def test_resumed_run_makes_its_gifs_from_the_schedule_and_its_last_step(tmp_path
     resumed = train_tiny(tmp_path, "run", 9, snapshots=True, run_dir=first.run_dir)
     assert resumed.progress.step == 9
     assert gif_frames(first.run_dir / "manifold_over_training.gif") == 7  # 1, 2, 3, 4, 6, 8, 9: the first session's 5 is off the schedule
+    kept = sorted(path.name for path in (first.run_dir / SNAPSHOT_FOLDER).glob("manifold*"))
+    assert kept == [f"manifold_ppf30_step{s:07d}.png" for s in (1, 2, 3, 4, 6, 8, 9)]  # its file goes too: none piles up
     assert len(snapshot_gifs(first.run_dir, tmp_path / "copy")) == 2
 
 

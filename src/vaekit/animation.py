@@ -207,6 +207,15 @@ def snapshot_files(run_dir: str | Path, prefix: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def drop_stale_snapshots(run_dir: str | Path, last_step: int) -> None:
+    """Delete the snapshots of earlier sessions' last steps, off the schedule (the GIFs leave them out): one per
+    session would pile up over many resumes. The schedule's and this last step's stay."""
+    for prefix in SNAPSHOT_KINDS.values():
+        for step, file in snapshot_files(run_dir, prefix):
+            if step < last_step and not is_snapshot_step(step):
+                file.unlink(missing_ok=True)
+
+
 def snapshot_gifs(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Assemble every snapshot on disk into out_dir (default: run_dir)/<kind>_over_training.gif; return them."""
     from PIL import Image

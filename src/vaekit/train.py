@@ -245,6 +245,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
         if cluster.is_main:
             if config.snapshots and not animation.is_snapshot_step(progress.step):
                 animation.save_snapshot(model, data, run_dir, progress.step)  # so the GIFs end at the last step
+                animation.drop_stale_snapshots(run_dir, progress.step)
             if config.patience and (run_dir / BEST_FILE).exists():
                 load_weights(run_dir / BEST_FILE, model)
             model.save(run_dir, overwrite=True)  # the run's own final weights
