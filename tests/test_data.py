@@ -371,6 +371,7 @@ def test_your_own_arrays_become_splits_as_a_file_of_them_would():
     (dict(x_train=np.zeros((20, 4)), x_valid=np.zeros((3, 4))), "give both x_valid and x_test, or neither"),
     (dict(x_train=np.zeros((20, 4)), x_valid=np.zeros((3, 5)), x_test=np.zeros((3, 4))), "has examples of shape"),
     (dict(x_train=np.zeros((20, 4)), y_train=np.zeros(19)), "20 examples but labels of shape"),
+    (dict(x_train=np.random.rand(30)), r"arrays must be an array of examples \(N, ...\), got shape \(30,\)"),  # not (3,) of "valid"
 ])
 def test_own_arrays_that_cannot_be_trained_on_are_refused_clearly(arguments, message):
     with pytest.raises(VaekitError, match=message):

@@ -526,8 +526,11 @@ def as_numpy(values: Any) -> np.ndarray:
 
 
 def split_arrays(x: np.ndarray, y: np.ndarray | None, valid_fraction: float, test_fraction: float, seed: int,
-                 path: Path | str) -> dict:
-    n = len(x) if x.ndim else 0
+                 path: Path | str) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """x (and y) split at random with the seed into train, valid and test: {split: (examples, labels)}."""
+    if x.ndim < 2:  # (before the split, whose pieces would be named in the message instead of what was given)
+        raise VaekitError(f"{path} must be an array of examples (N, ...), got shape {x.shape}")
+    n = len(x)
     if y is not None and np.shape(y)[:1] != (n,):
         raise VaekitError(f"{path}: {n} examples but labels of shape {np.shape(y)}")
     n_valid, n_test = max(1, int(n * valid_fraction)), max(1, int(n * test_fraction))
