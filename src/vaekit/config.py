@@ -35,6 +35,7 @@ MAX_SEED = 2**62  # the seeds of each rank and stream are offsets from it; torch
 MAX_DIST_TIMEOUT = 1e7  # seconds
 SEED_RULE = "a whole number from 0 to 2^62 - 1"  # what --seed takes, for every command
 MAX_THREADS = 1024  # asking OpenMP for many more crashes the process rather than failing
+MIN_SIGMA = 1e-6
 MIN_LEARNED_SIGMA = 1e-3  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
 
 # The figures `vaekit plot` draws (see plots.py); named with the other choices the CLI offers.
@@ -157,8 +158,8 @@ class ModelConfig:
             return
         if self.sigma is None:
             object.__setattr__(self, "sigma", DEFAULT_SIGMA)
-        if not 0 < self.sigma < float("inf"):
-            raise VaekitError(f"--sigma must be a positive number, got {self.sigma}")
+        if not MIN_SIGMA <= self.sigma < float("inf"):  # a smaller one overflows float32 in 1 / sigma^2 or underflows to 0
+            raise VaekitError(f"--sigma must be a number of at least {MIN_SIGMA}, got {self.sigma}")
         if self.learn_sigma and self.sigma < MIN_LEARNED_SIGMA:
             raise VaekitError(f"--learn-sigma keeps sigma at least {MIN_LEARNED_SIGMA}; start it there or above (--sigma), not at {self.sigma}")
 
