@@ -268,6 +268,21 @@ def test_the_architecture_help_shows_the_default_architecture():
     assert shown == f"data size,{sizes['mlp']}; with --model conv: data size,{sizes['conv']}"
 
 
+def test_a_run_of_an_earlier_version_resumes_though_todays_checks_refuse_its_saved_values(tmp_path, capsys):
+    from vaekit.cli import main
+
+    assert main(["train", "--arch", "64,8,2", "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    (run,) = tmp_path.iterdir()
+    payload = json.loads((run / "config.json").read_text())
+    payload["train"].update(out="", dist_timeout=1e9)  # as earlier versions took them: the current folder, a long wait
+    (run / "config.json").write_text(json.dumps(payload))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--dist-timeout", "1800", "--no-progress"]) == 0
+    assert "done after 22 steps" in capsys.readouterr().out
+    saved = json.loads((run / "config.json").read_text())["train"]
+    assert saved["dist_timeout"] == 1800 and saved["epochs"] == 2
+
+
 def test_version(capsys):
     from vaekit import __version__
     from vaekit.cli import main

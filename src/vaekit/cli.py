@@ -417,10 +417,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         run_dir = Path(args.resume)
-        model_values, train_config, data_config = resume_configs(run_dir)
-        overrides, data_fields = resume_overrides(args), given(args, DataConfig)
-        data_config = dataclasses.replace(data_config, **{k: v for k, v in overrides.items() if k in data_fields})
-        train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if k not in data_fields})
+        model_values, train_config, data_config = resume_configs(run_dir, resume_overrides(args))
         data = load_data(data_config)
         with seeded(train_config.seed, torch.device("cpu")):  # as the first start did, in case no checkpoint was written
             model = VAE(config=from_dict(ModelConfig, model_values))

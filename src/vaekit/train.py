@@ -10,6 +10,7 @@ validation split are kept in best.safetensors and become the run's model.safeten
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import math
@@ -567,7 +568,7 @@ def check_same_settings(run_dir: Path, model: VAE, config: TrainConfig, data: Sp
         return  # nothing to resume: the run starts again in its folder
     payload = read_run_config(run_dir)
     changed = changed_fields(from_dict(ModelConfig, payload["model"]), model.config)
-    changed += changed_fields(from_dict(TrainConfig, payload["train"]), config, (*RESUME_MAY_CHANGE, "out"))
+    changed += changed_fields(from_dict(TrainConfig, saved_train_values(payload, config)), config, (*RESUME_MAY_CHANGE, "out"))
     if data_config is not None and "data" in payload:
         changed += changed_fields(from_dict(DataConfig, payload["data"]), data_config)
     if changed:
@@ -721,8 +722,9 @@ def load_weights(path: Path, model: VAE) -> None:
     load_checked_state(model, {name: t.to(model.device) for name, t in tensors.items()}, path)
 
 
-def resume_configs(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, DataConfig]:
-    """The saved model config (as a dict), training and data configs of a run to resume.
+def resume_configs(run_dir: Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], TrainConfig, DataConfig]:
+    """The saved model config (as a dict), training and data configs of a run to resume, with the overrides (of
+    RESUME_MAY_CHANGE's fields) in place of the saved values.
 
     A run killed before its first checkpoint has none: it then restarts from step 0 in the same folder.
     """
@@ -732,7 +734,23 @@ def resume_configs(run_dir: Path) -> tuple[dict[str, Any], TrainConfig, DataConf
     if "data" not in payload:  # as `cli.run_data_config`: never guess the data
         raise VaekitError(f"{run_dir} does not record its data (it was trained from Python on data it was handed): "
                           "resume it from Python, vaekit.train(..., run_dir=...)")
-    return payload["model"], from_dict(TrainConfig, payload["train"]), from_dict(DataConfig, payload["data"])
+    overrides = overrides or {}
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+    train_values = {**saved_train_values(payload), **{k: v for k, v in overrides.items() if k not in data_fields}}
+    data_values = {**payload["data"], **{k: v for k, v in overrides.items() if k in data_fields}}
+    return payload["model"], from_dict(TrainConfig, train_values), from_dict(DataConfig, data_values)
+
+
+def saved_train_values(payload: dict[str, Any], config: TrainConfig | None = None) -> dict[str, Any]:
+    """A run's saved training settings, as today's TrainConfig takes them: an empty out (which earlier versions
+    took for the current folder) is ".", and the fields a resume may change are config's (a saved value that
+    today's checks refuse, a --dist-timeout past their limit say, is then not the run's any more)."""
+    values = {**payload["train"]}
+    if values.get("out") == "":
+        values["out"] = "."
+    if config is not None:
+        values.update({name: getattr(config, name) for name in RESUME_MAY_CHANGE if name in values})
+    return values
 
 
 # -- logging and signals -------------------------------------------------------------------------------
