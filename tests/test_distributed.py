@@ -246,3 +246,25 @@ def test_a_process_group_the_caller_made_is_left_to_the_caller(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("group kept: True") == 2
     assert "deprecated" not in result.stderr  # DDP's own notes do not reach the user
+
+
+@pytest.mark.parametrize("new_name", [True, False])
+def test_ddp_is_asked_not_to_sync_buffers_by_the_name_its_pytorch_knows(monkeypatch, new_name):
+    import torch
+    import torch.nn.parallel
+
+    from vaekit import distributed
+
+    asked = {}
+
+    class NewDDP:  # PyTorch 2.13 on
+        def __init__(self, module, device_ids=None, broadcast_buffers=None, forward_sync_buffers=None):
+            asked.update(broadcast_buffers=broadcast_buffers, forward_sync_buffers=forward_sync_buffers)
+
+    class OldDDP:  # PyTorch 2.6 to 2.12
+        def __init__(self, module, device_ids=None, broadcast_buffers=True):
+            asked.update(broadcast_buffers=broadcast_buffers)
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", NewDDP if new_name else OldDDP)
+    distributed.wrap(torch.nn.Linear(2, 2), Cluster(0, 2), torch.device("cpu"))
+    assert asked == ({"broadcast_buffers": None, "forward_sync_buffers": False} if new_name else {"broadcast_buffers": False})

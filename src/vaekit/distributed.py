@@ -9,6 +9,7 @@ N processes compute exactly what one process computes with the same global batch
 
 from __future__ import annotations
 
+import inspect
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,8 +84,10 @@ def wrap(module: torch.nn.Module, cluster: Cluster, device: torch.device) -> tor
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    # vaekit's buffers are constants: sent out once at the start, not at every step
-    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None, forward_sync_buffers=False)
+    # vaekit's buffers are constants: not sent out at every step (PyTorch 2.13 renamed the switch, deprecating the old name)
+    takes_new_name = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = {"forward_sync_buffers": False} if takes_new_name else {"broadcast_buffers": False}
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None, **no_buffer_sync)
 
 
 def local_slice(n: int, cluster: Cluster) -> slice:
