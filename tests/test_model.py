@@ -252,10 +252,14 @@ def test_save_and_load_take_the_run_folder_and_say_so_for_a_file(tmp_path):
         vaekit.load(tmp_path)
 
 
-def test_an_architecture_is_any_sequence_of_sizes():
+def test_an_architecture_is_any_sequence_of_sizes_and_counts_are_any_integers():
     import numpy as np
 
     assert VAE(np.array([64, 8, 2])).config.architecture == VAE(torch.tensor([64, 8, 2])).config.architecture == (64, 8, 2)
+    assert VAE(range(64, 0, -31)).config.architecture == (64, 33, 2)
+    model = VAE([64, 8, 2])
+    assert model.sample(np.int64(3)).shape == model.sample(torch.tensor(3)).shape == (3, 64)  # as numpy computes counts
+    assert vaekit.estimate_nll(model, torch.rand(2, 64), k=np.int64(5), max_rows=np.int64(64))["k"] == 5
 
 
 def test_save_refuses_to_replace_a_saved_run_unless_asked(tmp_path):

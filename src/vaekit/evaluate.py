@@ -33,7 +33,7 @@ from vaekit.compiling import Compiled
 from vaekit.config import SEED_RULE, is_seed
 from vaekit.distributions import VampPrior
 from vaekit.errors import VaekitError
-from vaekit.model import ArrayLike, evaluating, seeded
+from vaekit.model import ArrayLike, evaluating, seeded, whole_number
 from vaekit.objectives import elbo_terms, log_weights
 
 EVAL_BATCH = 1000
@@ -94,10 +94,11 @@ def importance_sampled_log_px(
     """
     device = model_device(model)
     max_rows = default_max_rows(device) if max_rows is None else max_rows
+    k, max_rows, seed = whole_number(k, "k"), whole_number(max_rows, "max_rows"), whole_number(seed, "seed")
     for name, value in (("k", k), ("max_rows", max_rows)):
-        if not is_whole(value) or value < 1:
+        if value < 1:
             raise VaekitError(f"{name} must be a whole number of at least 1, got {value!r}")
-    if not is_whole(seed) or not is_seed(seed):
+    if not is_seed(seed):
         raise VaekitError(f"seed must be {SEED_RULE}, got {seed!r}")
     x = model.as_examples(x)
     check_float32(model)
@@ -122,10 +123,6 @@ def importance_sampled_log_px(
     bar.close()
     ran_compiled = log_likelihood is not None and not log_likelihood.fell_back
     return ImportanceSampled(*(column.cpu() for column in columns), compiled=ran_compiled)
-
-
-def is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def prior_held(model: nn.Module) -> contextlib.AbstractContextManager:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Iterator
+import operator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,8 @@ class VAE(nn.Module):
 
     def sample(self, n: int) -> torch.Tensor:
         """n images decoded from draws of the prior on the CPU: (n, C, H, W) for an image model, else (n, D)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        n = whole_number(n, "number of samples")
+        if n < 1:
             raise VaekitError(f"number of samples must be a whole number of at least 1, got {n!r}")
         with evaluating(self), torch.no_grad():
             z = self.prior.sample(n)
@@ -240,12 +242,22 @@ class VAE(nn.Module):
         return run_dir
 
 
+def whole_number(value: Any, what: str) -> int:
+    """value as an int: a Python, numpy or 0-d tensor integer (operator.index takes them all), not a bool or a float."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise VaekitError(f"{what} must be a whole number, got {value!r}") from None
+
+
 def layer_sizes(architecture: Any) -> tuple[Any, ...]:
     """The architecture as a tuple, from any sequence (a list, a numpy array, a tensor); ModelConfig checks its sizes."""
     if architecture is None:
         return ()
     sizes = architecture.tolist() if hasattr(architecture, "tolist") else architecture
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (list, tuple)):
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
         raise VaekitError(f"architecture is a list of layer sizes such as [784, 500, 500, 2], got {architecture!r}")
     return tuple(sizes)
 
