@@ -220,7 +220,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step(digits, tmp_path, monkeypatch)
 def test_a_nan_loss_before_the_first_checkpoint_says_nothing_was_saved(digits, tmp_path, monkeypatch):
     poison_loss(monkeypatch, bad_call=2)
     config = TrainConfig(epochs=1, batch_size=64, out=str(tmp_path), progress=False, device="cpu")
-    with pytest.raises(VaekitError, match="at step 2; the run stopped and it had saved no checkpoint yet"):
+    with pytest.raises(VaekitError, match="at step 2; the run stopped and it had saved no checkpoint yet: delete .* and start a new run"):
         train(VAE([64, 16, 2]), digits, config)
 
 

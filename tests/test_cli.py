@@ -147,6 +147,7 @@ def test_help_is_useful():
         (["train", "--iwae-k", "99999999999999999999"], "expected an integer of at most 2147483647"),  # not vaekit.load(...) advice, from a command
         (["train", "--pseudo-inputs", "5"], "--pseudo-inputs applies to --prior vamp only"),
         (["train", "--lr-schedule", "plateau", "--min-lr", "0.01"], "--min-lr (0.01) must be below --lr (0.001)"),
+        (["train", "--lr-schedule", "plateau", "--lr", "1e-7"], "--min-lr (1e-06) must be below --lr (1e-07)"),
     ],
 )
 def test_mistakes_give_one_line_and_a_nonzero_exit(args, message, tmp_path):
@@ -232,6 +233,9 @@ def test_a_failing_background_thread_is_one_line_not_a_traceback(monkeypatch, ca
         thread = threading.Thread(target=lambda: open("/nonexistent/folder/events", "wb"), name="EventWriter")
         thread.start()
         thread.join()
+        quiet = threading.Thread(target=sys.exit, name="Quiet")  # a thread that ends itself says nothing, as Python's hook
+        quiet.start()
+        quiet.join()
         return 0
 
     class Parser:
@@ -243,6 +247,7 @@ def test_a_failing_background_thread_is_one_line_not_a_traceback(monkeypatch, ca
     assert vaekit.cli.main([]) == 0
     err = capsys.readouterr().err
     assert "vaekit: note: a background thread (EventWriter) failed: FileNotFoundError" in err and "Traceback" not in err
+    assert "Quiet" not in err
     assert threading.excepthook is before  # as it was
 
 

@@ -193,9 +193,10 @@ def test_labels_stored_as_whole_floats_are_labels_and_others_are_refused(tmp_pat
     np.savez(tmp_path / "float.npz", x=x, y=(np.arange(50) % 3).astype(np.float64))  # as pandas stores them
     data = load_data(DataConfig(data=str(tmp_path / "float.npz")))
     assert data.train.y.dtype == torch.int64 and set(data.train.y.tolist()) <= {0, 1, 2}
-    np.savez(tmp_path / "half.npz", x=x, y=np.arange(50) / 2)
-    with pytest.raises(VaekitError, match="labels must be .* integers, got shape .* of float64"):
-        load_data(DataConfig(data=str(tmp_path / "half.npz")))
+    for name, y in (("half", np.arange(50) / 2), ("huge", np.full(50, 1e20))):  # 1e20 would wrap round as an int64
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+        with pytest.raises(VaekitError, match="labels must be .* integers, got shape .* of float64"):
+            load_data(DataConfig(data=str(tmp_path / f"{name}.npz")))
 
 
 def test_npz_with_given_splits_and_channels_last(tmp_path):

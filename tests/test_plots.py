@@ -419,7 +419,9 @@ def test_a_morph_by_label_of_one_label_is_skipped_and_of_many_labels_has_a_short
         assert all_plots(tiny_model(GRAY), one_label, tmp_path / "one", kinds=["morph", "prior"])  # the prior's still drawn
     many = Split(data.test.x, torch.arange(len(data.test.x)) * 1000)  # a file name listing them would pass 255 bytes
     path = morph_by_label(tiny_model(GRAY), many, tmp_path, frames_per_transition=1)
-    assert path.name == f"morph_{len(many.x)}_labels.gif" and gif_frames(path) == len(many.x)
+    assert path.name.startswith(f"morph_{len(many.x)}_labels_") and gif_frames(path) == len(many.x)
+    reversed_order = morph_by_label(tiny_model(GRAY), many, tmp_path, order=many.y.tolist(), frames_per_transition=1)
+    assert reversed_order != path  # another order of as many labels: another file
 
 
 def test_all_plots_refuses_unknown_kinds_and_data_of_another_size(tmp_path):

@@ -135,6 +135,17 @@ def test_the_validation_history_is_kept_as_a_tensor_not_in_the_checkpoints_heade
     assert history_tensor(many).nbytes == 32_000_000  # a million entries: 32 MB of tensor, no JSON header (~100 MB, refused)
 
 
+def test_a_checkpoint_of_an_earlier_or_later_version_gives_its_progress():
+    from vaekit.train import history_tensor, progress_of
+
+    history = [{"step": 11, "epoch": 1, "valid_cost": 40.0, "seconds": 1.0}, {"step": 22, "epoch": 2, "valid_cost": 41.0, "seconds": 2.0}]
+    earlier = progress_of({"step": 22, "epoch": 2, "best_epoch": 1, "history": history}, None)  # JSON history, no best_step
+    assert earlier.history == history and earlier.best_step == 11  # (the figures' names take it)
+    later = progress_of({"step": 22, "epoch": 2, "best_epoch": 1, "best_step": 11, "history": [], "a_new_field": 3},
+                        history_tensor(history))
+    assert later.history == history and later.best_step == 11 and not hasattr(later, "a_new_field")
+
+
 def test_the_largest_seed_trains(small, tmp_path):
     from vaekit.config import MAX_SEED
 
@@ -148,6 +159,8 @@ def test_eval_every_validates_once_per_step_and_each_entry_has_its_own_time(smal
     assert steps == [2, 4, 6, 8, 10, 12]  # the epoch ends (4, 8, 12) once, not twice
     seconds = [entry["seconds"] for entry in result.progress.history]
     assert seconds == sorted(seconds) and len(set(seconds)) == len(seconds)
+    cut = train(VAE([64, 16, 2]), small, quick_config(tmp_path, max_steps=3, batch_size=50))  # ends mid-epoch
+    assert cut.progress.history[-1]["step"] == 3 and cut.progress.history[-1]["seconds"] > 0
 
 
 def test_resuming_on_other_examples_is_refused_and_changes_nothing(small, tmp_path):

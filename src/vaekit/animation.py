@@ -10,6 +10,7 @@ start at its first step. GIFs are written with Pillow.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import warnings
@@ -139,8 +140,8 @@ def morph_by_label(model: VAE, split: Split, out_dir: str | Path, order: Sequenc
         distance = np.linalg.norm(mu[members] - mu[members].mean(0), axis=1)
         picks.append(members[distance.argmin()])
     name = "".join(map(str, order)) if all(0 <= label <= 9 for label in order) else "_".join(map(str, order))
-    if len(name) > MAX_NAMED_ORDER:  # file names stop at 255 bytes: many labels are counted, not listed
-        name = f"{len(order)}_labels"
+    if len(name) > MAX_NAMED_ORDER:  # file names stop at 255 bytes: many labels are counted, not listed, and a
+        name = f"{len(order)}_labels_{hashlib.blake2b(name.encode(), digest_size=4).hexdigest()}"  # hash tells orders apart
     path = Path(out_dir) / f"morph_{name}{tag}.gif"
     return morph_examples(model, split.x[picks], path, frames_per_transition, [label_name(label, class_names) for label in order])
 

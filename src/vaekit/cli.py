@@ -127,6 +127,8 @@ def is_size_overflow(error: Exception) -> bool:
 
 
 def print_thread_failure(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:  # a thread that ended itself: silent, as Python's own hook leaves it
+        return
     print(f"vaekit: note: a background thread ({args.thread.name if args.thread else '?'}) failed: "
           f"{args.exc_type.__name__}: {args.exc_value}", file=sys.stderr)
 
@@ -399,8 +401,9 @@ def check_flags_apply(values: dict[str, Any]) -> None:
     for name, (setting, value) in FLAG_APPLIES_WITH.items():
         if name in values and values.get(setting) != value:
             raise VaekitError(f"--{flag_name(name)} applies to --{flag_name(setting)} {value} only")
-    if values.get("lr_schedule") == "plateau" and values.get("min_lr", 0.0) >= values.get("lr", TrainConfig.lr):
-        raise VaekitError(f"--min-lr ({values['min_lr']}) must be below --lr ({values.get('lr', TrainConfig.lr)}), or the rate never drops")
+    if values.get("lr_schedule") == "plateau" and values.get("min_lr", TrainConfig.min_lr) >= values.get("lr", TrainConfig.lr):
+        raise VaekitError(f"--min-lr ({values.get('min_lr', TrainConfig.min_lr)}) must be below --lr ({values.get('lr', TrainConfig.lr)}), "
+                          "or the rate never drops")
 
 
 def flag_name(field_name: str) -> str:
@@ -412,11 +415,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     from vaekit.data import load_data
     from vaekit.distributed import is_main_process
-    from vaekit.model import VAE, seeded
+    from vaekit.model import VAE, read_run_config, seeded
     from vaekit.train import resume_configs, stopped_early, train
 
     if args.resume is not None:
         run_dir = Path(args.resume)
+        read_run_config(run_dir)  # "not a run folder" before any word on the flags given
         model_values, train_config, data_config = resume_configs(run_dir, resume_overrides(args))
         data = load_data(data_config)
         with seeded(train_config.seed, torch.device("cpu")):  # as the first start did, in case no checkpoint was written

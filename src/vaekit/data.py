@@ -602,7 +602,7 @@ def to_labels(y: np.ndarray | None, n: int, what: str) -> torch.Tensor | None:
     if y is None:
         return None
     y = np.asarray(y)
-    if y.dtype.kind == "f" and y.shape == (n,) and np.isfinite(y).all() and (y == np.round(y)).all():
+    if y.dtype.kind == "f" and y.shape == (n,) and (np.abs(y) < 2**53).all() and (y == np.round(y)).all():
         y = y.astype(np.int64)  # whole numbers stored as floats (pandas' habit) are labels all the same
     if y.shape != (n,) or y.dtype.kind not in "iub":
         raise VaekitError(f"{what}: labels must be {n} integers, got shape {y.shape} of {y.dtype}")

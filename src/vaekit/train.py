@@ -240,6 +240,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
 
         handle_nonfinite(config, progress, run_dir, nonfinite.take())
         if not progress.history or progress.history[-1]["step"] != progress.step:
+            progress.seconds = time.perf_counter() - clock_zero
             validate(model, x_valid, config, progress, logger)  # every run ends with a validation cost
         progress.seconds = time.perf_counter() - clock_zero
         save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
@@ -436,7 +437,7 @@ def handle_nonfinite(config: TrainConfig, progress: Progress, run_dir: Path, bad
         progress.skipped_batches += count
         return
     saved = (f"its last good checkpoint in {run_dir} is intact" if (run_dir / CHECKPOINT_FILE).exists()
-             else f"it had saved no checkpoint yet ({run_dir} holds its settings only: delete it, or train it again with --resume)")
+             else f"it had saved no checkpoint yet: delete {run_dir} and start a new run")
     raise VaekitError(f"the loss or a gradient became NaN/Inf at step {first}; the run stopped and {saved} "
                       "(lower --lr, or pass --on-nonfinite skip to skip such batches)")
 
@@ -643,6 +644,18 @@ def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, sche
     save_checkpoint(run_dir / CHECKPOINT_FILE, tensors, state)
 
 
+def progress_of(saved: dict[str, Any], history: torch.Tensor | None) -> Progress:
+    """The Progress a checkpoint saved: its history from the tensor (earlier versions kept it in the JSON state, and
+    no best_step, which their history gives); fields a later version added are left out, not taken for damage."""
+    known = {f.name for f in dataclasses.fields(Progress)}
+    progress = Progress(**{name: value for name, value in saved.items() if name in known})
+    if history is not None:
+        progress.history = history_entries(history)
+    if "best_step" not in saved and progress.best_epoch:
+        progress.best_step = next((int(entry["step"]) for entry in progress.history if entry["epoch"] == progress.best_epoch), 0)
+    return progress
+
+
 HISTORY_COLUMNS = ("step", "epoch", "valid_cost", "seconds")
 
 
@@ -691,9 +704,7 @@ def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimiz
         torch.set_rng_state(tensors[f"rng.cpu.{cluster.rank}"])
         if model.device.type == "cuda" and f"rng.cuda.{cluster.rank}" in tensors:
             torch.cuda.set_rng_state(tensors[f"rng.cuda.{cluster.rank}"], model.device)
-        progress = Progress(**state["progress"])
-        if "progress.history" in tensors:  # (checkpoints of earlier versions kept it in the JSON state)
-            progress.history = history_entries(tensors["progress.history"])
+        progress = progress_of(state["progress"], tensors.get("progress.history"))
         restore_noise(noise, tensors["rng.noise"], state.get("noise_device", noise.device.type), progress.step)
         return progress
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
