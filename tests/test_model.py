@@ -1,5 +1,7 @@
 """The VAE's API: shapes, input kinds, gradients, save/load, clear errors."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -271,6 +273,13 @@ def test_save_refuses_to_replace_a_saved_run_unless_asked(tmp_path):
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
     other.save(tmp_path, overwrite=True)
     assert vaekit.load(tmp_path).config == other.config
+    started = tmp_path / "started"  # a run stopped before its first checkpoint: its config.json alone
+    trained.save(started)
+    (started / "model.safetensors").unlink()
+    payload = json.loads((started / "config.json").read_text())
+    (started / "config.json").write_text(json.dumps({**payload, "train": {}}))
+    with pytest.raises(VaekitError, match="holds a saved run already \\(config.json of a training run\\)"):
+        other.save(started)
 
 
 @pytest.mark.parametrize("data, message", [

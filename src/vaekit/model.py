@@ -228,6 +228,8 @@ class VAE(nn.Module):
         if run_dir.suffix in (".safetensors", ".json", ".pt", ".pth") or run_dir.is_file():
             raise VaekitError(f"save takes a folder, to hold {CONFIG_FILE} and {WEIGHTS_FILE}; {run_dir} is a file name")
         held = [name for name in (WEIGHTS_FILE, CHECKPOINT_FILE) if (run_dir / name).exists()]
+        if (run_dir / CONFIG_FILE).exists() and "train" in read_run_config(run_dir):
+            held.append(f"{CONFIG_FILE} of a training run")
         if held and not overwrite:
             raise VaekitError(f"{run_dir} holds a saved run already ({', '.join(held)}); save elsewhere, or pass "
                               "overwrite=True to replace its weights")
