@@ -227,8 +227,9 @@ class VAE(nn.Module):
         run_dir = Path(run_dir).expanduser()
         if run_dir.suffix in (".safetensors", ".json", ".pt", ".pth") or run_dir.is_file():
             raise VaekitError(f"save takes a folder, to hold {CONFIG_FILE} and {WEIGHTS_FILE}; {run_dir} is a file name")
+        payload = read_run_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}  # kept but for the model
         held = [name for name in (WEIGHTS_FILE, CHECKPOINT_FILE) if (run_dir / name).exists()]
-        if (run_dir / CONFIG_FILE).exists() and "train" in read_run_config(run_dir):
+        if "train" in payload:
             held.append(f"{CONFIG_FILE} of a training run")
         if held and not overwrite:
             raise VaekitError(f"{run_dir} holds a saved run already ({', '.join(held)}); save elsewhere, or pass "
@@ -238,7 +239,6 @@ class VAE(nn.Module):
         except OSError as error:
             raise VaekitError(f"cannot create {run_dir}: {error.strerror}") from None
         save_tensors(run_dir / WEIGHTS_FILE, self.state_dict(), {"format_version": str(FORMAT_VERSION)})
-        payload = read_run_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}
         payload.update({"format_version": FORMAT_VERSION, "model": to_dict(self.config)})
         write_json(run_dir / CONFIG_FILE, payload)
         return run_dir
