@@ -478,3 +478,12 @@ def test_resume_of_a_run_without_a_record_of_its_data_is_refused(tmp_path, capsy
     (run / "config.json").write_text(json.dumps(config))
     assert main(["train", "--resume", str(run), "--max-steps", "3"]) == 1
     assert "does not record its data" in capsys.readouterr().err
+
+
+def test_a_batch_larger_than_the_data_is_said_and_one_step_is_one_step(tmp_path, capsys):
+    from vaekit.cli import main
+
+    assert main(["train", "--arch", "64,8,2", "--batch-size", "5000", "--max-steps", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "the batch (5000 examples) is larger than the 1297 training examples" in captured.err + captured.out
+    assert "done after 1 step;" in captured.out

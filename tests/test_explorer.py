@@ -359,8 +359,10 @@ def test_explore_command_writes_the_page(tmp_path: Path, capsys: pytest.CaptureF
 
     assert main(["explore", str(tmp_path / "missing"), "--out", str(out)]) == 1
     assert main(["explore", str(run), "--data", str(tmp_path / "no.npz")]) == 1
+    assert main(["explore", str(run), "--data", "digits", "--out", str(out), "--port", "8123"]) == 1  # would not serve
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("vaekit: error: ") for line in err)
+    assert len(err) == 3 and all(line.startswith("vaekit: error: ") for line in err)
+    assert "--port is the port of --serve" in err[2]
 
 
 def test_explore_command_on_a_conv_gaussian_run(tmp_path: Path) -> None:

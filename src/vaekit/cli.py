@@ -147,6 +147,11 @@ def is_peer_failure(error: Exception) -> bool:
     )
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 step', '2 steps'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def vaekit_version() -> str:
     from vaekit import __version__
 
@@ -204,7 +209,7 @@ def build_parser() -> Parser:
     explore.add_argument("--points", type=positive_int, default=2000, help="encode at most this many examples (default: 2000)")
     explore.add_argument("--out", default="explorer.html", help="HTML file to write (default: explorer.html)")
     explore.add_argument("--serve", action="store_true", help="then serve the page on 127.0.0.1 until Ctrl-C")
-    explore.add_argument("--port", type=port_number, default=8000, help="port for --serve; 0 picks a free one (default: 8000)")
+    explore.add_argument("--port", type=port_number, help="port for --serve; 0 picks a free one (default: 8000)")
     explore.set_defaults(handler=run_explore)
     return parser
 
@@ -445,7 +450,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 130 if result.interrupted else 0
     last = result.progress.history[-1]["valid_cost"] if result.progress.history else float("nan")
     state = "interrupted and saved" if result.interrupted else "done"
-    print(f"vaekit: {state} after {result.progress.step} steps; validation cost {last:.2f} nats per example")
+    print(f"vaekit: {state} after {plural(result.progress.step, 'step')}; validation cost {last:.2f} nats per example")
     if result.progress.skipped_batches:
         print(f"vaekit: skipped {result.progress.skipped_batches} batches with a non-finite loss or gradient")
     if train_config.patience and result.progress.best_epoch == 0:
@@ -542,12 +547,14 @@ def run_explore(args: argparse.Namespace) -> int:
 
     if Path(args.out).suffix.lower() not in (".html", ".htm"):
         raise VaekitError(f"--out is the HTML page to write: give a name ending in .html, not {args.out}")
+    if args.port is not None and not args.serve:
+        raise VaekitError("--port is the port of --serve: give both, or neither")
     model = load(args.run)
     data = load_data(run_data_config(args.run, args))
     path = write_explorer(model, data, args.out, split=args.split, max_points=args.points, title=Path(args.run).resolve().name)
     print(f"vaekit: wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
     if args.serve:
-        serve(path, args.port)
+        serve(path, 8000 if args.port is None else args.port)
     return 0
 
 

@@ -180,6 +180,9 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     x_valid = data.valid.x.to(device)
     global_batch = config.batch_size * cluster.world_size
     steps_per_epoch = math.ceil(len(x_train) / global_batch)
+    if global_batch > len(x_train):
+        warnings.warn(f"the batch ({global_batch} examples) is larger than the {len(x_train)} training examples: "
+                      f"each epoch is one step on all of them", stacklevel=2)
     check_same_epochs(progress, len(x_train), global_batch, steps_per_epoch)
     progress.epoch_shape = (len(x_train), global_batch)
     total_steps = planned_steps(config, steps_per_epoch)
