@@ -487,3 +487,18 @@ def test_a_batch_larger_than_the_data_is_said_and_one_step_is_one_step(tmp_path,
     captured = capsys.readouterr()
     assert "the batch (5000 examples) is larger than the 1297 training examples" in captured.err + captured.out
     assert "done after 1 step;" in captured.out
+
+
+def test_train_prints_a_line_per_epoch_without_the_bar_and_python_callers_get_none(tmp_path, capsys):
+    from vaekit.cli import main
+
+    assert main(["train", "--arch", "64,8,2", "--epochs", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[1] for line in lines if line.startswith("vaekit: epoch")] == [" epoch 1/2 (step 11)", " epoch 2/2 (step 22)"]
+    (run,) = tmp_path.iterdir()
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+    assert " epoch 3/3 (step 33)" in capsys.readouterr().out
+    vaekit_module = sys.modules["vaekit"]
+    data = vaekit_module.load_data(vaekit_module.DataConfig())
+    vaekit_module.train(vaekit_module.VAE([64, 8, 2]), data, vaekit_module.TrainConfig(epochs=1, out=str(tmp_path), progress=False))
+    assert "epoch" not in capsys.readouterr().out  # the command's printing ended with the command

@@ -386,3 +386,26 @@ def test_ctrl_c_asks_to_stop_and_a_second_ctrl_c_raises_at_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handler is back
+
+
+def test_each_epoch_logs_a_line_and_train_and_valid_share_one_bound(small, tmp_path, caplog):
+    """With --beta 4 the cost trained is not the -ELBO: each epoch's line (INFO, on the "vaekit" logger), and
+    TensorBoard, give both."""
+    import logging
+    import re
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    caplog.set_level(logging.INFO, logger="vaekit")
+    result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=2, batch_size=50, beta=4.0))
+    lines = [record.getMessage() for record in caplog.records if record.name.startswith("vaekit")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2 (step 4)", "epoch 2/2 (step 8)"]
+    for line, entry in zip(lines, result.progress.history, strict=True):
+        cost, neg_elbo, valid = map(float, re.search(r"train cost (\S+) \(-ELBO (\S+)\), valid -ELBO (\S+),", line).groups())
+        assert cost > neg_elbo  # the KL weighted 4 times against once
+        assert valid == round(entry["valid_cost"], 2)
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    totals, bounds = ([event.value for event in events.Scalars(f"train/{name}")] for name in ("total", "neg_elbo"))
+    assert totals and all(total > bound for total, bound in zip(totals, bounds, strict=True))
+    assert [e.value for e in events.Scalars("valid/neg_elbo")] == [e.value for e in events.Scalars("valid/total")]

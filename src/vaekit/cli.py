@@ -8,14 +8,17 @@ line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     previous_hook = threading.excepthook
     threading.excepthook = print_thread_failure  # TensorBoard's writer thread on a full disk, say: one line, not a traceback
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), info_lines_printed():
             warnings.showwarning = print_note
             return args.handler(args)
     except VaekitError as error:
@@ -145,6 +148,29 @@ def is_peer_failure(error: Exception) -> bool:
         os.environ.get("WORLD_SIZE", "1") != "1"
         and any(sign in text for sign in ("gloo", "NCCL", "closed by peer", "timed out", "Timed out"))
     )
+
+
+class PrintedLine(logging.Handler):
+    """A log record as one 'vaekit: ...' line on stdout, above the progress bar if one is shown."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"vaekit: {record.getMessage()}", file=sys.stdout)
+
+
+@contextlib.contextmanager
+def info_lines_printed() -> Iterator[None]:
+    """While a command runs, the library's INFO lines (an epoch's costs) are printed; a Python caller's logging is its own."""
+    library_log = logging.getLogger("vaekit")
+    handler, level = PrintedLine(), library_log.level
+    library_log.addHandler(handler)
+    library_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        library_log.removeHandler(handler)
+        library_log.setLevel(level)
 
 
 def plural(n: int, noun: str) -> str:

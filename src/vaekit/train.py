@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import logging
 import math
 import signal
 import threading
@@ -44,6 +45,8 @@ except ImportError:  # Windows
 
 BEST_FILE = "best.safetensors"
 LOCK_FILE = ".lock"  # held by the process training the run
+
+log = logging.getLogger(__name__)  # one line per epoch at INFO, which `vaekit train` prints
 
 LOG_EVERY = 20  # steps between host syncs for the progress bar and TensorBoard
 
@@ -236,6 +239,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                 progress.position = 0
                 progress.seconds = time.perf_counter() - clock_zero
                 valid_cost = from_main_rank(validate(model, x_valid, config, progress, logger), cluster)  # one decision for all
+                logger.epoch_end(progress, config.epochs)
                 if record_epoch_end(progress, valid_cost) and config.patience and cluster.is_main:
                     save_weights(run_dir / BEST_FILE, model)
                 step_schedule(scheduler, valid_cost)
@@ -786,13 +790,17 @@ class Logger:
             if start_step == 0:
                 add_graph(self.writer, model, example)
         self.bar = tqdm(total=total_steps, initial=start_step, disable=not (show_bar and enabled), unit="step", dynamic_ncols=True)
-        self.sums = torch.zeros(4, device=example.device)  # cost, reconstruction, kl, steps
-        self.last_valid = math.nan
+        self.enabled = enabled
+        self.sums = torch.zeros(4, device=example.device)  # cost, reconstruction, kl, steps: since the last flush
+        self.epoch_sums = torch.zeros(4, device=example.device)  # the same since the epoch began
+        self.last_valid, self.last_valid_terms = math.nan, {"elbo": math.nan}
 
     def train_step(self, step: int, cost: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor], finite: torch.Tensor) -> None:
         """Add a step's figures to the running sums on the device, unless they were not finite."""
         values = torch.stack([cost, *terms, torch.ones_like(cost)])
-        self.sums += torch.where(finite, values, torch.zeros_like(values))
+        values = torch.where(finite, values, torch.zeros_like(values))
+        self.sums += values
+        self.epoch_sums += values
         if step % LOG_EVERY == 0:
             self.flush(step)
 
@@ -803,23 +811,37 @@ class Logger:
         if count == 0:
             return
         total, reconstruction, kl = (value / count for value in sums)
-        for name, value in (("total", total), ("reconstruction", reconstruction), ("kl", kl)):
+        for name, value in (("total", total), ("reconstruction", reconstruction), ("kl", kl), ("neg_elbo", reconstruction + kl)):
             self.writer.add_scalar(f"train/{name}", value, step)
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix(cost=f"{total:.2f}", valid=f"{self.last_valid:.2f}")
         self.sums.zero_()
 
     def valid(self, step: int, cost: float, terms: dict[str, float]) -> None:
-        """Log the validation cost (the bound being trained, as train/total is) and the ELBO's terms."""
-        self.last_valid = cost
+        """Log the validation cost (the bound trained, at full KL weight, without the L2 term) and the ELBO's terms."""
+        self.last_valid, self.last_valid_terms = cost, terms
         if self.writer is None:
             return
         self.writer.add_scalar("valid/total", cost, step)
-        if "iwae_bound" in terms:
-            self.writer.add_scalar("valid/neg_elbo", -terms["elbo"], step)
+        self.writer.add_scalar("valid/neg_elbo", -terms["elbo"], step)
         self.writer.add_scalar("valid/reconstruction", terms["reconstruction"], step)
         self.writer.add_scalar("valid/kl", terms["kl"], step)
         self.flush(step)
+
+    def epoch_end(self, progress: "Progress", epochs: int | None) -> None:
+        """Print one line for the epoch just ended: its mean training cost, the validation bound, the time."""
+        if not (self.enabled and log.isEnabledFor(logging.INFO)):  # the command line shows them; in Python, logging.basicConfig
+            self.epoch_sums.zero_()
+            return
+        *sums, count = self.epoch_sums.tolist()
+        self.epoch_sums.zero_()
+        total, reconstruction, kl = (value / count if count else math.nan for value in sums)
+        valid = f"valid -ELBO {-self.last_valid_terms['elbo']:.2f}"
+        if "iwae_bound" in self.last_valid_terms:
+            valid = f"valid -IWAE bound {-self.last_valid_terms['iwae_bound']:.2f}, {valid}"
+        of_epochs = f"/{epochs}" if epochs else ""
+        log.info(f"epoch {progress.epoch}{of_epochs} (step {progress.step}): train cost {total:.2f} "
+                 f"(-ELBO {reconstruction + kl:.2f}), {valid}, after {progress.seconds:.1f} s")
 
     def finish(self, step: int) -> None:
         self.flush(step)
