@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,6 +47,7 @@ def test_evaluate_json_reports_nats_per_example(run_dir):
     assert report["split"] == "test" and report["n"] == 250
     assert report["elbo"] < 0 and report["reconstruction"] > 0 and report["kl"] > 0
     assert abs(report["elbo"] + report["reconstruction"] + report["kl"]) < 1e-6
+    assert report["binary_data"] is False  # the digits are sixteenths: a Bernoulli's figures on them are no log p(x)
 
 
 def test_evaluate_measures_the_split_it_is_asked_for(run_dir, capsys):
@@ -63,8 +65,13 @@ def test_evaluate_measures_the_split_it_is_asked_for(run_dir, capsys):
     assert abs(reports["test"]["elbo"] - reports["valid"]["elbo"]) > 1e-3
 
 
-def test_evaluate_table(run_dir):
-    assert "reconstruction" in vaekit("evaluate", str(run_dir)).stdout
+def test_evaluate_table(run_dir, tmp_path):
+    table = vaekit("evaluate", str(run_dir)).stdout
+    assert "reconstruction" in table and "a Bernoulli on grey levels is no distribution of them" in table
+    binary = tmp_path / "binary.npy"
+    np.save(binary, (np.random.default_rng(0).random((30, 64)) > 0.5).astype(np.float32))
+    table = vaekit("evaluate", str(run_dir), "--data", str(binary)).stdout
+    assert "bits per dim" in table and "grey levels" not in table
 
 
 def test_sample_writes_a_png(run_dir, tmp_path):

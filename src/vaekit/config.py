@@ -68,7 +68,8 @@ class ModelConfig:
     )
     nonlinearity: Nonlinearity = _help("hidden-unit nonlinearity", default="elu")
     dropout: float = _help(
-        "dropout probability on dense hidden units (the original's 1 - keep_prob)", default=0.0
+        "dropout probability on the dense hidden units' outputs (vae-tf dropped weights instead, in every layer, "
+        "with keep_prob = 1 - this)", default=0.0
     )
     prior: Literal["standard", "vamp"] = _help(
         "p(z): standard normal, or a VampPrior of learned pseudo-inputs (Tomczak & Welling 2018)", default="standard"
