@@ -126,17 +126,18 @@ def test_manifold_grid_pixels_are_the_decoder_output_at_the_grid_codes(shape, pp
 def test_saved_manifold_png_holds_the_decoder_pixels_exactly(tmp_path, shape):
     model = tiny_model(shape)
     path = save_manifold_grid(model, tmp_path / "grid.png", n=5, span=(-2.0, 2.0))
-    # 8 x 8 images get 1-pixel gaps: 5 * 9 + 1 = 46 pixels a side, enlarged 17 times to 782
-    canvas, _ = manifold_canvas(model, latent_plane(2), grid_coordinates(5, (-2.0, 2.0)), padding=1)
+    # 8 x 8 images are enlarged 3 times, to 24, then get 1-pixel gaps: 5 * 25 + 1 = 126 pixels a side,
+    # the whole enlarged 6 times to 756
+    canvas, _ = manifold_canvas(model, latent_plane(2), grid_coordinates(5, (-2.0, 2.0)), padding=1, factor=3)
     scale = canvas_scale(canvas)
-    assert scale == 17
+    assert scale == 6
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))
     left, bottom = AXIS_MARGINS
-    assert pixels.shape[1] == 782 + left + RIGHT
+    assert pixels.shape[1] == 756 + left + RIGHT
     # The image sits `bottom` pixels above the figure's lower edge, `left` pixels from its left edge.
-    shown = pixels[pixels.shape[0] - bottom - 782 : pixels.shape[0] - bottom, left : left + 782]
-    expected = np.kron(to_pixels(canvas).reshape(46, 46, -1), np.ones((scale, scale, 1), np.uint8))
+    shown = pixels[pixels.shape[0] - bottom - 756 : pixels.shape[0] - bottom, left : left + 756]
+    expected = np.kron(to_pixels(canvas).reshape(126, 126, -1), np.ones((scale, scale, 1), np.uint8))
     np.testing.assert_array_equal(shown, np.broadcast_to(expected, shown.shape))
 
 
@@ -237,12 +238,14 @@ def test_each_figure_is_written_with_its_expected_size(tmp_path, shape):
     left = AXIS_MARGINS[0]
     # 10 tiles of 8 pixels with 1-pixel gaps: 91 x 19, enlarged 8 times; 130 pixels for the row names.
     assert png_size(save_reconstructions(model, data.test.x, tmp_path / "r.png"))[0] == 91 * 8 + 130 + RIGHT
-    # 20 tiles with 1-pixel gaps: 181 pixels, enlarged 4 times; 30 tiles: 271 pixels, enlarged twice
-    assert png_size(save_manifold_grid(model, tmp_path / "m.png", n=20))[0] == 181 * 4 + left + RIGHT
-    assert png_size(save_manifold_grid(model, tmp_path / "p.png", n=30, ppf=True))[0] == 271 * 2 + left + RIGHT
+    # tiles enlarged to 24 pixels, with 1-pixel gaps: 20 tiles 501 pixels, 30 tiles 751 (neither enlarged again)
+    assert png_size(save_manifold_grid(model, tmp_path / "m.png", n=20))[0] == 501 + left + RIGHT
+    assert png_size(save_manifold_grid(model, tmp_path / "p.png", n=30, ppf=True))[0] == 751 + left + RIGHT
     assert png_size(save_prior_samples(model, tmp_path / "s.png", n=100))[0] == 91 * 8 + 20 + RIGHT
-    # inputs (10 pixels each with their gaps) and 4-pixel spacers around a strip of 10 tiles: 119 pixels, times 6
-    assert png_size(save_interpolation(model, data.test.x[0], data.test.x[1], tmp_path / "i.png"))[0] == 119 * 6 + 20 + RIGHT
+    # tiles enlarged to 64 pixels: the inputs (66 each with their gaps) and 32-pixel spacers around a strip of
+    # 20 tiles (1301 pixels): 1497 pixels, wider than 1200, so the 20-pixel margins grow by 1497 / 1200 too
+    margin = round(1497 / 1200 * 20)
+    assert png_size(save_interpolation(model, data.test.x[0], data.test.x[1], tmp_path / "i.png"))[0] == 1497 + 2 * margin
     assert png_size(save_latent_scatter(model, data.test.x, tmp_path / "l.png", data.test.y)) == (800, 640)
     assert png_size(save_example(data.test.x[0], shape, tmp_path / "e.png")) == (600, 500)
 

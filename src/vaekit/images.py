@@ -53,6 +53,11 @@ def to_images(x: np.ndarray | torch.Tensor, image_shape: tuple[int, ...]) -> np.
     return images.transpose(0, 2, 1, 3).reshape(len(x), height, channels * width, 1)
 
 
+def enlarged(images: np.ndarray, factor: int) -> np.ndarray:
+    """Images (N, H, W, C) with each pixel repeated factor x factor times: bigger, with no new values."""
+    return images.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else images
+
+
 def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) -> np.ndarray:
     """Tile images (N, H, W, C) into one (rows*H, columns*W, C) array, padded with white."""
     n, height, width, channels = images.shape

@@ -29,6 +29,7 @@ from vaekit.images import (
     canvas_figure,
     decoded_images,
     encoded_means,
+    enlarged,
     heading,
     image_grid,
     image_shape_of,
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from vaekit.model import VAE
 
 SCATTER_SIZE = (8.0, 6.4)  # inches: 800 x 640 pixels
+MIN_GRID_TILE_PX = 24  # a manifold grid's tiles are at least this many pixels (vae-tf's 20 x 20 grid drew about 50)
+MIN_STRIP_TILE_PX = 64  # an interpolation's tiles are at least this many (vae-tf drew about 90 at 20 steps)
 EXAMPLE_SIZE = (6.0, 5.0)  # inches: 600 x 500 pixels
 MAX_TSNE_POINTS = 2000  # t-SNE is quadratic in time: a larger split is subsampled
 
@@ -189,24 +192,27 @@ def label_colours(classes: np.ndarray) -> dict[Any, tuple[float, ...]]:
 # -- 3. manifold grid (exploreLatent) -----------------------------------------------------------------------
 
 
-def manifold_canvas(model: VAE, plane: LatentPlane, coords: np.ndarray, padding: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def manifold_canvas(model: VAE, plane: LatentPlane, coords: np.ndarray, padding: int = 0, factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Decode the grid of codes on the plane (see latent.grid_codes).
 
-    Returns the canvas, n x n tiles with `padding` white pixels between them, and z of shape (n, n, latent).
+    Returns the canvas, n x n tiles enlarged `factor` times with `padding` white pixels between them, and z of
+    shape (n, n, latent).
     """
     z = grid_codes(plane, coords)
     n = len(coords)
-    return image_grid(decoded_images(model, z.reshape(n * n, -1)), columns=n, padding=padding), z
+    return image_grid(enlarged(decoded_images(model, z.reshape(n * n, -1)), factor), columns=n, padding=padding), z
 
 
 def save_manifold_grid(model: VAE, path: str | Path, n: int = 20, span: tuple[float, float] = (-4.0, 4.0),
                        ppf: bool = False, plane: LatentPlane | None = None, title: str = "") -> Path:
     """Decode an n x n grid of z over a linear span, or (ppf) at percentiles of N(0, 1), into one image."""
     plane = plane or latent_plane(model.latent_size)
-    # Tiny images (8 x 8 digits) have ink up to their edges: without a gap the tiles run together.
-    padding = 1 if max(image_shape_of(model)[1:]) < 16 else 0
+    # Tiny images (8 x 8 digits) have ink up to their edges: without a gap the tiles run together, and with
+    # a gap at their own size the gaps are an eighth of a large grid. So they are enlarged first, then spaced.
+    side = max(image_shape_of(model)[1:])
+    padding, factor = (1, math.ceil(MIN_GRID_TILE_PX / side)) if side < 16 else (0, 1)
     coords = grid_coordinates(n, span, ppf)
-    canvas, _ = manifold_canvas(model, plane, coords, padding)
+    canvas, _ = manifold_canvas(model, plane, coords, padding, factor)
     where = "at percentiles of N(0, 1)" if ppf else f"over [{span[0]:g}, {span[1]:g}]²"
     text = heading(title, f"decoded z on a {n}×{n} grid {where}" + (f", on {plane.description}" if plane.description else ""))
     if ppf:  # the axes are the prior's cumulative probability: every cell holds the same prior mass
@@ -228,13 +234,14 @@ def save_manifold_grid(model: VAE, path: str | Path, n: int = 20, span: tuple[fl
 # -- 4. interpolation ------------------------------------------------------------------------------------------
 
 
-def save_interpolation(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, path: str | Path, n: int = 10,
+def save_interpolation(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, path: str | Path, n: int = 20,
                        spherical: bool = False, title: str = "") -> Path:
     """A strip of n images decoded on the way from the mean of q(z|x_a) to that of q(z|x_b), the inputs at its ends."""
     x = model.as_examples(torch.stack([torch.as_tensor(x_a), torch.as_tensor(x_b)]))
     mu = encoded_means(model, x)
-    inputs = to_images(x, image_shape_of(model))
-    strip = image_grid(decoded_images(model, interpolate(mu[0], mu[1], n, spherical)), columns=n)
+    factor = math.ceil(MIN_STRIP_TILE_PX / image_shape_of(model)[1])  # a long strip is not enlarged to fit the page: its tiles are
+    inputs = enlarged(to_images(x, image_shape_of(model)), factor)
+    strip = image_grid(enlarged(decoded_images(model, interpolate(mu[0], mu[1], n, spherical)), factor), columns=n)
     ends = [image_grid(inputs[i : i + 1]) for i in (0, 1)]
     spacer = np.ones((strip.shape[0], max(2, inputs.shape[2] // 2), strip.shape[2]), np.float32)
     canvas = np.concatenate([ends[0], spacer, strip, spacer, ends[1]], axis=1)
@@ -314,7 +321,7 @@ class PlotOptions:
     grid: int = 20  # the linear grid's side
     span: tuple[float, float] = (-4.0, 4.0)  # the linear grid's range on both axes
     ppf_sizes: tuple[int, ...] = (24, 30, 60, 100)  # sides of the inverse-CDF grids
-    steps: int = 10  # images in the interpolation strip
+    steps: int = 20  # images in the interpolation strip
     spherical: bool = False  # interpolate on the great circle instead of the line
     order: tuple[int, ...] | None = None  # labels to morph through; None: every label, highest first (9, 8, ..., 0)
     frames: int = 10  # morph frames per transition
