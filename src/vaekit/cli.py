@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
-from vaekit.config import (FIGURE_KINDS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, default_architecture, from_dict,
+from vaekit.config import (FIGURE_KINDS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, check_settings_apply, default_architecture, from_dict,
                            literal_choices, parse_architecture)
 from vaekit.errors import VaekitError
 
@@ -417,26 +417,6 @@ def architecture_flag(text: str) -> tuple[int, ...]:
 # -- commands --------------------------------------------------------------------------------------------
 
 
-# flags that mean something under one setting only, and that setting: given without it, they would be ignored
-FLAG_APPLIES_WITH = {
-    "pseudo_inputs": ("prior", "vamp"),
-    "iwae_k": ("objective", "iwae"),
-    "lr_decay": ("lr_schedule", "plateau"),
-    "lr_patience": ("lr_schedule", "plateau"),
-    "min_lr": ("lr_schedule", "plateau"),
-}
-
-
-def check_flags_apply(values: dict[str, Any]) -> None:
-    """Refuse a flag given for a setting the run does not have (--iwae-k without --objective iwae, say)."""
-    for name, (setting, value) in FLAG_APPLIES_WITH.items():
-        if name in values and values.get(setting) != value:
-            raise VaekitError(f"--{flag_name(name)} applies to --{flag_name(setting)} {value} only")
-    if values.get("lr_schedule") == "plateau" and values.get("min_lr", TrainConfig.min_lr) >= values.get("lr", TrainConfig.lr):
-        raise VaekitError(f"--min-lr ({values.get('min_lr', TrainConfig.min_lr)}) must be below --lr ({values.get('lr', TrainConfig.lr)}), "
-                          "or the rate never drops")
-
-
 def flag_name(field_name: str) -> str:
     return field_name.replace("_", "-")
 
@@ -460,7 +440,7 @@ def run_train(args: argparse.Namespace) -> int:
         run_dir = None
         data_config = DataConfig(**given(args, DataConfig))
         train_config = TrainConfig(**given(args, TrainConfig))
-        check_flags_apply({**given(args, ModelConfig), **given(args, TrainConfig)})
+        check_settings_apply({**given(args, ModelConfig), **given(args, TrainConfig)})
         data = load_data(data_config)
         model_values = given(args, ModelConfig)
         model_values.setdefault("architecture", default_architecture(data.input_size, model_values.get("model", "mlp")))

@@ -22,9 +22,13 @@ from vaekit.errors import VaekitError
 Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
 ModelKind = Literal["mlp", "conv"]
 Likelihood = Literal["bernoulli", "gaussian"]
+PriorKind = Literal["standard", "vamp"]
+Objective = Literal["elbo", "iwae"]
 NONLINEARITIES: tuple[str, ...] = get_args(Nonlinearity)
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
+PRIORS: tuple[str, ...] = get_args(PriorKind)
+OBJECTIVES: tuple[str, ...] = get_args(Objective)  # each has its cost in objectives.OBJECTIVES
 DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST
 DEFAULT_LATENT = 2
 DEFAULT_CONV_CHANNELS = (32, 64, 128)
@@ -71,7 +75,7 @@ class ModelConfig:
         "dropout probability on the dense hidden units' outputs (vae-tf dropped weights instead, in every layer, "
         "with keep_prob = 1 - this)", default=0.0
     )
-    prior: Literal["standard", "vamp"] = _help(
+    prior: PriorKind = _help(
         "p(z): standard normal, or a VampPrior of learned pseudo-inputs (Tomczak & Welling 2018)", default="standard"
     )
     pseudo_inputs: int = _help("VampPrior: number K of learned pseudo-inputs", default=500)
@@ -126,8 +130,8 @@ class ModelConfig:
             raise VaekitError(f"unknown nonlinearity {self.nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}")
         if not 0.0 <= self.dropout < 1.0:
             raise VaekitError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.prior not in ("standard", "vamp"):
-            raise VaekitError(f"unknown prior {self.prior!r}; choose standard or vamp")
+        if self.prior not in PRIORS:
+            raise VaekitError(f"unknown prior {self.prior!r}; choose one of {', '.join(PRIORS)}")
         if self.pseudo_inputs < 1:
             raise VaekitError(f"--pseudo-inputs must be at least 1, got {self.pseudo_inputs}")
         if self.model == "conv":
@@ -151,7 +155,7 @@ class ModelConfig:
     def _check_likelihood(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise VaekitError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
-        if self.likelihood == "bernoulli":
+        if self.likelihood != "gaussian":
             gaussian_only = {"sigma": self.sigma is not None, "learn_sigma": self.learn_sigma, "dequantize": self.dequantize}
             for name, is_set in gaussian_only.items():
                 if is_set:
@@ -354,7 +358,7 @@ class TrainConfig:
     lr: float = _help("Adam learning rate", default=1e-3)
     l2: float = _help("L2 penalty on weights, l2 * sum(w**2) / 2, the original's lambda_l2_reg", default=0.0)
     clip: float = _help("clip each gradient value to [-clip, clip]; 0 turns clipping off", default=5.0)
-    objective: Literal["elbo", "iwae"] = _help(
+    objective: Objective = _help(
         "what to maximise: the ELBO, or the k-sample importance-weighted bound (Burda et al. 2015)", default="elbo"
     )
     iwae_k: int = _help("samples per example for --objective iwae", default=50)
@@ -453,6 +457,32 @@ class TrainConfig:
         for name in ("l2", "clip", "eval_every", "checkpoint_every", "beta", "warmup_epochs", "free_bits", "lr_patience", "min_lr", "patience"):
             if getattr(self, name) < 0:
                 raise VaekitError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+
+# settings that mean something under one choice only, and that choice: given without it, they would be ignored
+APPLIES_ONLY_WITH = {
+    "pseudo_inputs": ("prior", "vamp"),
+    "iwae_k": ("objective", "iwae"),
+    "lr_decay": ("lr_schedule", "plateau"),
+    "lr_patience": ("lr_schedule", "plateau"),
+    "min_lr": ("lr_schedule", "plateau"),
+}
+
+
+def check_settings_apply(given: dict[str, Any]) -> None:
+    """Refuse a setting given for a choice the run does not make (--iwae-k without --objective iwae, say), and a
+    plateau schedule that could never lower the rate. `given` holds the settings given, by field name."""
+    for name, (choice, value) in APPLIES_ONLY_WITH.items():
+        if name in given and given.get(choice) != value:
+            raise VaekitError(f"--{name.replace('_', '-')} applies to --{choice.replace('_', '-')} {value} only")
+    min_lr, lr = given.get("min_lr", TrainConfig.min_lr), given.get("lr", TrainConfig.lr)
+    if given.get("lr_schedule") == "plateau" and min_lr >= lr:
+        raise VaekitError(f"--min-lr ({min_lr}) must be below --lr ({lr}), or the rate never drops")
+
+
+def settings_given(config: Any) -> dict[str, Any]:
+    """The fields of a config dataclass that differ from their defaults: those a caller gave, as far as can be told."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if getattr(config, f.name) != f.default}
 
 
 def is_seed(value: int) -> bool:

@@ -85,12 +85,15 @@ class VAE(nn.Module):
     def likelihood(self, z: torch.Tensor) -> Bernoulli | Gaussian:
         """p(x|z) for latent codes z of shape (..., latent): over flat x (..., D)."""
         logits = self.decoder(z)
-        if self.config.likelihood == "bernoulli":
-            return Bernoulli(logits)
-        log_sigma = self.likelihood_log_sigma  # a fixed sigma is the one asked for; a learned one has a floor
-        if self.config.learn_sigma:
-            log_sigma = log_sigma.clamp(min=math.log(MIN_LEARNED_SIGMA))
-        return Gaussian(logits, log_sigma, levels=PIXEL_LEVELS if self.config.dequantize else None)
+        match self.config.likelihood:
+            case "bernoulli":
+                return Bernoulli(logits)
+            case "gaussian":
+                log_sigma = self.likelihood_log_sigma  # a fixed sigma is the one asked for; a learned one has a floor
+                if self.config.learn_sigma:
+                    log_sigma = log_sigma.clamp(min=math.log(MIN_LEARNED_SIGMA))
+                return Gaussian(logits, log_sigma, levels=PIXEL_LEVELS if self.config.dequantize else None)
+        raise VaekitError(f"no likelihood {self.config.likelihood!r} here")  # a name added to config.Likelihood alone
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One stochastic pass: (logits of p(x|z), mu, log_sigma) with z drawn from q(z|x)."""
@@ -186,10 +189,13 @@ class VAE(nn.Module):
         (see `distributions.bits_per_dim`); a Bernoulli on grey levels or a Gaussian on
         undequantised pixels is no probability of the data, so there is no such number.
         """
-        if self.config.likelihood == "gaussian":
-            return bits_per_dim(nll_nats, self.input_size, PIXEL_LEVELS) if self.config.dequantize else None
-        binary = bool(((x == 0) | (x == 1)).all())
-        return bits_per_dim(nll_nats, self.input_size) if binary else None
+        match self.config.likelihood:
+            case "gaussian":
+                return bits_per_dim(nll_nats, self.input_size, PIXEL_LEVELS) if self.config.dequantize else None
+            case "bernoulli":
+                binary = bool(((x == 0) | (x == 1)).all())
+                return bits_per_dim(nll_nats, self.input_size) if binary else None
+        return None  # a likelihood not known here: no claim
 
     def _batched(
         self, data: ArrayLike, width: int, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], latent: bool = False
@@ -267,9 +273,12 @@ def layer_sizes(architecture: Any) -> tuple[Any, ...]:
 def make_prior(config: ModelConfig, encoder: nn.Module) -> StandardNormal | VampPrior:
     """p(z) as the config names it; a VampPrior shares the encoder, without its dropout: the prior is one
     distribution, the same in training as in evaluation, not a new random mixture at every step."""
-    if config.prior == "vamp":  # a partial, not a closure: a deep copy of the model then uses the copy's encoder
-        return VampPrior(functools.partial(encoded_without_dropout, encoder), config.pseudo_inputs, config.input_size)
-    return StandardNormal(config.latent_size)
+    match config.prior:
+        case "vamp":  # a partial, not a closure: a deep copy of the model then uses the copy's encoder
+            return VampPrior(functools.partial(encoded_without_dropout, encoder), config.pseudo_inputs, config.input_size)
+        case "standard":
+            return StandardNormal(config.latent_size)
+    raise VaekitError(f"no prior {config.prior!r} here")  # a name added to config.PriorKind alone
 
 
 def encoded_without_dropout(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

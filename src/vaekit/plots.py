@@ -301,9 +301,12 @@ def prior_draws(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def prior_name(model: VAE) -> str:
-    if model.config.prior == "vamp":
-        return f"(a VampPrior of {model.config.pseudo_inputs} pseudo-inputs)"
-    return "N(0, I)"
+    match model.config.prior:
+        case "vamp":
+            return f"(a VampPrior of {model.config.pseudo_inputs} pseudo-inputs)"
+        case "standard":
+            return "N(0, I)"
+    return model.config.prior
 
 
 # -- all of them (all_plots) ---------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ import torch
 
 from vaekit import animation, distributed, fused
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_tensors, save_checkpoint, save_tensors
-from vaekit.config import RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, changed_fields, from_dict, to_dict, write_json
+from vaekit.config import (RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, changed_fields, check_settings_apply, from_dict,
+                           settings_given, to_dict, write_json)
 from vaekit.data import Splits, check_values, examples_digest
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
@@ -101,6 +102,8 @@ def train(
     if run_dir is not None:
         check_resumable(Path(run_dir))
         check_same_settings(Path(run_dir), model, config, data, data_config or data.config)
+    else:  # (a resumed run keeps what it was started with)
+        check_settings_apply(settings_given(config))
     cluster, device = distributed.setup(resolve_device(config.device), config.dist_timeout)
     try:
         # each rank its own stream (dropout masks, dequantisation noise) for its own examples; rank 0's is one
