@@ -264,3 +264,21 @@ def test_training_follows_autograds_run(digits, tmp_path):
         result = train(model, digits, quick_config(tmp_path / str(fused), epochs=2, l2=1e-3, fused=fused))
         weights.append(torch.cat([p.detach().flatten() for p in result.model.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=2e-4)
+
+
+@pytest.mark.parametrize("nonlinearity", ["elu", "relu", "tanh"])
+def test_the_gradient_is_autograds_far_from_the_initial_weights(digits, nonlinearity):
+    """Where a change to the networks' or distributions' code that the hand-written path does not repeat
+    (a clamp on log sigma, say) would show: saturated units, confident logits, very wide and very narrow q(z|x)."""
+    model = VAE([64, 32, 16, 4], nonlinearity=nonlinearity)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(4)
+        model.encoder.log_sigma.bias.copy_(torch.tensor([4.0, -8.0, 2.5, -3.0]))
+    fixed_noise(model)
+    x = digits.train.x[:50]
+    expected_cost, expected = autograd_gradients(model, x, beta=1.0, l2=0.0)
+    cost, grads = fused_gradients(model, x, beta=1.0, l2=0.0)
+    torch.testing.assert_close(cost, expected_cost, rtol=1e-5, atol=1e-4)
+    for (name, _), got, want in zip(model.named_parameters(), grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
