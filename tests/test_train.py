@@ -23,7 +23,7 @@ def params(model):
 
 def test_short_training_lowers_the_validation_cost(digits, tmp_path):
     model = VAE([64, 64, 2])
-    before = -float(model.elbo(digits.valid.x).mean())
+    before = -float(vaekit.elbo(model, digits.valid.x).mean())
     result = train(model, digits, quick_config(tmp_path, epochs=5))
     history = [h["valid_cost"] for h in result.progress.history]
     assert len(history) == 5

@@ -11,7 +11,7 @@
 from vaekit.config import DataConfig, ModelConfig, TrainConfig
 from vaekit.data import Splits, load_data
 from vaekit.errors import VaekitError
-from vaekit.evaluate import estimate_nll
+from vaekit.evaluate import elbo, estimate_nll
 from vaekit.model import VAE, load
 from vaekit.train import TrainResult, train
 
@@ -25,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "VaekitError",
+    "elbo",
     "estimate_nll",
     "load",
     "load_data",

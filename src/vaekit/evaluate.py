@@ -33,7 +33,7 @@ from vaekit.compiling import Compiled
 from vaekit.config import SEED_RULE, is_seed
 from vaekit.distributions import VampPrior
 from vaekit.errors import VaekitError
-from vaekit.model import ArrayLike, evaluating, seeded, whole_number
+from vaekit.model import VAE, ArrayLike, evaluating, seeded, whole_number
 from vaekit.objectives import elbo_terms, log_weights
 
 EVAL_BATCH = 1000
@@ -47,6 +47,13 @@ MAX_ROWS = 1024
 # launches per example (not measured: no GPU has been lent to this project yet).
 MAX_ROWS_CUDA = 16384
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2
+
+
+def elbo(model: VAE, x: ArrayLike) -> ArrayLike:
+    """Per-example evidence lower bound on log p(x) in nats, one draw of z each (from the caller's random
+    stream), shape (N,); x as the model's methods take it, numpy in, numpy out."""
+    (bound,) = model.batched(x, model.input_size, lambda batch: (elbo_terms(model, batch).elbo,))
+    return bound
 
 
 def average_elbo_terms(model: nn.Module, x: ArrayLike, batch_size: int = EVAL_BATCH, seed: int = 0) -> dict[str, float]:

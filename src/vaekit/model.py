@@ -1,7 +1,8 @@
 """The VAE: encode x into q(z|x), decode z into p(x|z), sample from the prior; save and load.
 
-The model computes distributions, not losses: objectives live in `objectives.py`.
-The user-facing methods (`encode`, `decode`, `reconstruct`, `sample`, `elbo`) take numpy
+The model computes distributions, not losses: objectives live in `objectives.py` (and the per-example
+ELBO of the user's data, `vaekit.elbo`, in `evaluate.py`).
+The user-facing methods (`encode`, `decode`, `reconstruct`, `sample`) take numpy
 arrays or tensors, work in batches, keep no gradients, and return the kind they were given.
 
 Shapes: `posterior`, `likelihood` and `forward` work on flat (N, D) tensors for every model.
@@ -49,8 +50,8 @@ class VAE(nn.Module):
     >>> conv = VAE([3072, 16], model="conv", image_shape=(3, 32, 32), likelihood="gaussian", learn_sigma=True)
     >>> conv.sample(8).shape                     # torch.Size([8, 3, 32, 32]), pixel means in [0, 1]
 
-    Options (keyword arguments) are the fields of `vaekit.ModelConfig`. `encode`, `decode`, `reconstruct`,
-    `sample` and `elbo` run without gradients, in eval mode, in batches; for a loss of your own through the
+    Options (keyword arguments) are the fields of `vaekit.ModelConfig`. `encode`, `decode`, `reconstruct`
+    and `sample` run without gradients, in eval mode, in batches; for a loss of your own through the
     model, use `posterior(x)` (q(z|x)) and `likelihood(z)` (p(x|z)) on flat (N, D) tensors, which keep them.
     """
 
@@ -104,7 +105,7 @@ class VAE(nn.Module):
 
     def encode(self, x: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
         """(mu, log_sigma) of q(z|x), each (N, latent); x is (N, D) or (N, C, H, W)."""
-        mu, log_sigma = self._batched(x, self.input_size, lambda batch: self.encoder(batch))
+        mu, log_sigma = self.batched(x, self.input_size, lambda batch: self.encoder(batch))
         return mu, log_sigma
 
     def decode(self, z: ArrayLike | None = None) -> ArrayLike:
@@ -115,7 +116,7 @@ class VAE(nn.Module):
         if z is None:
             with evaluating(self), torch.no_grad():
                 z = self.prior.sample(1)
-        (x_mean,) = self._batched(z, self.latent_size, lambda batch: (self.likelihood(batch).mean,), latent=True)
+        (x_mean,) = self.batched(z, self.latent_size, lambda batch: (self.likelihood(batch).mean,), latent=True)
         return self._as_images(x_mean)
 
     def reconstruct(self, x: ArrayLike, sample: bool = True) -> ArrayLike:
@@ -129,7 +130,7 @@ class VAE(nn.Module):
             z = q.rsample() if sample else q.mode()
             return (self.likelihood(z).mean,)
 
-        (x_mean,) = self._batched(x, self.input_size, run)
+        (x_mean,) = self.batched(x, self.input_size, run)
         return self._as_images(x_mean)
 
     def sample(self, n: int) -> torch.Tensor:
@@ -144,13 +145,6 @@ class VAE(nn.Module):
     def as_examples(self, data: ArrayLike) -> torch.Tensor:
         """data as this model's examples, (N, D) float32: see `as_examples`."""
         return as_examples(data, self.config)
-
-    def elbo(self, x: ArrayLike) -> ArrayLike:
-        """Per-example evidence lower bound on log p(x) in nats (one draw of z), shape (N,)."""
-        from vaekit.objectives import elbo_terms
-
-        (elbo,) = self._batched(x, self.input_size, lambda batch: (elbo_terms(self, batch).elbo,))
-        return elbo
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -197,7 +191,7 @@ class VAE(nn.Module):
                 return bits_per_dim(nll_nats, self.input_size) if binary else None
         return None  # a likelihood not known here: no claim
 
-    def _batched(
+    def batched(
         self, data: ArrayLike, width: int, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], latent: bool = False
     ) -> tuple[ArrayLike, ...]:
         """Apply fn in eval mode, without gradients, over batches of rows; return numpy for numpy input.
