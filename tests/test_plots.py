@@ -22,7 +22,6 @@ from vaekit.animation import (
     is_snapshot_step,
     morph_by_label,
     morph_examples,
-    save_snapshot,
     snapshot_files,
     snapshot_gifs,
     snapshot_steps,
@@ -64,6 +63,7 @@ from vaekit.plots import (
     save_latent_scatter,
     save_manifold_grid,
     save_prior_samples,
+    save_snapshot,
     save_reconstructions,
     scatter_figure,
     strip_figure,
@@ -479,9 +479,7 @@ def test_resumed_run_makes_its_gifs_from_the_schedule_and_its_last_step(tmp_path
 
 
 def test_a_crash_while_snapshotting_a_checkpointed_step_loses_no_frame(tmp_path, monkeypatch):
-    import vaekit.animation
-
-    save_snapshot = vaekit.animation.save_snapshot
+    import vaekit.plots
 
     class Crash(Exception):
         pass
@@ -489,12 +487,13 @@ def test_a_crash_while_snapshotting_a_checkpointed_step_loses_no_frame(tmp_path,
     def crash_at_step_4(model, data, run_dir, step):
         if step == 4:  # as a SIGKILL there: had the checkpoint of step 4 been written first, no resume would draw it
             raise Crash
-        return save_snapshot(model, data, run_dir, step)
+        return real_save_snapshot(model, data, run_dir, step)
 
+    real_save_snapshot = vaekit.plots.save_snapshot
     data = random_splits(GRAY, n=64)
     config = TrainConfig(epochs=None, max_steps=6, batch_size=16, checkpoint_every=4, out=str(tmp_path), progress=False, snapshots=True)
     model = VAE(config=ModelConfig(architecture=(64, 16, 2), image_shape=GRAY))
-    monkeypatch.setattr(vaekit.animation, "save_snapshot", crash_at_step_4)
+    monkeypatch.setattr(vaekit.plots, "save_snapshot", crash_at_step_4)
     with pytest.raises(Crash):
         train(model, data, config)
     monkeypatch.undo()

@@ -1,7 +1,7 @@
 """Animated GIFs: a morph through encoded examples, and the latent space over logarithmic training time.
 
 The morph (the original's morph_numbers) loops through the codes of one example per label.
-While training with snapshots on, the trainer calls `save_snapshot` at steps round(2^(k/2)),
+While training with snapshots on, the trainer calls `plots.save_snapshot` at steps round(2^(k/2)),
 k = 0, 1, 2, ... (the original's base 2, increment 0.5), and at the last step: a 30 x 30 inverse-CDF grid and a
 scatter of the validation codes go into RUN/snapshots/, the step in each file's name, and
 `snapshot_gifs` makes one GIF of each from every snapshot on disk, so a resumed run's GIFs
@@ -23,21 +23,17 @@ import torch
 
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_with
-from vaekit.images import decoded_images, encoded_means, prepare_path, to_pixels
-from vaekit.latent import LatentPlane, latent_plane, loop_path
-from vaekit.plots import label_name, save_latent_scatter, save_manifold_grid
+from vaekit.images import decoded_images, encoded_means, label_name, prepare_path, to_pixels
+from vaekit.latent import loop_path
 
 if TYPE_CHECKING:
     from PIL import Image, ImageFont
 
-    from vaekit.data import Split, Splits
+    from vaekit.data import Split
     from vaekit.model import VAE
 
 SNAPSHOT_BASE, SNAPSHOT_INCREMENT = 2.0, 0.5
 SNAPSHOT_FOLDER = "snapshots"
-SNAPSHOT_GRID = 30  # the original's 30 x 30 inverse-CDF grid
-SNAPSHOT_POINTS = 2000  # validation examples in each scatter
-SNAPSHOT_LIMITS = (-6.0, 6.0)  # fixed axes, so that the frames can be compared (the original's)
 SNAPSHOT_KINDS = {"manifold": "manifold_ppf30", "latent": "latent_valid"}  # GIF name -> snapshot file prefix
 SNAPSHOT_FRAME_MS, LAST_FRAME_MS = 500, 2500
 MORPH_FRAME_MS, MORPH_HOLD_MS = 60, 600  # each example is held a while, so it can be recognised
@@ -165,36 +161,6 @@ def is_snapshot_step(step: int) -> bool:
         return False
     k = 2 * math.log2(step)
     return any(round(SNAPSHOT_BASE ** (j * SNAPSHOT_INCREMENT)) == step for j in range(max(0, int(k) - 1), int(k) + 3))
-
-
-def save_snapshot(model: VAE, data: Splits, run_dir: str | Path, step: int) -> list[Path]:
-    """Save the inverse-CDF grid and the validation codes at this step into run_dir/snapshots/.
-
-    Runs on its own random stream, so a run with snapshots trains exactly as one without.
-    """
-    folder = Path(run_dir) / SNAPSHOT_FOLDER
-    valid = data.valid
-    x = valid.x[:SNAPSHOT_POINTS]
-    y = None if valid.y is None else valid.y[:SNAPSHOT_POINTS]
-    devices = [model.device] if model.device.type == "cuda" else []
-    paths = []
-    with torch.random.fork_rng(devices=devices):
-        if model.latent_size >= 2:  # a 1-D latent has no plane for a grid
-            paths.append(save_manifold_grid(model, folder / f"{SNAPSHOT_KINDS['manifold']}_step{step:07d}.png",
-                                            SNAPSHOT_GRID, ppf=True, plane=snapshot_plane(model, x), title=f"step {step}"))
-        paths.append(save_latent_scatter(model, x, folder / f"{SNAPSHOT_KINDS['latent']}_step{step:07d}.png", y,
-                                         f"step {step}, {data.name} valid".strip(", "), limits=SNAPSHOT_LIMITS))
-    return paths
-
-
-def snapshot_plane(model: VAE, x: torch.Tensor) -> LatentPlane:
-    """The grid's plane: the latent itself, or the codes' top two principal directions; with fewer than two
-    validation examples (no directions of spread), the first two latent dimensions."""
-    if model.latent_size == 2:
-        return latent_plane(2)
-    if len(x) < 2:
-        return latent_plane(model.latent_size, dims=(0, 1))
-    return latent_plane(model.latent_size, encoded_means(model, x))
 
 
 def snapshot_files(run_dir: str | Path, prefix: str) -> list[tuple[int, Path]]:

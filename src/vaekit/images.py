@@ -10,6 +10,7 @@ each figure is freed once saved.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,13 @@ def encoded_means(model: VAE, x: torch.Tensor | np.ndarray) -> np.ndarray:
     """The means of q(z|x), (N, latent), as numpy; x as the model's methods take it (uint8 pixels too)."""
     mu, _ = model.encode(model.as_examples(x))
     return mu.cpu().numpy()
+
+
+def label_name(label: Any, class_names: Sequence[str]) -> str:
+    """How a figure names a label: "3: cat" where the data name their classes, else "3"."""
+    if not class_names or not 0 <= int(label) < len(class_names):
+        return str(label)
+    return f"{label}: {class_names[int(label)]}"
 
 
 # -- figure plumbing -------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 One public function per figure, each writing one PNG and returning its path:
 `save_reconstructions` (the original's plotSubset), `save_latent_scatter` (plotInLatent),
 `save_manifold_grid` (exploreLatent, linear or at percentiles of N(0, 1)), `save_interpolation`,
-`save_example` (justMNIST) and `save_prior_samples`; the GIFs (morph, latent space over training)
-are in `animation.py`. `all_plots` writes every kind, as the original's all_plots did.
+`save_example` (justMNIST) and `save_prior_samples`, and `save_snapshot`, which the trainer calls to draw the
+latent space over training; the GIFs (morph, latent space over training) are made in `animation.py`. `all_plots` writes every kind, as the original's all_plots did.
 Pixels and figure plumbing (matplotlib's Agg canvas, never pyplot) are in `images.py`.
 """
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from vaekit.animation import SNAPSHOT_FOLDER, SNAPSHOT_KINDS, morph_by_label, morph_examples, snapshot_gifs
 from vaekit.config import FIGURE_KINDS
 from vaekit.errors import VaekitError
 from vaekit.images import (
@@ -32,6 +33,7 @@ from vaekit.images import (
     enlarged,
     heading,
     image_grid,
+    label_name,
     image_shape_of,
     save_figure,
     to_images,
@@ -168,13 +170,6 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, li
     return fig
 
 
-def label_name(label: Any, class_names: Sequence[str]) -> str:
-    """How a figure names a label: "3: cat" where the data name their classes, else "3"."""
-    if not class_names or not 0 <= int(label) < len(class_names):
-        return str(label)
-    return f"{label}: {class_names[int(label)]}"
-
-
 def label_colours(classes: np.ndarray) -> dict[Any, tuple[float, ...]]:
     """A colour for each of up to 20 classes, the same in every figure: labels 0-19 by their value (so a
     split without some class colours the others as every other split does), other labels by their rank.
@@ -309,6 +304,44 @@ def prior_name(model: VAE) -> str:
     return model.config.prior
 
 
+# -- 6. the latent space over training: the snapshots the trainer takes (animation.py makes their GIFs) ----------
+
+
+SNAPSHOT_GRID = 30  # the original's 30 x 30 inverse-CDF grid
+SNAPSHOT_POINTS = 2000  # validation examples in each scatter
+SNAPSHOT_LIMITS = (-6.0, 6.0)  # fixed axes, so that the frames can be compared (the original's)
+
+
+def save_snapshot(model: VAE, data: Splits, run_dir: str | Path, step: int) -> list[Path]:
+    """Save the inverse-CDF grid and the validation codes at this step into run_dir/snapshots/.
+
+    Runs on its own random stream, so a run with snapshots trains exactly as one without.
+    """
+    folder = Path(run_dir) / SNAPSHOT_FOLDER
+    valid = data.valid
+    x = valid.x[:SNAPSHOT_POINTS]
+    y = None if valid.y is None else valid.y[:SNAPSHOT_POINTS]
+    devices = [model.device] if model.device.type == "cuda" else []
+    paths = []
+    with torch.random.fork_rng(devices=devices):
+        if model.latent_size >= 2:  # a 1-D latent has no plane for a grid
+            paths.append(save_manifold_grid(model, folder / f"{SNAPSHOT_KINDS['manifold']}_step{step:07d}.png",
+                                            SNAPSHOT_GRID, ppf=True, plane=snapshot_plane(model, x), title=f"step {step}"))
+        paths.append(save_latent_scatter(model, x, folder / f"{SNAPSHOT_KINDS['latent']}_step{step:07d}.png", y,
+                                         f"step {step}, {data.name} valid".strip(", "), limits=SNAPSHOT_LIMITS))
+    return paths
+
+
+def snapshot_plane(model: VAE, x: torch.Tensor) -> LatentPlane:
+    """The grid's plane: the latent itself, or the codes' top two principal directions; with fewer than two
+    validation examples (no directions of spread), the first two latent dimensions."""
+    if model.latent_size == 2:
+        return latent_plane(2)
+    if len(x) < 2:
+        return latent_plane(model.latent_size, dims=(0, 1))
+    return latent_plane(model.latent_size, encoded_means(model, x))
+
+
 # -- all of them (all_plots) ---------------------------------------------------------------------------------
 
 KINDS = FIGURE_KINDS  # reconstructions, latent, manifold, manifold-ppf, interpolation, morph, training, example, prior
@@ -438,7 +471,6 @@ def pick_pair(split: Split, seed: int) -> tuple[int, int]:
 
 
 def write_morph(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
-    from vaekit.animation import morph_by_label, morph_examples
 
     split = data[options.split]
     if split.y is None and options.order is None:  # no labels: morph through examples drawn at random instead
@@ -465,7 +497,6 @@ def note_labels_missing_from(data: Splits, split: str) -> None:
 
 
 def write_training(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
-    from vaekit.animation import snapshot_gifs
 
     if run_dir is None:
         raise Skipped("give the run folder to draw the latent space over training")

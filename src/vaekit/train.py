@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from vaekit import animation, distributed, fused
+from vaekit import animation, distributed, fused, plots
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from vaekit.config import (RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, changed_fields, check_settings_apply, from_dict,
                            settings_given, to_dict, write_json)
@@ -229,7 +229,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                     progress.seconds = time.perf_counter() - clock_zero
                     validate(model, x_valid, config, progress, logger)
                 if config.snapshots and cluster.is_main and animation.is_snapshot_step(progress.step):
-                    animation.save_snapshot(model, data, run_dir, progress.step)  # before the checkpoint that passes this step
+                    plots.save_snapshot(model, data, run_dir, progress.step)  # before the checkpoint that passes this step
                 if checkpoint_now:
                     save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
                 if progress.step >= total_steps or (stop_agreed_at(progress.step, i, steps_per_epoch, config, cluster)
@@ -256,7 +256,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
         save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
         if cluster.is_main:
             if config.snapshots and not animation.is_snapshot_step(progress.step):
-                animation.save_snapshot(model, data, run_dir, progress.step)  # so the GIFs end at the last step
+                plots.save_snapshot(model, data, run_dir, progress.step)  # so the GIFs end at the last step
                 animation.drop_stale_snapshots(run_dir, progress.step)
             if config.patience and (run_dir / BEST_FILE).exists():
                 load_weights(run_dir / BEST_FILE, model)

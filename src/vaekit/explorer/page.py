@@ -125,8 +125,8 @@ def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points
 
 
 def label_names(labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, str] | None:
-    """Each label of the split as the PNG figures name it ("2: cat", `plots.label_name`); None where the data name no classes."""
-    from vaekit.plots import label_name
+    """Each label of the split as the PNG figures name it ("2: cat", `images.label_name`); None where the data name no classes."""
+    from vaekit.images import label_name
 
     if not class_names:
         return None
