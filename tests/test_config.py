@@ -56,3 +56,13 @@ def test_python_train_refuses_what_the_command_refuses_before_making_a_folder(di
         with pytest.raises(VaekitError, match="never drops|applies to --objective iwae only"):
             train(VAE([64, 8, 2]), digits, config)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_objective_takes_the_settings_it_names_and_no_others():
+    """A setting an objective names but does not take (misspelt, say) fails at once, not by keeping its default."""
+    import inspect
+
+    from vaekit import objectives
+
+    for cost, takes in objectives.OBJECTIVES.values():
+        assert set(takes) == set(inspect.signature(cost).parameters) - {"model", "x"}

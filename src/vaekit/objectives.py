@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -131,22 +130,26 @@ def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
     return sum(w.pow(2).sum() for w in weights) / 2
 
 
-def elbo_cost(model: VAE, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0, batch_mean: BatchMean | None = None,
-              **_: Any) -> tuple[torch.Tensor, ElboTerms]:
+def elbo_cost(model: VAE, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0,
+              batch_mean: BatchMean | None = None) -> tuple[torch.Tensor, ElboTerms]:
     """-mean(elbo) with the KL weighted by beta (and floored per dimension by free bits, see `free_bits_kl`), and its terms."""
     q, terms = encode_and_elbo_terms(model, x)
     kl = free_bits_kl(model, q, free_bits, batch_mean) if free_bits > 0 else terms.kl.mean()
     return terms.reconstruction.mean() + beta * kl, terms
 
 
-def iwae_cost(model: VAE, x: torch.Tensor, k: int = 50, **_: Any) -> tuple[torch.Tensor, ElboTerms]:
+def iwae_cost(model: VAE, x: torch.Tensor, k: int = 50) -> tuple[torch.Tensor, ElboTerms]:
     """-mean(iwae_bound) with k samples, and the ELBO terms of its first sample (for logging)."""
     parts = log_weights(model, x, k)
     terms = ElboTerms(reconstruction=-parts.log_px_z[0].detach(), kl=(parts.log_qz_x[0] - parts.log_pz[0]).detach())
     return -log_mean_exp(parts.log_w, dim=0).mean(), terms
 
 
-OBJECTIVES: dict[str, Callable[..., tuple[torch.Tensor, ElboTerms]]] = {"elbo": elbo_cost, "iwae": iwae_cost}
+# Each objective's cost, and the settings of `loss` it takes (by name: a new objective names its own here).
+OBJECTIVES: dict[str, tuple[Callable[..., tuple[torch.Tensor, ElboTerms]], tuple[str, ...]]] = {
+    "elbo": (elbo_cost, ("beta", "free_bits", "batch_mean")),
+    "iwae": (iwae_cost, ("k",)),
+}
 
 
 def loss(
@@ -155,4 +158,6 @@ def loss(
 ) -> tuple[torch.Tensor, ElboTerms]:
     """The minibatch cost (-mean of the objective; the trainer adds the L2 penalty, `l2_penalty`) and the ELBO
     terms it came from (batch_mean: with several processes, see `free_bits_kl`)."""
-    return OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits, k=k, batch_mean=batch_mean)
+    cost, takes = OBJECTIVES[objective]
+    settings = {"beta": beta, "free_bits": free_bits, "k": k, "batch_mean": batch_mean}
+    return cost(model, x, **{name: settings[name] for name in takes})
