@@ -37,7 +37,8 @@ from vaekit.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from vaekit.errors import VaekitError
 from vaekit.evaluate import estimate_nll
-from vaekit.train import BEST_FILE, load_weights, resolve_device
+from vaekit.model import resolve_device
+from vaekit.runs import BEST_FILE, load_weights
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "binarized_mnist.json"

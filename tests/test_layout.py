@@ -18,7 +18,7 @@ LAYERS = [
     {"nn"},
     {"model"},
     {"objectives", "distributed", "images"},
-    {"fused", "evaluate", "animation"},  # the trainer's fast path; measuring a model; GIFs
+    {"fused", "evaluate", "animation", "runs"},  # the trainer's fast path; measuring a model; GIFs; a run folder
     {"plots"},
     {"train", "explorer"},  # the trainer validates (evaluate) and draws its snapshots (plots)
     {"cli"},

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import vaekit
+from vaekit.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from vaekit.config import DataConfig, TrainConfig
 from vaekit.data import Split, Splits
 from vaekit.model import VAE
@@ -70,7 +71,7 @@ def test_plateau_schedule_drops_the_rate_after_patience_epochs(data: Splits, tmp
     scripted_validation(monkeypatch, [50.0, 51.0, 52.0, 53.0], [])
     config = tiny_config(tmp_path, lr=1e-3, lr_schedule="plateau", lr_patience=1, lr_decay=0.5)
     result = train(VAE([64, 16, 2]), data, config)
-    _, state = train_module.load_checkpoint(result.run_dir / train_module.CHECKPOINT_FILE)
+    _, state = load_checkpoint(result.run_dir / CHECKPOINT_FILE)
     assert state["scheduler"]["_last_lr"] == pytest.approx([5e-4])  # epoch 2 tolerated, dropped at epoch 3
 
 
@@ -79,7 +80,7 @@ def test_plateau_schedule_and_early_stopping_agree_on_what_is_better(data: Split
     scripted_validation(monkeypatch, [-100.0, -99.995, -99.99, -100.001], [])
     config = tiny_config(tmp_path, lr=1e-3, lr_schedule="plateau", lr_patience=1, lr_decay=0.5, patience=3)
     result = train(VAE([64, 16, 2]), data, config)
-    _, state = train_module.load_checkpoint(result.run_dir / train_module.CHECKPOINT_FILE)
+    _, state = load_checkpoint(result.run_dir / CHECKPOINT_FILE)
     assert state["scheduler"]["_last_lr"] == pytest.approx([5e-4])  # two worse epochs: dropped once
     assert state["scheduler"]["num_bad_epochs"] == 0 and result.progress.bad_epochs == 0  # -100.001 is better for both
     assert result.progress.best_epoch == 4

@@ -427,7 +427,8 @@ def run_train(args: argparse.Namespace) -> int:
     from vaekit.data import load_data
     from vaekit.distributed import is_main_process
     from vaekit.model import VAE, read_run_config, seeded
-    from vaekit.train import resume_configs, stopped_early, train
+    from vaekit.runs import resume_configs
+    from vaekit.train import stopped_early, train
 
     if args.resume is not None:
         run_dir = Path(args.resume)
@@ -676,7 +677,7 @@ def trained_steps(run_dir: Path) -> int | None:
 
     from vaekit.checkpoint import CHECKPOINT_FILE
     from vaekit.model import read_run_config
-    from vaekit.train import BEST_FILE
+    from vaekit.runs import BEST_FILE
 
     try:
         with safe_open(str(run_dir / CHECKPOINT_FILE), framework="pt") as handle:
