@@ -145,10 +145,12 @@ def test_a_config_from_another_version_is_refused(saved):
         vaekit.load(saved)
 
 
-@pytest.mark.parametrize("text", ["", "{", "[]", '{"format_version": 1, "model": {"architecture": "abc"}}'])
-def test_a_broken_config_is_refused(saved, text):
+@pytest.mark.parametrize(("text", "message"), [("", "is not readable JSON"), ("{", "is not readable JSON"),
+                                               ("[]", "is not a vaekit run config"),
+                                               ('{"format_version": 1, "model": {"architecture": "abc"}}', "architecture must be a list")])
+def test_a_broken_config_is_refused(saved, text, message):
     (saved / "config.json").write_text(text)
-    with pytest.raises(VaekitError):
+    with pytest.raises(VaekitError, match=message):
         vaekit.load(saved)
 
 

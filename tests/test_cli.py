@@ -67,7 +67,10 @@ def test_evaluate_measures_the_split_it_is_asked_for(run_dir, capsys):
 
 def test_evaluate_table(run_dir, tmp_path):
     table = vaekit("evaluate", str(run_dir)).stdout
-    assert "reconstruction" in table and "a Bernoulli on grey levels is no distribution of them" in table
+    report = json.loads(vaekit("evaluate", str(run_dir), "--json").stdout)  # the same seed: the same numbers
+    for key in ("elbo", "reconstruction", "kl"):
+        assert f"  {key:<15} {report[key]:10.3f}" in table
+    assert "a Bernoulli on grey levels is no distribution of them" in table
     binary = tmp_path / "binary.npy"
     np.save(binary, (np.random.default_rng(0).random((30, 64)) > 0.5).astype(np.float32))
     table = vaekit("evaluate", str(run_dir), "--data", str(binary)).stdout
@@ -349,6 +352,10 @@ def test_resume_refuses_flags_it_would_not_apply_and_records_new_limits(tmp_path
     assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 5  # the next --resume goes on from here
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0  # --epochs alone: the new limit
     assert "done after 9 steps" in capsys.readouterr().out  # 3 epochs of 3 steps, not stopped at the old 5
+    by_epochs = quick_run(tmp_path / "more", "--epochs", "1")
+    assert main(["train", "--resume", str(by_epochs), "--max-steps", "7", "--no-progress"]) == 0  # --max-steps alone: the new limit
+    assert "done after 7 steps" in capsys.readouterr().out
+    assert json.loads((by_epochs / "config.json").read_text())["train"]["epochs"] is None
 
 
 def test_resume_may_change_what_depends_on_the_machine_and_records_it(tmp_path, capsys, shared_data):

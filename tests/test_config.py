@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers import quick_config
@@ -66,3 +68,15 @@ def test_each_objective_takes_the_settings_it_names_and_no_others():
 
     for cost, takes in objectives.OBJECTIVES.values():
         assert set(takes) == set(inspect.signature(cost).parameters) - {"model", "x"}
+
+
+def test_config_json_is_written_whole_or_not_at_all(tmp_path):
+    """write_json replaces the file (a link in its place included) rather than writing through it."""
+    from vaekit.config import write_json
+
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    link = tmp_path / "config.json"
+    link.symlink_to(other)
+    write_json(link, {"a": 1})
+    assert other.read_text() == "{}" and not link.is_symlink() and json.loads(link.read_text()) == {"a": 1}

@@ -117,10 +117,15 @@ def test_resuming_from_python_refuses_other_settings_as_the_command_line_does(di
                                    (VAE([64, 8, 2], dropout=0.5), quick_config(tmp_path, epochs=2), "dropout")]:
         with pytest.raises(VaekitError, match=f"only epochs, max_steps, .* may change on resume, not {changed}$"):
             train(model, digits, config, run_dir=first.run_dir)
+    with pytest.raises(VaekitError, match="may change on resume, not mirror$"):  # the data settings too
+        train(VAE([64, 8, 2]), digits, quick_config(tmp_path, epochs=2), DataConfig(mirror="https://example.org/mnist/"),
+              run_dir=first.run_dir)
     assert (first.run_dir / "config.json").read_bytes() == before
     resumed = train(VAE([64, 8, 2]), digits, quick_config(tmp_path / "elsewhere", epochs=2, threads=1), run_dir=first.run_dir)
     assert resumed.progress.epoch == 2 and resumed.run_dir == first.run_dir
-    assert json.loads((first.run_dir / "config.json").read_text())["train"]["out"] == str(tmp_path)  # where the run was made
+    saved = json.loads((first.run_dir / "config.json").read_text())["train"]
+    assert saved["out"] == str(tmp_path)  # where the run was made
+    assert saved["epochs"] == 2 and saved["threads"] == 1  # the limits and machine settings it goes on with
 
 
 def test_the_validation_history_is_kept_as_a_tensor_not_in_the_checkpoints_header(small, tmp_path):
@@ -237,8 +242,10 @@ def test_l2_penalty_shrinks_weights(digits, tmp_path):
 
 
 def test_bad_training_options_are_refused():
-    for options in ({"batch_size": 0}, {"lr": -1.0}, {"epochs": 0}, {"max_steps": 0}, {"clip": -1.0}):
-        with pytest.raises(VaekitError):
+    for options, message in (({"batch_size": 0}, "--batch-size must be at least 1, got 0"), ({"lr": -1.0}, "--lr must be positive"),
+                             ({"epochs": 0}, "--epochs must be at least 1"), ({"max_steps": 0}, "--max-steps must be at least 1"),
+                             ({"clip": -1.0}, "--clip must not be negative")):
+        with pytest.raises(VaekitError, match=message):
             TrainConfig(**options)
 
 
@@ -258,6 +265,11 @@ def test_bad_training_options_are_refused():
     (lambda: VAE([64, 8, 2]).sample(2.5), "number of samples must be a whole number, got 2.5"),
     (lambda: vaekit.estimate_nll(VAE([64, 8, 2]), torch.rand(2, 64), k=2.5), "k must be a whole number, got 2.5"),
     (lambda: vaekit.estimate_nll(VAE([64, 8, 2]), torch.rand(2, 64), k=5, seed=-1), "seed must be a whole number from 0 to 2\\^62 - 1, got -1"),
+    (lambda: vaekit.estimate_nll(VAE([64, 8, 2]), torch.rand(2, 64), k=2, seed=2**62), "from 0 to 2\\^62 - 1, got 4611686018427387904"),
+    (lambda: TrainConfig(seed=2**62), "from 0 to 2\\^62 - 1, got 4611686018427387904"),
+    (lambda: VAE([64, 8, 2]).sample(True), "number of samples must be a whole number, got True"),
+    (lambda: vaekit.estimate_nll(VAE([64, 8, 2]), torch.rand(2, 64), k=True), "k must be a whole number, got True"),
+    (lambda: TrainConfig(dist_timeout=1e7 + 1), "at most 1e\\+07 seconds"),
 ])
 def test_options_of_the_wrong_kind_from_python_are_one_clear_error(make, message):
     with pytest.raises(VaekitError, match=message):
@@ -379,13 +391,14 @@ def test_ctrl_c_asks_to_stop_and_a_second_ctrl_c_raises_at_once():
 
     from vaekit.train import StopRequest
 
+    before = signal.getsignal(signal.SIGINT)
     with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.requested
         os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's repeated SIGTERM still waits for the step
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handler is back
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is back (ignored, under nohup)
 
 
 def test_each_epoch_logs_a_line_and_train_and_valid_share_one_bound(small, tmp_path, caplog):
@@ -409,3 +422,29 @@ def test_each_epoch_logs_a_line_and_train_and_valid_share_one_bound(small, tmp_p
     totals, bounds = ([event.value for event in events.Scalars(f"train/{name}")] for name in ("total", "neg_elbo"))
     assert totals and all(total > bound for total, bound in zip(totals, bounds, strict=True))
     assert [e.value for e in events.Scalars("valid/neg_elbo")] == [e.value for e in events.Scalars("valid/total")]
+
+
+def test_a_run_cut_mid_epoch_ends_with_a_validation_at_its_last_step(small, tmp_path):
+    result = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=None, max_steps=6, batch_size=50))  # 4 steps an epoch
+    assert [entry["step"] for entry in result.progress.history] == [4, 6]
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(small, tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda *_: "250101_000000")
+    runs = [train(VAE([64, 8, 2]), small, quick_config(tmp_path, epochs=None, max_steps=1, batch_size=50)).run_dir for _ in range(2)]
+    assert [run.name for run in runs] == ["250101_000000_vae_64_8_2", "250101_000000_vae_64_8_2_1"]
+
+
+def test_a_resumed_run_counts_the_time_of_its_earlier_sessions(small, tmp_path):
+    first = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=1, batch_size=50))
+    resumed = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=3, batch_size=50), run_dir=first.run_dir)
+    seconds = [entry["seconds"] for entry in resumed.progress.history]
+    assert seconds == sorted(seconds) and seconds[0] == first.progress.history[0]["seconds"]
+    assert resumed.progress.seconds > first.progress.seconds and resumed.progress.train_seconds > first.progress.train_seconds
+
+
+def test_an_empty_out_is_refused():
+    with pytest.raises(VaekitError, match="--out is empty"):
+        TrainConfig(out="")

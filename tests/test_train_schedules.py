@@ -157,3 +157,33 @@ def test_tensorboard_shows_each_step_once_after_a_crash_and_resume(data: Splits,
     events.Reload()
     for tag in ("train/total", "valid/total"):
         assert [event.step for event in events.Scalars(tag)] == [4, 8, 12, 16, 20, 24], tag
+
+
+def test_a_resumed_plateau_schedule_remembers_its_bad_epochs(data: Splits, tmp_path, monkeypatch) -> None:
+    """Costs that only worsen: with --lr-patience 1 the rate halves at the second bad epoch in a row (epoch 3).
+    Split at epoch 2 and resumed, the schedule must go on from its saved best and count (a fresh one would take
+    epoch 3's cost for its best and never drop the rate)."""
+    options = dict(lr=1e-3, lr_schedule="plateau", lr_patience=1, lr_decay=0.5)
+    scripted_validation(monkeypatch, [50.0, 51.0, 52.0, 53.0], [])
+    whole = train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "whole", **options))
+    _, uninterrupted = load_checkpoint(whole.run_dir / CHECKPOINT_FILE)
+    monkeypatch.undo()
+    scripted_validation(monkeypatch, [50.0, 51.0, 52.0, 53.0], [])
+    first = train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "split", **{**options, "epochs": 2}))
+    train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "split", **options), run_dir=first.run_dir)
+    _, resumed = load_checkpoint(first.run_dir / CHECKPOINT_FILE)
+    assert uninterrupted["scheduler"]["_last_lr"] == pytest.approx([1e-3 * 0.5])
+    for key in ("_last_lr", "best", "num_bad_epochs", "last_epoch"):
+        assert resumed["scheduler"][key] == uninterrupted["scheduler"][key], key
+
+
+def test_an_equal_cost_is_no_better_and_no_best_weights_are_kept_without_patience(data: Splits, tmp_path, monkeypatch) -> None:
+    snapshots: list[dict] = []
+    scripted_validation(monkeypatch, [40.0, 40.0, 40.0, 40.0], snapshots)
+    result = train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "patient", patience=2))
+    assert result.progress.epoch == 3 and result.progress.best_epoch == 1  # a tie is no improvement
+    for name, tensor in vaekit.load(result.run_dir).state_dict().items():
+        torch.testing.assert_close(tensor, snapshots[0][name])
+    monkeypatch.undo()
+    plain = train(VAE([64, 16, 2]), data, tiny_config(tmp_path / "plain", epochs=2))
+    assert not (plain.run_dir / BEST_FILE).exists()
