@@ -160,11 +160,27 @@ def test_help_is_useful():
         (["train", "--lr-schedule", "plateau", "--lr", "1e-7"], "--min-lr (1e-06) must be below --lr (1e-07)"),
     ],
 )
-def test_mistakes_give_one_line_and_a_nonzero_exit(args, message, tmp_path):
+def test_mistakes_give_one_line_and_a_nonzero_exit(args, message, tmp_path, capsys):
+    """In this process, through main() (argparse's own errors end in SystemExit), as the command runs it."""
+    from vaekit.cli import main
+
+    try:
+        code = main([*args, "--out", str(tmp_path)] if args[0] == "train" else args)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(("args", "message"), [(["train", "--epochs", "x"], "expected an integer"),
+                                               (["train", "--arch", "784,32,2", "--epochs", "1"], "64 values per example"),
+                                               (["evaluate", "/nonexistent/run"], "not a vaekit run folder")])
+def test_mistakes_in_a_process_of_their_own_exit_with_one_line(args, message, tmp_path):
     result = vaekit(*args, "--out", str(tmp_path), check=False) if args[0] == "train" else vaekit(*args, check=False)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode != 0 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
