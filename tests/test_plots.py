@@ -616,3 +616,19 @@ def test_figures_of_an_early_stopped_run_carry_the_step_of_the_weights_they_show
     best_step = next(entry["step"] for entry in progress.history if entry["epoch"] == progress.best_epoch)
     assert best_step < progress.step  # stopped after its best epoch: model.safetensors holds the best epoch's weights
     assert trained_steps(result.run_dir) == best_step
+
+
+def test_plot_options_refuse_what_no_figure_can_draw():
+    for options, message in ((dict(split="validation"), "unknown split 'validation'; choose one of train, valid, test"),
+                             (dict(dims=(1, 1)), "--dims needs two different latent dimensions"), (dict(steps=1), "at least 2 --steps")):
+        with pytest.raises(VaekitError, match=message):
+            PlotOptions(**options)
+
+
+@pytest.mark.parametrize(("flags", "message"), [(["--dims", "1"], "expected 2 comma-separated"), (["--range=2,2"], "LO < HI")])
+def test_plot_flags_of_the_wrong_shape_are_refused_by_the_parser(flags, message, capsys):
+    from vaekit.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["plot", "RUN", "--all", *flags])
+    assert message in capsys.readouterr().err

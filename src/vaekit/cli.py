@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
-from vaekit.config import (FIGURE_KINDS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, check_settings_apply, default_architecture, from_dict,
+from vaekit.config import (DEVICES, FIGURE_KINDS, SPLITS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, check_settings_apply, default_architecture, from_dict,
                            literal_choices, parse_architecture)
 from vaekit.errors import VaekitError
 
@@ -205,9 +205,9 @@ def build_parser() -> Parser:
                                    description=EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("run", metavar="RUN", type=run_folder, help="a run folder written by 'vaekit train'")
     add_config_flags(evaluate.add_argument_group("data (default: the run's own)"), DataConfig, defaults_shown=False)
-    evaluate.add_argument("--split", choices=["train", "valid", "test"], default="valid", help="which split (default: valid)")
+    evaluate.add_argument("--split", choices=SPLITS, default="valid", help="which split (default: valid)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to compute")
+    evaluate.add_argument("--device", choices=DEVICES, default="auto", help="where to compute")
     evaluate.add_argument("--nll", action="store_true", help="estimate -log p(x) by importance sampling with --k samples")
     evaluate.add_argument("--k", type=positive_int, default=5000, help="importance samples per example for --nll (default: 5000)")
     evaluate.add_argument("--limit", type=positive_int, help="only the first N examples of the split (default: all)")
@@ -231,7 +231,7 @@ def build_parser() -> Parser:
                                   description=EXPLORE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     explore.add_argument("run", metavar="RUN", type=run_folder, help="a run folder written by 'vaekit train'")
     add_config_flags(explore.add_argument_group("data on the pad (default: the run's own)"), DataConfig, defaults_shown=False)
-    explore.add_argument("--split", choices=["train", "valid", "test"], default="train", help="which split to encode (default: train)")
+    explore.add_argument("--split", choices=SPLITS, default="train", help="which split to encode (default: train)")
     explore.add_argument("--points", type=positive_int, default=2000, help="encode at most this many examples (default: 2000)")
     explore.add_argument("--out", default="explorer.html", help="HTML file to write (default: explorer.html)")
     explore.add_argument("--serve", action="store_true", help="then serve the page on 127.0.0.1 until Ctrl-C")
@@ -614,11 +614,11 @@ def add_plot_command(commands: Any) -> None:
     options.add_argument("--order", type=int_list_flag(), metavar="LABEL,...", default=default.order,
                          help="labels to morph through (default: every label, highest first: 9,8,...,0)")
     options.add_argument("--frames", type=positive_int, default=default.frames, help=f"morph frames per transition (default: {default.frames})")
-    options.add_argument("--split", choices=["train", "valid", "test"], default=default.split,
+    options.add_argument("--split", choices=SPLITS, default=default.split,
                          help=f"split for the example, interpolation, morph and the grids' plane (default: {default.split})")
     options.add_argument("--seed", type=seed_flag, default=default.seed,
                          help=f"random seed for picking examples, the prior's draws and t-SNE (default: {default.seed})")
-    options.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where to compute (default: cpu)")
+    options.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute (default: cpu)")
     plot.set_defaults(handler=run_plot)
 
 

@@ -28,6 +28,10 @@ NONLINEARITIES: tuple[str, ...] = get_args(Nonlinearity)
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
 PRIORS: tuple[str, ...] = get_args(PriorKind)
+SplitName = Literal["train", "valid", "test"]
+SPLITS: tuple[str, ...] = get_args(SplitName)
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = get_args(Device)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)  # each has its cost in objectives.OBJECTIVES
 DEFAULT_HIDDEN = {"mlp": (500, 500), "conv": (256,)}  # by model kind; one dense layer helps the conv model on MNIST
 DEFAULT_LATENT = 2
@@ -383,7 +387,7 @@ class TrainConfig:
     eval_every: int = _help("also compute the validation cost every N steps (0: only at epoch ends)", default=0)
     checkpoint_every: int = _help("also checkpoint every N steps (0: only at epoch ends and the end)", default=0)
     seed: int = _help("random seed; the same seed gives the same run on CPU", default=0)
-    device: Literal["auto", "cpu", "cuda"] = _help("where to train", default="auto")
+    device: Device = _help("where to train", default="auto")
     out: str = _help("folder in which the run's own folder is created", default="runs")
     progress: bool = _help("show a progress bar", default=True)
     dist_timeout: float = _help(

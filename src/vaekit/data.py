@@ -35,10 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaekit.config import NAMED_DATA_SETS, DataConfig
+from vaekit.config import NAMED_DATA_SETS, SPLITS, DataConfig
 from vaekit.errors import VaekitError
 
-SPLITS = ("train", "valid", "test")
 
 # The four official MNIST files and their published md5 checksums.
 MNIST_FILES = {

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vaekit.animation import SNAPSHOT_FOLDER, SNAPSHOT_KINDS, morph_by_label, morph_examples, snapshot_gifs
-from vaekit.config import FIGURE_KINDS
+from vaekit.config import FIGURE_KINDS, SPLITS, SplitName
 from vaekit.errors import VaekitError
 from vaekit.images import (
     DPI,
@@ -361,7 +361,7 @@ class PlotOptions:
     spherical: bool = False  # interpolate on the great circle instead of the line
     order: tuple[int, ...] | None = None  # labels to morph through; None: every label, highest first (9, 8, ..., 0)
     frames: int = 10  # morph frames per transition
-    split: str = "test"  # the split for the example, the grids' plane, the interpolation and the morph
+    split: SplitName = "test"  # the split for the example, the grids' plane, the interpolation and the morph
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -374,6 +374,8 @@ class PlotOptions:
             raise VaekitError(f"an interpolation needs at least 2 --steps, got {self.steps}")
         if self.order is not None and len(self.order) < 2:
             raise VaekitError(f"a morph needs at least two labels in --order, got {','.join(map(str, self.order))}")
+        if self.split not in SPLITS:
+            raise VaekitError(f"unknown split {self.split!r}; choose one of {', '.join(SPLITS)}")
         if self.dims is not None and (len(set(self.dims)) != 2 or min(self.dims) < 0):
             raise VaekitError(f"--dims needs two different latent dimensions, counted from 0, got {','.join(map(str, self.dims))}")
 
@@ -420,12 +422,12 @@ def named(data: Splits, split: str) -> str:
 
 def write_reconstructions(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
     return [save_reconstructions(model, data[split].x, out / f"reconstructions_{split}{tag}.png", options.n, named(data, split))
-            for split in ("train", "valid", "test")]
+            for split in SPLITS]
 
 
 def write_latent(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
     return [save_latent_scatter(model, data[split].x, out / f"latent_{split}{tag}.png", data[split].y, named(data, split),
-                                options.projection, seed=options.seed, class_names=data.class_names) for split in ("train", "valid", "test")]
+                                options.projection, seed=options.seed, class_names=data.class_names) for split in SPLITS]
 
 
 def grid_plane(model: VAE, data: Splits, options: PlotOptions) -> LatentPlane:
@@ -488,7 +490,7 @@ def write_morph(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: 
 
 def note_labels_missing_from(data: Splits, split: str) -> None:
     """Warn of labels of the data that the split holds no example of, and that a default morph will leave out."""
-    known = set(range(len(data.class_names))) if data.class_names else {int(y) for part in ("train", "valid", "test")
+    known = set(range(len(data.class_names))) if data.class_names else {int(y) for part in SPLITS
                                                                          if data[part].y is not None for y in data[part].y.unique()}
     missing = sorted(known - {int(y) for y in data[split].y.unique()})
     if missing:
