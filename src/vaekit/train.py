@@ -235,18 +235,24 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
         progress.seconds = time.perf_counter() - clock_zero
         save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
         if cluster.is_main:
-            if config.snapshots and not animation.is_snapshot_step(progress.step):
-                plots.save_snapshot(model, data, run_dir, progress.step)  # so the GIFs end at the last step
-                animation.drop_stale_snapshots(run_dir, progress.step)
-            if config.patience and (run_dir / BEST_FILE).exists():
-                load_weights(run_dir / BEST_FILE, model)
-            model.save(run_dir, overwrite=True)  # the run's own final weights
-            if config.snapshots:
-                animation.snapshot_gifs(run_dir)
+            write_final_files(run_dir, model, data, config, progress.step)
         logger.finish(progress.step)
     distributed.finish_together(cluster)
     model.eval()  # as `load` returns a model: ready to use, no dropout
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
+
+
+def write_final_files(run_dir: Path, model: VAE, data: Splits, config: TrainConfig, step: int) -> None:
+    """The run's model.safetensors (the best weights on validation, with --patience) and, with --snapshots, the last
+    step's snapshot and the GIFs of the latent space over training."""
+    if config.snapshots and not animation.is_snapshot_step(step):
+        plots.save_snapshot(model, data, run_dir, step)  # so the GIFs end at the last step
+        animation.drop_stale_snapshots(run_dir, step)
+    if config.patience and (run_dir / BEST_FILE).exists():
+        load_weights(run_dir / BEST_FILE, model)
+    model.save(run_dir, overwrite=True)
+    if config.snapshots:
+        animation.snapshot_gifs(run_dir)
 
 
 def resume_or_start(run_dir: str | Path | None, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any,
