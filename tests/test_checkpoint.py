@@ -261,3 +261,18 @@ def test_a_full_disk_during_training_is_one_clear_error_and_keeps_the_checkpoint
         train(VAE([64, 16, 2]), digits, TrainConfig(**{**config.__dict__, "epochs": 3}), run_dir=first.run_dir)
     monkeypatch.setattr(files_module.os, "fsync", real_fsync)
     assert (first.run_dir / CHECKPOINT_FILE).read_bytes() == before
+
+
+def test_the_same_tensors_give_the_same_bytes_in_every_process(tmp_path):
+    """safetensors orders the header's metadata differently in each process; vaekit sorts it, so that identical
+    runs have identical files (a sha256sum of model.safetensors says whether a run was reproduced)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch; from pathlib import Path; from vaekit.checkpoint import save_checkpoint; "
+              "save_checkpoint(Path(sys.argv[1]), {'w': torch.arange(6.0)}, {'step': 3, 'epoch': 1})")
+    paths = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+    assert len({path.read_bytes() for path in paths}) == 1
+    assert load_checkpoint(paths[0])[1] == {"step": 3, "epoch": 1}

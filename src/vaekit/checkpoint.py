@@ -51,8 +51,23 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
             save_file(cpu_tensors, str(tmp), metadata=metadata)
         except SafetensorError as error:  # how safetensors' writer reports a full disk
             raise OSError(str(error)) from None
+        sort_metadata_in_header(tmp)
 
     atomic_write_with(Path(path), write)
+
+
+def sort_metadata_in_header(path: Path) -> None:
+    """Put the header's metadata keys in sorted order, in place: safetensors writes them in an order that changes
+    from process to process, so that two identical runs' files would differ by their bytes (and their sha256sum)."""
+    with open(path, "r+b") as file:
+        length = int.from_bytes(file.read(8), "little")
+        raw = file.read(length)
+        header = json.loads(raw)
+        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= length and text != raw[: len(text)]:  # the same bytes in another order: the same length
+            file.seek(8)
+            file.write(text.ljust(length, b" "))  # safetensors pads its header with spaces
 
 
 def load_tensors(path: Path, what: str = "safetensors file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
