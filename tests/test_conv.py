@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +331,18 @@ def test_a_batch_of_no_examples_costs_nothing_and_keeps_its_shapes() -> None:
     mu, log_sigma = model.encoder(torch.zeros(0, 64))
     assert mu.shape == log_sigma.shape == (0, 3)
     assert model.decoder(torch.zeros(5, 0, 3)).shape == (5, 0, 64)
+
+
+def test_a_conv_run_resumed_with_other_threads_says_it_is_no_longer_bit_for_bit(tmp_path: Path) -> None:
+    from vaekit import Splits, TrainConfig, train
+
+    images = torch.rand(40, 1, 8, 8)
+    data = Splits.from_arrays(images.numpy())
+    model = VAE([64, 16, 2], model="conv", image_shape=(1, 8, 8), conv_channels=(4, 8))
+    options = dict(batch_size=20, out=str(tmp_path), progress=False)
+    first = train(model, data, TrainConfig(epochs=1, threads=1, **options))
+    with pytest.warns(UserWarning, match="checkpointed with 1 threads and resumes with 2: its convolutions round differently"):
+        train(model, data, TrainConfig(epochs=2, threads=2, **options), run_dir=first.run_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same count: no word
+        train(model, data, TrainConfig(epochs=3, threads=2, **options), run_dir=first.run_dir)

@@ -476,6 +476,9 @@ def test_resumed_run_makes_its_gifs_from_the_schedule_and_its_last_step(tmp_path
     kept = sorted(path.name for path in (first.run_dir / SNAPSHOT_FOLDER).glob("manifold*"))
     assert kept == [f"manifold_ppf30_step{s:07d}.png" for s in (1, 2, 3, 4, 6, 8, 9)]  # its file goes too: none piles up
     assert len(snapshot_gifs(first.run_dir, tmp_path / "copy")) == 2
+    on_schedule = train_tiny(tmp_path, "run", 11, snapshots=True, run_dir=first.run_dir)  # 11 = round(2^3.5): a snapshot step
+    kept = sorted(path.name for path in (on_schedule.run_dir / SNAPSHOT_FOLDER).glob("manifold*"))
+    assert kept == [f"manifold_ppf30_step{s:07d}.png" for s in (1, 2, 3, 4, 6, 8, 11)]  # the second session's 9 goes too
 
 
 def test_a_crash_while_snapshotting_a_checkpointed_step_loses_no_frame(tmp_path, monkeypatch):

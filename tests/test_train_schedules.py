@@ -159,6 +159,28 @@ def test_tensorboard_shows_each_step_once_after_a_crash_and_resume(data: Splits,
         assert [event.step for event in events.Scalars(tag)] == [4, 8, 12, 16, 20, 24], tag
 
 
+def test_tensorboard_shows_each_step_once_after_a_crash_before_the_first_checkpoint(data: Splits, tmp_path, monkeypatch) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny_config(tmp_path, epochs=2)
+    record_epoch_end = train_module.record_epoch_end
+
+    def crash_at_the_first_epochs_end(progress, valid_cost):
+        if progress.epoch == 1:  # step 4 is logged, no checkpoint is written: the run starts again from step 0
+            raise Crash
+        return record_epoch_end(progress, valid_cost)
+
+    monkeypatch.setattr(train_module, "record_epoch_end", crash_at_the_first_epochs_end)
+    with pytest.raises(Crash):
+        train(VAE([64, 16, 2]), data, config)
+    monkeypatch.undo()
+    (run_dir,) = tmp_path.iterdir()
+    train(VAE([64, 16, 2]), data, config, run_dir=run_dir)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("valid/total")] == [4, 8]
+
+
 def test_a_resumed_plateau_schedule_remembers_its_bad_epochs(data: Splits, tmp_path, monkeypatch) -> None:
     """Costs that only worsen: with --lr-patience 1 the rate halves at the second bad epoch in a row (epoch 3).
     Split at epoch 2 and resumed, the schedule must go on from its saved best and count (a fresh one would take

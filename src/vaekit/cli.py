@@ -617,7 +617,8 @@ def add_plot_command(commands: Any) -> None:
     options.add_argument("--split", choices=SPLITS, default=default.split,
                          help=f"split for the example, interpolation, morph and the grids' plane (default: {default.split})")
     options.add_argument("--seed", type=seed_flag, default=default.seed,
-                         help=f"random seed for picking examples, the prior's draws and t-SNE (default: {default.seed})")
+                         help=f"random seed for picking examples, the prior's draws and t-SNE's subsample of a split over "
+                              f"2000 examples (t-SNE itself starts from PCA: no draws) (default: {default.seed})")
     options.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute (default: cpu)")
     plot.set_defaults(handler=run_plot)
 

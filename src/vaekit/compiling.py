@@ -46,7 +46,8 @@ class Compiled:
             if self.fell_back or isinstance(error, torch.OutOfMemoryError):  # a full GPU is no compiler's failure
                 raise
             warnings.warn(f"--compile: torch.compile failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
-                          "going on without it", stacklevel=2)
+                          "going on without it (the same maths, rounded differently: a resumed run is then no longer bit for bit "
+                          "the compiled one)", stacklevel=2)
             self.current = self.function
             return self.function(*args, **kwargs)
 

@@ -150,6 +150,7 @@ def save_state(run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer, sche
         "format_version": FORMAT_VERSION,
         "world_size": cluster.world_size,
         "noise_device": noise.device.type,
+        "threads": torch.get_num_threads(),  # a conv model's sums depend on it
         "progress": {**progress.__dict__, "history": []},  # the history is a tensor: JSON in the header grew without bound
         "param_groups": optimizer_state["param_groups"],
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -218,10 +219,19 @@ def restore_checkpoint(run_dir: Path, model: VAE, optimizer: torch.optim.Optimiz
         if model.device.type == "cuda" and f"rng.cuda.{cluster.rank}" in tensors:
             torch.cuda.set_rng_state(tensors[f"rng.cuda.{cluster.rank}"], model.device)
         progress = progress_of(state["progress"], tensors.get("progress.history"))
+        note_other_threads(model, state.get("threads"))
         restore_noise(noise, tensors["rng.noise"], state.get("noise_device", noise.device.type), progress.step)
         return progress
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise VaekitError(f"{path} does not fit this run: {error}") from None
+
+
+def note_other_threads(model: VAE, saved_threads: int | None) -> None:
+    """A conv model resumed on the CPU with another thread count goes on as a run at that count would: oneDNN's
+    convolutions sum in an order that depends on it (the dense layers' products do not)."""
+    if model.config.model == "conv" and model.device.type == "cpu" and saved_threads not in (None, torch.get_num_threads()):
+        warnings.warn(f"the run was checkpointed with {saved_threads} threads and resumes with {torch.get_num_threads()}: "
+                      "its convolutions round differently, so it is no longer bit for bit the uninterrupted run", stacklevel=2)
 
 
 def restore_noise(noise: SharedNoise, saved_state: torch.Tensor, saved_device: str, step: int) -> None:

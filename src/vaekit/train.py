@@ -247,6 +247,7 @@ def write_final_files(run_dir: Path, model: VAE, data: Splits, config: TrainConf
     step's snapshot and the GIFs of the latent space over training."""
     if config.snapshots and not animation.is_snapshot_step(step):
         plots.save_snapshot(model, data, run_dir, step)  # so the GIFs end at the last step
+    if config.snapshots:
         animation.drop_stale_snapshots(run_dir, step)
     if config.patience and (run_dir / BEST_FILE).exists():
         load_weights(run_dir / BEST_FILE, model)
@@ -546,7 +547,8 @@ class Logger:
             from torch.utils.tensorboard import SummaryWriter
 
             # a resumed run hides what a crashed session logged after its checkpoint's step: no step is shown twice
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+            # (start_step 0: a session killed before its first checkpoint may have logged steps already)
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
             if start_step == 0:
                 add_graph(self.writer, model, example)
         self.bar = tqdm(total=total_steps, initial=start_step, disable=not (show_bar and enabled), unit="step", dynamic_ncols=True)
