@@ -232,12 +232,12 @@ def test_an_error_of_a_rank_other_than_0_is_said_and_names_the_rank(monkeypatch,
 def test_a_process_group_the_caller_made_is_left_to_the_caller(tmp_path):
     script = tmp_path / "own_group.py"
     script.write_text(
-        "import torch.distributed as dist, vaekit\n"
+        "import sys, torch.distributed as dist, vaekit\n"
         "from vaekit import VAE, DataConfig, TrainConfig\n"
         "dist.init_process_group('gloo')\n"
         "data = vaekit.load_data(DataConfig('digits'))\n"
         f"vaekit.train(VAE([64, 8, 2]), data, TrainConfig(max_steps=3, progress=False, out={str(tmp_path)!r}))\n"
-        "print('group kept:', dist.is_initialized())\n"
+        "sys.stdout.write(f'group kept: {dist.is_initialized()}\\n')\n"  # one write: the two ranks' lines do not interleave
         "dist.destroy_process_group()\n"
     )
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
