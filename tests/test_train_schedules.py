@@ -136,18 +136,20 @@ def test_a_crash_at_the_last_epochs_end_after_a_checkpoint_of_its_last_step_resu
     assert all(torch.equal(best[name], tensor) for name, tensor in whole_best.items())
 
 
-def test_tensorboard_shows_each_step_once_after_a_crash_and_resume(data: Splits, tmp_path, monkeypatch) -> None:
+def logged_steps_after_a_crash_and_resume(data: Splits, tmp_path, monkeypatch, epochs: int, crash_epoch: int) -> dict:
+    """Crash a run at the end of epoch crash_epoch (its steps logged, its checkpoint not written), resume it; the
+    steps TensorBoard shows for each tag."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = tiny_config(tmp_path, epochs=6)  # 4 steps an epoch, a checkpoint at each epoch's end
+    config = tiny_config(tmp_path, epochs=epochs)  # 4 steps an epoch, a checkpoint at each epoch's end
     record_epoch_end = train_module.record_epoch_end
 
-    def crash_at_the_end_of_epoch_5(progress, valid_cost):
-        if progress.epoch == 5:  # step 20 is logged, its checkpoint is not written: the run goes on from step 16
+    def crash_at_an_epochs_end(progress, valid_cost):
+        if progress.epoch == crash_epoch:
             raise Crash
         return record_epoch_end(progress, valid_cost)
 
-    monkeypatch.setattr(train_module, "record_epoch_end", crash_at_the_end_of_epoch_5)
+    monkeypatch.setattr(train_module, "record_epoch_end", crash_at_an_epochs_end)
     with pytest.raises(Crash):
         train(VAE([64, 16, 2]), data, config)
     monkeypatch.undo()
@@ -155,30 +157,19 @@ def test_tensorboard_shows_each_step_once_after_a_crash_and_resume(data: Splits,
     train(VAE([64, 16, 2]), data, config, run_dir=run_dir)
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
-    for tag in ("train/total", "valid/total"):
-        assert [event.step for event in events.Scalars(tag)] == [4, 8, 12, 16, 20, 24], tag
+    return {tag: [event.step for event in events.Scalars(tag)] for tag in ("train/total", "valid/total")}
+
+
+def test_tensorboard_shows_each_step_once_after_a_crash_and_resume(data: Splits, tmp_path, monkeypatch) -> None:
+    # step 20 is logged, its checkpoint is not written: the run goes on from step 16
+    steps = logged_steps_after_a_crash_and_resume(data, tmp_path, monkeypatch, epochs=6, crash_epoch=5)
+    assert steps == {"train/total": [4, 8, 12, 16, 20, 24], "valid/total": [4, 8, 12, 16, 20, 24]}
 
 
 def test_tensorboard_shows_each_step_once_after_a_crash_before_the_first_checkpoint(data: Splits, tmp_path, monkeypatch) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    config = tiny_config(tmp_path, epochs=2)
-    record_epoch_end = train_module.record_epoch_end
-
-    def crash_at_the_first_epochs_end(progress, valid_cost):
-        if progress.epoch == 1:  # step 4 is logged, no checkpoint is written: the run starts again from step 0
-            raise Crash
-        return record_epoch_end(progress, valid_cost)
-
-    monkeypatch.setattr(train_module, "record_epoch_end", crash_at_the_first_epochs_end)
-    with pytest.raises(Crash):
-        train(VAE([64, 16, 2]), data, config)
-    monkeypatch.undo()
-    (run_dir,) = tmp_path.iterdir()
-    train(VAE([64, 16, 2]), data, config, run_dir=run_dir)
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    assert [event.step for event in events.Scalars("valid/total")] == [4, 8]
+    # step 4 is logged, no checkpoint is written: the run starts again from step 0
+    steps = logged_steps_after_a_crash_and_resume(data, tmp_path, monkeypatch, epochs=2, crash_epoch=1)
+    assert steps["valid/total"] == [4, 8]
 
 
 def test_a_resumed_plateau_schedule_remembers_its_bad_epochs(data: Splits, tmp_path, monkeypatch) -> None:
