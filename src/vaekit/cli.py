@@ -492,12 +492,8 @@ def flag_of(field_name: str) -> str:
     return "--" + FLAG_NAMES.get(field_name, field_name).replace("_", "-")
 
 
-def is_binary(x: Any) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
-    from vaekit.data import load_data
+    from vaekit.data import is_binary, load_data
     from vaekit.evaluate import average_elbo_terms, estimate_nll
     from vaekit.model import load, resolve_device
 

@@ -190,6 +190,11 @@ def check_all_values(splits: Splits, source: str) -> None:
         check_values(splits[split].x, f"{source} ({split})")
 
 
+def is_binary(x: torch.Tensor) -> bool:
+    """Whether every value is 0 or 1: data a Bernoulli is a distribution of."""
+    return bool(((x == 0) | (x == 1)).all())
+
+
 def is_8bit(x: torch.Tensor, chunk_values: int = 2**20) -> bool:
     """Whether every value is k/255 for an integer k, as images stored in bytes are after scaling (checked a
     chunk of rows at a time: four temporaries of the whole data set took a gigabyte for 64x64 RGB images)."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vaekit.config import MIN_LEARNED_SIGMA, ModelConfig, from_dict, to_dict, write_json
-from vaekit.data import check_values, is_8bit
+from vaekit.data import check_values, is_8bit, is_binary
 from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal, VampPrior, bits_per_dim
 from vaekit.errors import VaekitError
 from vaekit.nn import NETWORKS
@@ -187,8 +187,7 @@ class VAE(nn.Module):
             case "gaussian":
                 return bits_per_dim(nll_nats, self.input_size, PIXEL_LEVELS) if self.config.dequantize else None
             case "bernoulli":
-                binary = bool(((x == 0) | (x == 1)).all())
-                return bits_per_dim(nll_nats, self.input_size) if binary else None
+                return bits_per_dim(nll_nats, self.input_size) if is_binary(x) else None
         return None  # a likelihood not known here: no claim
 
     def batched(
