@@ -38,7 +38,6 @@ import torch
 from vaekit.config import NAMED_DATA_SETS, SPLITS, DataConfig
 from vaekit.errors import VaekitError
 
-
 # The four official MNIST files and their published md5 checksums.
 MNIST_FILES = {
     "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),

@@ -33,8 +33,8 @@ from vaekit.images import (
     enlarged,
     heading,
     image_grid,
-    label_name,
     image_shape_of,
+    label_name,
     save_figure,
     to_images,
 )
