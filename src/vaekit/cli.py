@@ -510,7 +510,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report = average_elbo_terms(model, x, seed=args.seed)
     report.update(split=args.split, data=data_config.data, units="nats per example")
     if model.config.likelihood == "bernoulli":
-        report["binary_data"] = is_binary(x)  # false: a Bernoulli on grey levels, whose nll is no -log p(x)
+        report["binary_data"] = binary = is_binary(x)  # false: a Bernoulli on grey levels, whose nll is no -log p(x)
     bits = model.bits_per_dim(report["nll"] if args.nll else -report["elbo"], x)  # from -ELBO: an upper bound
     if bits is not None:
         report["bits_per_dim"] = bits
@@ -532,7 +532,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"  ({report['seconds']:.1f} s, peak memory {memory}{report['memory_measure']})")
     if model.config.likelihood == "gaussian":
         print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")
-    elif not is_binary(x):
+    elif model.config.likelihood == "bernoulli" and not binary:
         print("  (a Bernoulli on grey levels is no distribution of them: these are cross-entropies, not log p(x), "
               "comparable with published figures only on binary data such as binarized-mnist)")
     return 0

@@ -552,7 +552,6 @@ class Logger:
             if start_step == 0:
                 add_graph(self.writer, model, example)
         self.bar = tqdm(total=total_steps, initial=start_step, disable=not (show_bar and enabled), unit="step", dynamic_ncols=True)
-        self.enabled = enabled
         self.sums = torch.zeros(4, device=example.device)  # cost, reconstruction, kl, steps: since the last flush
         self.epoch_sums = torch.zeros(4, device=example.device)  # the same since the epoch began
         self.last_valid, self.last_valid_terms = math.nan, {"elbo": math.nan}
@@ -592,7 +591,7 @@ class Logger:
 
     def epoch_end(self, progress: "Progress", epochs: int | None) -> None:
         """Print one line for the epoch just ended: its mean training cost, the validation bound, the time."""
-        if not (self.enabled and log.isEnabledFor(logging.INFO)):  # the command line shows them; in Python, logging.basicConfig
+        if self.writer is None or not log.isEnabledFor(logging.INFO):  # (no writer: not the main rank)  # the command line shows them; in Python, logging.basicConfig
             self.epoch_sums.zero_()
             return
         *sums, count = self.epoch_sums.tolist()
