@@ -385,6 +385,41 @@ def test_tensorboard_holds_the_costs_the_run_reports(small, tmp_path, objective)
         assert all(elbo_cost > cost for elbo_cost, (_, cost) in zip(neg_elbo, valid, strict=True))
 
 
+def test_tensorboard_shows_reconstructions_and_samples_on_logarithmic_time_without_changing_the_run(small, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vaekit.plots import training_images
+
+    torch.manual_seed(0)
+    result = train(VAE([64, 16, 2], dropout=0.1), small, quick_config(tmp_path, epochs=12, max_steps=47, batch_size=50))  # 4 steps an epoch
+    events = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    # epochs 1 to 10, then (not the 11th) the trained model at the run's last step, 47, mid-epoch
+    expected_steps = [4 * epoch for epoch in range(1, 11)] + [47]
+    for name, (height, width) in [("reconstructions", (2 * 32 + 3, 8 * 32 + 9)), ("samples", (8 * 32 + 9, 8 * 32 + 9))]:
+        images = events.Images(f"images/{name}")
+        assert [image.step for image in images] == expected_steps
+        assert (images[-1].height, images[-1].width) == (height, width)  # 8x8 digits enlarged 4 times (to 28 pixels at least), 1 between
+    canvases = training_images(result.model, small.valid.x)
+    assert np.array_equal(canvases["samples"], training_images(result.model, small.valid.x)["samples"])  # the same draws each time
+    top = canvases["reconstructions"][1:33, 1:33, 0]  # the first input, each pixel repeated 4 x 4 times
+    assert np.allclose(top[::4, ::4], small.valid.x[0].reshape(8, 8).numpy())
+
+    # the images are drawn on their own random stream: the run's weights are those of a run without them
+    monkeypatch.setattr(sys.modules["vaekit.train"].Logger, "images", lambda *args: None)
+    torch.manual_seed(0)
+    plain = train(VAE([64, 16, 2], dropout=0.1), small, quick_config(tmp_path, epochs=12, max_steps=47, batch_size=50))
+    for a, b in zip(result.model.parameters(), plain.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_images_are_due_at_epochs_on_logarithmic_time():
+    from vaekit.train import images_due
+
+    due = [epoch for epoch in range(1, 3281) if images_due(epoch)]
+    assert due[:12] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30] and due[-4:] == [900, 1000, 2000, 3000] and len(due) == 30
+
+
 def test_ctrl_c_asks_to_stop_and_a_second_ctrl_c_raises_at_once():
     import os
     import signal

@@ -60,6 +60,8 @@ MIN_GRID_TILE_PX = 24  # a manifold grid's tiles are at least this many pixels (
 MIN_STRIP_TILE_PX = 64  # an interpolation's tiles are at least this many (vae-tf drew about 90 at 20 steps)
 EXAMPLE_SIZE = (6.0, 5.0)  # inches: 600 x 500 pixels
 MAX_TSNE_POINTS = 2000  # t-SNE is quadratic in time: a larger split is subsampled
+TRAINING_IMAGES = 8  # TensorBoard's images of a run: 8 reconstructions and 8 x 8 samples
+MIN_TRAINING_TILE_PX = 28  # their tiles are enlarged to at least this
 
 
 # -- 1. reconstructions (plotSubset) ---------------------------------------------------------------------
@@ -330,6 +332,22 @@ def save_snapshot(model: VAE, data: Splits, run_dir: str | Path, step: int) -> l
         paths.append(save_latent_scatter(model, x, folder / f"{SNAPSHOT_KINDS['latent']}_step{step:07d}.png", y,
                                          f"step {step}, {data.name} valid".strip(", "), limits=SNAPSHOT_LIMITS))
     return paths
+
+
+def training_images(model: VAE, x: torch.Tensor, n: int = TRAINING_IMAGES) -> dict[str, np.ndarray]:
+    """What TensorBoard shows of a model in training, as (H, W, C) canvases in [0, 1]: "reconstructions", the first
+    n examples of x above their reconstructions (decoded from the mean of q(z|x)), and "samples", n x n draws
+    from the prior. The draws are the same at every call (their own seeded stream): one epoch's samples
+    decode the same codes as the last's, and the run trains exactly as it would without them."""
+    shape = image_shape_of(model)
+    x = x[:n]
+    with evaluating(model), seeded(0, model.device):
+        recon = model.reconstruct(x, sample=False)
+        samples = model.sample(n * n)
+    factor = max(1, math.ceil(MIN_TRAINING_TILE_PX / max(shape[1:])))  # 8x8 digits would be specks
+    pairs = enlarged(np.concatenate([to_images(x, shape), to_images(recon, shape)]), factor)
+    return {"reconstructions": image_grid(pairs, columns=len(x)),
+            "samples": image_grid(enlarged(to_images(samples, shape), factor), columns=n)}
 
 
 def snapshot_plane(model: VAE, x: torch.Tensor) -> LatentPlane:

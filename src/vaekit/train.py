@@ -223,6 +223,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                 progress.seconds = time.perf_counter() - clock_zero
                 valid_cost = from_main_rank(validate(model, x_valid, config, progress, logger), cluster)  # one decision for all
                 logger.epoch_end(progress, config.epochs)
+                if images_due(progress.epoch):
+                    logger.images(progress.step, model, x_valid)
                 if record_epoch_end(progress, valid_cost) and config.patience and cluster.is_main:
                     save_weights(run_dir / BEST_FILE, model)
                 step_schedule(scheduler, valid_cost)
@@ -232,6 +234,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
         if not progress.history or progress.history[-1]["step"] != progress.step:
             progress.seconds = time.perf_counter() - clock_zero
             validate(model, x_valid, config, progress, logger)  # every run ends with a validation cost
+        if logger.images_step != progress.step:
+            logger.images(progress.step, model, x_valid)  # the trained model's, however the run ended
         progress.seconds = time.perf_counter() - clock_zero
         save_state(run_dir, model, optimizer, scheduler, progress, noise, cluster)
         if cluster.is_main:
@@ -465,6 +469,12 @@ def record_epoch_end(progress: Progress, valid_cost: float) -> bool:
     return False
 
 
+def images_due(epoch: int) -> bool:
+    """Whether TensorBoard gets the model's images at this epoch's end: epochs 1 to 10, every 10th to 100, every
+    100th to 1000 and so on, on logarithmic time as the snapshots are (nine a decade: a 3280-epoch run has 30)."""
+    return epoch % 10 ** (len(str(epoch)) - 1) == 0
+
+
 def stopped_early(progress: Progress, config: TrainConfig) -> bool:
     return bool(config.patience) and progress.bad_epochs >= config.patience
 
@@ -536,7 +546,7 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
 
 
 class Logger:
-    """Progress bar and TensorBoard scalars; syncs with the device every LOG_EVERY steps only."""
+    """Progress bar, TensorBoard scalars and images; syncs with the device every LOG_EVERY steps only."""
 
     def __init__(self, run_dir: Path, model: VAE, example: torch.Tensor, total_steps: int, start_step: int,
                  show_bar: bool, enabled: bool = True):
@@ -555,6 +565,7 @@ class Logger:
         self.sums = torch.zeros(4, device=example.device)  # cost, reconstruction, kl, steps: since the last flush
         self.epoch_sums = torch.zeros(4, device=example.device)  # the same since the epoch began
         self.last_valid, self.last_valid_terms = math.nan, {"elbo": math.nan}
+        self.images_step = -1  # the step of the last images logged
 
     def train_step(self, step: int, cost: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor], finite: torch.Tensor) -> None:
         """Add a step's figures to the running sums on the device, unless they were not finite."""
@@ -588,6 +599,14 @@ class Logger:
         self.writer.add_scalar("valid/reconstruction", terms["reconstruction"], step)
         self.writer.add_scalar("valid/kl", terms["kl"], step)
         self.flush(step)
+
+    def images(self, step: int, model: VAE, x_valid: torch.Tensor) -> None:
+        """Validation examples above their reconstructions, and samples from the prior (plots.training_images)."""
+        self.images_step = step
+        if self.writer is None:
+            return
+        for name, canvas in plots.training_images(model, x_valid).items():
+            self.writer.add_image(f"images/{name}", canvas, step, dataformats="HWC")
 
     def epoch_end(self, progress: "Progress", epochs: int | None) -> None:
         """Print one line for the epoch just ended: its mean training cost, the validation bound, the time."""
