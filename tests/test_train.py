@@ -480,6 +480,21 @@ def test_a_resumed_run_counts_the_time_of_its_earlier_sessions(small, tmp_path):
     assert resumed.progress.seconds > first.progress.seconds and resumed.progress.train_seconds > first.progress.train_seconds
 
 
+def test_config_json_records_what_ran_each_session(small, tmp_path):
+    import platform
+
+    first = train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=1, batch_size=50, threads=1))
+    train(VAE([64, 16, 2]), small, quick_config(tmp_path, epochs=2, batch_size=50, threads=2), run_dir=first.run_dir)
+    sessions = json.loads((first.run_dir / "config.json").read_text())["sessions"]
+    assert [session["threads"] for session in sessions] == [1, 2]  # the count the session ran with
+    for session in sessions:
+        assert session["torch"] == torch.__version__ and session["python"] == platform.python_version()
+        assert session["device"] == f"cpu ({platform.machine()})" and session["world_size"] == 1
+        assert session["vaekit"] == vaekit.__version__
+    assert sessions[0]["started"] <= sessions[1]["started"]  # ISO times, in UTC
+    assert vaekit.load(first.run_dir).config.architecture == (64, 16, 2)  # and the run reads back as before
+
+
 def test_an_empty_out_is_refused():
     with pytest.raises(VaekitError, match="--out is empty"):
         TrainConfig(out="")

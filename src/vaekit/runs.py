@@ -10,7 +10,10 @@ with, on the same examples: only RESUME_MAY_CHANGE's fields may differ.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import importlib.metadata
 import math
+import platform
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -95,18 +98,22 @@ def check_same_settings(run_dir: Path, model: VAE, config: TrainConfig, data: Sp
                           "run to train on these")
 
 
-def record_resumed_config(run_dir: Path, config: TrainConfig, data_config: DataConfig | None) -> None:
-    """Write the training and data settings a resumed run goes on with into its config.json, leaving the rest
-    (and `out`, the folder the run was made in: a resumed run stays in its own, whatever out says)."""
+def record_resumed_config(run_dir: Path, config: TrainConfig, data_config: DataConfig | None, device: torch.device,
+                          cluster: Cluster) -> None:
+    """Write the training and data settings a resumed run goes on with into its config.json, and what runs this
+    session, leaving the rest (and `out`, the folder the run was made in: a resumed run stays in its own,
+    whatever out says)."""
     payload = read_run_config(run_dir)
     payload["train"] = {**to_dict(config), "out": payload["train"]["out"]}
     if data_config is not None:
         payload["data"] = to_dict(data_config)
+    sessions = payload.get("sessions")
+    payload["sessions"] = (sessions if isinstance(sessions, list) else []) + [session_record(device, cluster)]
     write_json(run_dir / CONFIG_FILE, payload)
 
 
 def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data: Splits, data_config: DataConfig | None,
-                     cluster: Cluster) -> None:
+                     device: torch.device, cluster: Cluster) -> None:
     payload = {
         "format_version": FORMAT_VERSION,
         "model": to_dict(model.config),
@@ -118,7 +125,34 @@ def write_run_config(run_dir: Path, model: VAE, config: TrainConfig, data: Split
     if data.class_names:
         payload["class_names"] = list(data.class_names)  # label k is class_names[k]
     payload["data_digest"] = examples_digest(data.train.x, data.valid.x)  # a resume checks that it sees the same data
+    payload["sessions"] = [session_record(device, cluster)]
     write_json(run_dir / CONFIG_FILE, payload)
+
+
+def session_record(device: torch.device, cluster: Cluster) -> dict[str, Any]:
+    """What trains the run in this session (one entry of config.json's "sessions", one per start or resume):
+    when it started, the versions, the device and the CPU threads, which the results may depend on."""
+    try:
+        version = importlib.metadata.version("vaekit")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        version = None
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "vaekit": version,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "world_size": cluster.world_size,
+    }
+
+
+def device_name(device: torch.device) -> str:
+    """"cpu (x86_64)", or "cuda:0 (NVIDIA H100 80GB HBM3)": the device and what it is."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({platform.machine() or 'unknown'})"
 
 
 # -- checkpoints -----------------------------------------------------------------------------------

@@ -183,9 +183,9 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
                                                    cluster.is_main) as logger:
         if cluster.is_main:  # the run is ours now (a second process is refused before it writes anything)
             if resumed:  # checked: new limits (--epochs, --max-steps) hold for the next resume too
-                record_resumed_config(run_dir, config, data_config)
+                record_resumed_config(run_dir, config, data_config, device, cluster)
             else:
-                write_run_config(run_dir, model, config, data, data_config, cluster)
+                write_run_config(run_dir, model, config, data, data_config, device, cluster)
         # (a checkpoint taken on an epoch's last step, by --checkpoint-every, leaves that epoch's end to do)
         while (progress.step < total_steps or progress.position == steps_per_epoch) and not interrupted and not stopped_early(progress, config):
             started = time.perf_counter()
