@@ -1,5 +1,6 @@
 """The hand-written dense ELBO and its gradient (vaekit.fused) against autograd's, and when the trainer uses it."""
 
+import functools
 import warnings
 
 import pytest
@@ -230,6 +231,49 @@ def test_a_model_changed_after_it_was_built_trains_through_autograd_as_it_is(dig
         stock.load_state_dict(dict(before))
         train(stock, digits, quick_config(tmp_path, max_steps=5))
         assert not torch.equal(stock.decoder.logits.weight, model.decoder.logits.weight)
+
+
+def elu_of(model: VAE) -> torch.nn.ELU:
+    return next(m for m in model.encoder.modules() if isinstance(m, torch.nn.ELU))
+
+
+ATTACHMENTS = {  # what a PyTorch user attaches to a model without changing its modules or weights
+    "forward hook": lambda model: model.decoder.logits.register_forward_hook(lambda module, args, out: out * 0.5),
+    "forward pre-hook": lambda model: model.decoder.register_forward_pre_hook(lambda module, args: (args[0] * 0.5,)),
+    "backward hook": lambda model: model.encoder.register_full_backward_hook(lambda module, grad_in, grad_out: None),
+    "gradient hook on a weight": lambda model: model.encoder.mu.weight.register_hook(torch.zeros_like),
+    "post-accumulate hook": lambda model: model.encoder.mu.weight.register_post_accumulate_grad_hook(lambda p: None),
+    "ELU's alpha": lambda model: setattr(elu_of(model), "alpha", 0.5),
+    "a method on the instance": lambda model: setattr(model, "likelihood", functools.partial(TemperedVAE.likelihood, model)),
+}
+
+
+@pytest.mark.parametrize("attach", ATTACHMENTS.values(), ids=ATTACHMENTS.keys())
+def test_hooks_and_changed_settings_keep_a_model_off_the_hand_written_path(attach):
+    model = VAE([64, 16, 2])
+    handle = attach(model)
+    assert why_not(model, TrainConfig(), world_size=1).startswith("a model changed after VAE built it")
+    if handle is not None:  # removed, the model is as built again
+        handle.remove()
+        assert applies(model, TrainConfig(), world_size=1)
+
+
+def test_a_hook_on_every_module_keeps_models_off_the_hand_written_path():
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
+    try:
+        assert not applies(VAE([64, 16, 2]), TrainConfig(), world_size=1)
+    finally:
+        handle.remove()
+    assert applies(VAE([64, 16, 2]), TrainConfig(), world_size=1)
+
+
+def test_a_weight_frozen_by_a_zero_gradient_hook_stays_where_it_was(digits, tmp_path):
+    model = VAE([64, 16, 2])
+    model.encoder.mu.weight.register_hook(torch.zeros_like)
+    weight, bias = model.encoder.mu.weight.detach().clone(), model.encoder.mu.bias.detach().clone()
+    train(model, digits, quick_config(tmp_path, max_steps=5))
+    assert torch.equal(model.encoder.mu.weight, weight)  # (the hand-written path moved it by about 0.01)
+    assert not torch.equal(model.encoder.mu.bias, bias)  # its neighbour, without a hook, learned
 
 
 def test_the_trainer_takes_it_by_default_and_autograd_on_request():

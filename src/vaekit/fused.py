@@ -67,28 +67,50 @@ def why_not(model: VAE, config: TrainConfig, world_size: int) -> str | None:
         (settings.dropout != 0, "--dropout"),
         (config.objective != "elbo", f"--objective {config.objective}"),
         (config.free_bits != 0, "--free-bits"),
-        (not is_as_built(model), "a model changed after VAE built it (a subclass, a frozen weight or a swapped module)"),
+        (not is_as_built(model), "a model changed after VAE built it (a subclass, a frozen weight, a swapped module, "
+                                 "a hook, a method replaced or a module's setting changed)"),
     ]
     return next((reason for failed, reason in reasons if failed), None)
 
 
 def is_as_built(model: VAE) -> bool:
-    """Whether the model is the network its config builds, every weight trainable: not a subclass with methods
-    of its own, nor a model whose modules were swapped or added, or whose weights were frozen, after it was
-    built (all of which autograd trains as they are, and this path would not see)."""
+    """Whether the model is the network its config builds, every weight trainable, nothing attached: not a
+    subclass with methods of its own, nor a model whose modules were swapped or added, whose weights were
+    frozen, whose modules' settings (ELU's alpha, say) were changed, or which has hooks (on modules or weights,
+    or on every module) or methods replaced on an instance, after it was built. Autograd trains all of these
+    as they are; this path would not see them."""
     with torch.device("meta"):  # the structure alone: no memory, no draws from the random stream
         built = VAE(config=model.config)
     return (
         type(model) is VAE
         and structure(model) == structure(built)
         and all(p.requires_grad for p in model.parameters())
+        and not has_hooks_or_replaced_methods(model)
     )
 
 
-def structure(model: nn.Module) -> list[tuple[str, type, tuple[int, ...]]]:
-    """Every module's name and type, and every parameter's name and shape."""
-    modules = [(name, type(module), ()) for name, module in model.named_modules()]
+def structure(model: nn.Module) -> list[tuple[str, type, str | tuple[int, ...]]]:
+    """Every module's name, type and settings (its extra_repr), and every parameter's name and shape."""
+    modules = [(name, type(module), module.extra_repr()) for name, module in model.named_modules()]
     return modules + [(name, nn.Parameter, tuple(p.shape)) for name, p in model.named_parameters()]
+
+
+MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
+
+
+def has_hooks_or_replaced_methods(model: nn.Module) -> bool:
+    """Whether a hook would run in autograd's forward or backward (on a module, on every module, or on a
+    weight), or a module has a method of its own instance in place of its class's (`vae.likelihood = ...`)."""
+    everywhere = torch.nn.modules.module
+    if any(getattr(everywhere, f"_global{name}", None) for name in MODULE_HOOKS):
+        return True
+    for module in model.modules():
+        if any(getattr(module, name, None) for name in MODULE_HOOKS):
+            return True
+        if any(callable(value) and hasattr(type(module), name) for name, value in vars(module).items()):
+            return True
+    return any(getattr(p, name, None) for p in model.parameters() for name in TENSOR_HOOKS)
 
 
 class DenseElbo:
