@@ -6,6 +6,7 @@ import http.server
 import os
 import shutil
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from vaekit import DataConfig, Splits, VaekitError
-from vaekit.data import MNIST_FILES, download, file_md5, load_data, mirror_url, parse_amat, parse_idx
+from vaekit.data import load_data
+from vaekit.data.mnist import MNIST_FILES, download, file_md5, mirror_url, parse_amat, parse_idx
 
 
 def test_digits_is_the_offline_default():
@@ -314,7 +316,7 @@ def test_a_busy_server_is_tried_again_and_the_file_gets_the_usual_mode(mirror, i
 
 
 def test_an_empty_vaekit_cache_is_unset_not_the_current_folder(monkeypatch):
-    from vaekit.data import cache_folder
+    from vaekit.data.locations import cache_folder
 
     monkeypatch.setenv("VAEKIT_CACHE", "")
     assert cache_folder() == Path.home() / ".cache" / "vaekit"
@@ -352,6 +354,20 @@ def test_mnist_without_data_dir_downloads_into_the_cache(mirror, isolated_cache)
     with pytest.raises(VaekitError, match="checksum mismatch"):
         load_data(DataConfig(data="mnist", mirror=mirror))
     assert sorted(p.name for p in (isolated_cache / "mnist").iterdir()) == []
+
+
+def test_binary_data_stored_as_bytes_are_warned_of_once(tmp_path):
+    binary = (np.random.default_rng(0).random((50, 16)) > 0.5).astype(np.uint8)
+    with pytest.warns(UserWarning, match="uint8 values 0 and 1 only") as caught:
+        splits = Splits.from_arrays(binary)
+    assert len(caught) == 1 and float(splits.train.x.max()) == pytest.approx(1 / 255)  # scaled as pixels, as documented
+    np.save(tmp_path / "binary.npy", binary)
+    with pytest.warns(UserWarning, match="binary.npy holds uint8 values 0 and 1 only"):
+        load_data(DataConfig(str(tmp_path / "binary.npy")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Splits.from_arrays(binary * 255)  # pixels
+        Splits.from_arrays(binary.astype(bool))  # 0 and 1
 
 
 def test_your_own_arrays_become_splits_as_a_file_of_them_would():

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from vaekit import DataConfig, Splits, VaekitError, load_data
-from vaekit.data import parse_amat, parse_idx, read_bytes
+from vaekit.data.locations import read_bytes
+from vaekit.data.mnist import parse_amat, parse_idx
 
 # CI runs a bounded number of cases; set HYPOTHESIS_EXAMPLES higher to search longer.
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "60"))

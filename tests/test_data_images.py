@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import vaekit.data as data_module
+import vaekit.data.image_folder as image_folder_module
 from vaekit.config import DataConfig
 from vaekit.data import load_data
 from vaekit.errors import VaekitError
@@ -149,7 +150,7 @@ def test_the_decoded_folder_is_cached_and_refreshed_when_a_file_changes(
         raise AssertionError("decoded although the cache holds these images")
 
     with monkeypatch.context() as patch:
-        patch.setattr(data_module, "decode_image", no_decoding)
+        patch.setattr(image_folder_module, "decode_image", no_decoding)
         again = load(root)
     assert torch.equal(first.train.x, again.train.x)
 
