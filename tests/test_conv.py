@@ -346,3 +346,17 @@ def test_a_conv_run_resumed_with_other_threads_says_it_is_no_longer_bit_for_bit(
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same count: no word
         train(model, data, TrainConfig(epochs=3, threads=2, **options), run_dir=first.run_dir)
+
+
+@pytest.mark.parametrize("model", ["conv", "mlp"])
+def test_forward_and_posterior_take_images_of_the_models_shape_as_their_rows(model):
+    options = {"conv_channels": (4, 8)} if model == "conv" else {}
+    vae = VAE([64, 16, 2], model=model, image_shape=(1, 8, 8), **options)
+    images = torch.rand(5, 1, 8, 8)
+    torch.manual_seed(0)
+    from_images = vae(images)
+    torch.manual_seed(0)
+    from_rows = vae(images.flatten(1))
+    for a, b in zip(from_images, from_rows, strict=True):
+        assert a.shape == b.shape and torch.equal(a, b)
+    assert torch.equal(vae.posterior(images).mu, vae.posterior(images.flatten(1)).mu)

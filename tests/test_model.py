@@ -57,6 +57,30 @@ def test_api_keeps_no_gradients_and_restores_training_mode(vae):
     assert vae.training
 
 
+def modes(model: torch.nn.Module) -> dict[str, bool]:
+    return {name: module.training for name, module in model.named_modules()}
+
+
+def test_api_and_evaluation_give_every_module_back_its_own_mode():
+    from vaekit import elbo, estimate_nll
+
+    vae = VAE([64, 32, 2], dropout=0.2, prior="vamp", pseudo_inputs=4)
+    x = torch.rand(5, 64).round()
+    vae.eval()
+    vae.decoder.hidden[2].train()  # Monte Carlo dropout in the decoder
+    mc_dropout = modes(vae)
+    vae.train()
+    vae.encoder.eval()  # a frozen encoder, kept in eval mode
+    frozen_encoder = modes(vae)
+    for kept in (mc_dropout, frozen_encoder):
+        for name, module in vae.named_modules():
+            module.training = kept[name]
+        vae.encode(x), vae.decode(torch.zeros(1, 2)), vae.reconstruct(x), vae.sample(2), elbo(vae, x)
+        estimate_nll(vae, x, k=4)
+        vae.prior.log_prob(torch.zeros(1, 2))  # the VampPrior encodes its pseudo-inputs without dropout
+        assert modes(vae) == kept
+
+
 def test_large_inputs_are_processed_in_batches(vae, monkeypatch):
     monkeypatch.setattr(vaekit.model, "INFERENCE_BATCH", 7)
     x = torch.rand(20, 64)
@@ -166,6 +190,18 @@ def test_an_image_shape_that_does_not_hold_the_inputs_is_refused(image_shape):
     assert VAE([64, 16, 2], image_shape=(1, 8, 8)).config.image_shape == (1, 8, 8)
 
 
+def test_binary_bytes_are_warned_of_and_flipped_arrays_taken(vae):
+    import warnings
+
+    binary = (np.random.default_rng(0).random((5, 64)) > 0.5).astype(np.uint8)
+    with pytest.warns(UserWarning, match="the input holds uint8 values 0 and 1 only"):
+        vae.encode(binary)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mu, _ = vae.encode(np.flip(binary.astype(np.float32), axis=1))  # negative strides
+    assert np.allclose(mu, vae.encode(np.ascontiguousarray(np.flip(binary.astype(np.float32), axis=1)))[0])
+
+
 def test_bytes_are_pixels_scaled_as_the_data_loader_scales_them(vae):
     pixels = np.random.default_rng(0).integers(0, 256, size=(5, 64), dtype=np.uint8)
     for a, b in zip(vae.encode(pixels), vae.encode(pixels.astype(np.float32) / 255)):
@@ -226,6 +262,20 @@ def test_a_model_made_double_computes_in_double():
     mu, _ = vae.encode(x)
     outputs = [mu, vae.decode(mu), vae.reconstruct(x), vaekit.elbo(vae, x), vae.sample(2)]
     assert [t.dtype for t in outputs] == [torch.float64] * 5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_model_made_half_precision_runs_and_is_not_saved_as_if_it_were_float32(dtype, tmp_path):
+    model = VAE([64, 32, 2]).to(dtype)
+    x = torch.rand(5, 64).round()
+    logits, mu, log_sigma = model(x.to(dtype))  # q's float32 draws go into the half-precision decoder as its own dtype
+    assert logits.dtype == dtype and logits.shape == (5, 64)
+    assert torch.isfinite(vaekit.elbo(model, x)).all() and model.reconstruct(x).shape == (5, 64)
+    codes, _ = model.encode(x.numpy())  # numpy out, as float32 where numpy has no such dtype
+    assert codes.dtype == (np.float16 if dtype == torch.float16 else np.float32)
+    with pytest.raises(VaekitError, match=f"saves float32 weights, as `load` reads them; this model's are {str(dtype)[6:]}"):
+        model.save(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_codes_that_are_not_finite_are_refused(vae):

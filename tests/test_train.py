@@ -413,6 +413,35 @@ def test_tensorboard_shows_reconstructions_and_samples_on_logarithmic_time_witho
         assert torch.equal(a, b)
 
 
+def test_a_part_the_caller_put_in_eval_mode_trains_in_eval_mode(small, tmp_path):
+    model = VAE([64, 16, 2], dropout=0.2)
+    model.encoder.eval()  # a frozen encoder's dropout off, as in a PyTorch loop of one's own
+    model.encoder.requires_grad_(False)
+    encoder_modes, decoder_modes = [], []
+    model.encoder.register_forward_pre_hook(lambda module, args: encoder_modes.append(module.training))
+    model.decoder.register_forward_pre_hook(lambda module, args: decoder_modes.append(module.training))
+    train(model, small, quick_config(tmp_path, epochs=2, batch_size=50))
+    assert not any(encoder_modes) and True in decoder_modes  # (the decoder in eval mode while validating)
+    assert not model.training  # returned ready to use
+
+    loaded = vaekit.load(train(VAE([64, 16, 2], dropout=0.2), small, quick_config(tmp_path, epochs=1, batch_size=50)).run_dir)
+    modes = []
+    loaded.encoder.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    train(loaded, small, quick_config(tmp_path, epochs=1, batch_size=50))  # a model in eval mode whole (as load gives it)
+    assert True in modes  # trains in train mode
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_a_run_trains_inside_a_callers_no_grad_too(small, tmp_path, context):
+    model = VAE([64, 16, 2], dropout=0.1)  # trained through autograd
+    before = model.decoder.logits.weight.detach().clone()
+    with context():
+        train(model, small, quick_config(tmp_path, epochs=1, batch_size=50))
+        assert not torch.is_grad_enabled()  # the caller's setting is back
+    assert not torch.equal(model.decoder.logits.weight, before)
+    assert all(p.grad is None for p in model.parameters())  # no gradient left for a loop of one's own to add to
+
+
 def test_images_are_due_at_epochs_on_logarithmic_time():
     from vaekit.train import images_due
 

@@ -51,7 +51,8 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2
 
 def elbo(model: VAE, x: ArrayLike) -> ArrayLike:
     """Per-example evidence lower bound on log p(x) in nats, one draw of z each (from the caller's random
-    stream), shape (N,); x as the model's methods take it, numpy in, numpy out."""
+    stream), shape (N,); x as the model's methods take it, numpy in, numpy out. A measurement, in eval mode
+    and without gradients: the differentiable bound to train on is `vaekit.objectives.elbo`."""
     (bound,) = model.batched(x, model.input_size, lambda batch: (elbo_terms(model, batch).elbo,))
     return bound
 

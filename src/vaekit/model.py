@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vaekit.config import MIN_LEARNED_SIGMA, ModelConfig, from_dict, to_dict, write_json
-from vaekit.data import check_values, is_8bit, is_binary
+from vaekit.data import check_values, is_8bit, is_binary, warn_if_bytes_are_binary
 from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal, VampPrior, bits_per_dim
 from vaekit.errors import VaekitError
 from vaekit.nn import NETWORKS
@@ -79,13 +79,16 @@ class VAE(nn.Module):
     # -- distributions: used by the objectives, with gradients ------------------------------
 
     def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
-        """q(z|x) for a batch x of shape (N, D)."""
+        """q(z|x) for a batch x of shape (N, D), or of images (N, C, H, W) of the model's image shape."""
+        shape = self.config.image_shape
+        if shape and x.ndim >= 4 and tuple(x.shape[-3:]) == tuple(shape):
+            x = x.flatten(-3)  # images (..., C, H, W) -> rows (..., D), as the networks take them
         mu, log_sigma = self.encoder(x)
         return DiagonalGaussian(mu, log_sigma, self.noise)
 
     def likelihood(self, z: torch.Tensor) -> Bernoulli | Gaussian:
         """p(x|z) for latent codes z of shape (..., latent): over flat x (..., D)."""
-        logits = self.decoder(z)
+        logits = self.decoder_logits(z)
         match self.config.likelihood:
             case "bernoulli":
                 return Bernoulli(logits)
@@ -97,9 +100,15 @@ class VAE(nn.Module):
         raise VaekitError(f"no likelihood {self.config.likelihood!r} here")  # a name added to config.Likelihood alone
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One stochastic pass: (logits of p(x|z), mu, log_sigma) with z drawn from q(z|x)."""
+        """One stochastic pass: (logits of p(x|z) over flat x (N, D), mu, log_sigma) with z drawn from q(z|x);
+        x as `posterior` takes it. log_sigma is the log of q's standard deviation (not of its variance)."""
         q = self.posterior(x)
-        return self.decoder(q.rsample()), q.mu, q.log_sigma
+        return self.decoder_logits(q.rsample()), q.mu, q.log_sigma
+
+    def decoder_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's output for codes z, over flat x (..., D): p(x|z)'s logits, or its mean's."""
+        weights = next(self.decoder.parameters())
+        return self.decoder(z.to(weights.dtype))  # q's draws are float32, a .half() model's decoder is not
 
     # -- the user's API: numpy or tensors in, the same kind out, no gradients ----------------
 
@@ -212,8 +221,8 @@ class VAE(nn.Module):
                 batch = x[start : start + rows].to(self.device, dtype)
                 parts.append(fn(batch))
         outputs = tuple(torch.cat(columns) for columns in zip(*parts))
-        if as_numpy:
-            return tuple(out.cpu().numpy() for out in outputs)
+        if as_numpy:  # (numpy has no bfloat16: such outputs, of a .bfloat16() model or under autocast, become float32)
+            return tuple((out.float() if out.dtype == torch.bfloat16 else out).cpu().numpy() for out in outputs)
         return tuple(out.to(x.device) for out in outputs)
 
     # -- save and load --------------------------------------------------------------------------
@@ -224,6 +233,10 @@ class VAE(nn.Module):
         from vaekit.checkpoint import CHECKPOINT_FILE, save_tensors
 
         run_dir = Path(run_dir).expanduser()
+        dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in self.state_dict().values() if t.is_floating_point()})
+        if dtypes != ["float32"]:  # config.json records no dtype: `load` builds float32 weights, and would refuse these
+            raise VaekitError(f"vaekit saves float32 weights, as `load` reads them; this model's are {', '.join(dtypes)}: "
+                              "save a float32 copy (copy.deepcopy(model).float())")
         if run_dir.suffix in (".safetensors", ".json", ".pt", ".pth") or run_dir.is_file():
             raise VaekitError(f"save takes a folder, to hold {CONFIG_FILE} and {WEIGHTS_FILE}; {run_dir} is a file name")
         payload = read_run_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}  # kept but for the model
@@ -290,6 +303,8 @@ def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
     if hasattr(data, "x") and not torch.is_tensor(data):  # a Split of a data set: its examples
         data = data.x
     x = numeric_tensor(data)
+    if x.dtype == torch.uint8:
+        warn_if_bytes_are_binary(x, "the input")
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     if config.image_shape and tuple(x.shape) == tuple(config.image_shape):
         x = x.unsqueeze(0)  # one image
@@ -301,6 +316,8 @@ def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
 
 def numeric_tensor(data: ArrayLike) -> torch.Tensor:
     """data as a dense real tensor of at most 4 dimensions (N, C, H, W), or one clear error."""
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data)  # torch takes no negative strides (np.flip's, x[:, ::-1])
     try:
         x = torch.as_tensor(data).detach()
     except (TypeError, ValueError, RuntimeError) as error:
@@ -341,13 +358,15 @@ def check_input(x: torch.Tensor, width: int, image_shape: tuple[int, ...] | None
 
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
-    """Switch off dropout for the duration, then restore the model's mode."""
-    was_training = model.training
+    """Switch off dropout for the duration, then give every module back its own mode (so that a part the caller
+    keeps in eval mode, or a dropout layer left on for Monte Carlo dropout, stays so)."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 @contextmanager

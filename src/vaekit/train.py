@@ -32,7 +32,7 @@ from vaekit.config import DataConfig, TrainConfig, check_settings_apply, setting
 from vaekit.data import Splits, check_values
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
-from vaekit.model import VAE, check_dequantizable, resolve_device, seeded
+from vaekit.model import VAE, check_dequantizable, evaluating, resolve_device, seeded
 from vaekit.distributed import Cluster, SharedNoise, any_rank, from_main_rank, local_slice
 from vaekit.objectives import l2_penalty, loss
 from vaekit.runs import (BEST_FILE, Progress, check_resumable, check_same_epochs, check_same_settings, create_run_dir, load_weights,
@@ -88,7 +88,8 @@ def train(
     try:
         # each rank its own stream (dropout masks, dequantisation noise) for its own examples; rank 0's is one
         # process's. (The weights are rank 0's: DDP broadcasts them. The posterior's noise is shared: SharedNoise.)
-        with threads(config.threads), seeded(config.seed + cluster.rank, device):
+        # (gradients on, inside a caller's torch.no_grad() or inference_mode() too)
+        with threads(config.threads), seeded(config.seed + cluster.rank, device), torch.inference_mode(False), torch.enable_grad():
             return train_on(cluster, device, model, data, config, data_config or data.config, run_dir)
     finally:
         distributed.teardown(cluster)
@@ -152,7 +153,9 @@ def threads(count: int | None) -> Iterator[None]:
 def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, config: TrainConfig,
              data_config: DataConfig | None, run_dir: str | Path | None) -> TrainResult:
     """The loop itself, on this process's device; with torchrun, one of several ranks."""
-    model.to(device).train()
+    model.to(device)
+    if not model.training:  # as `load` returns it: trained whole; else a part the caller put in eval mode stays so
+        model.train()
     check_objective_fits(model, config)
     batch_cost = make_batch_cost(model, config, cluster, device)
     optimizer = make_optimizer(model, config)
@@ -242,6 +245,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
             write_final_files(run_dir, model, data, config, progress.step)
         logger.finish(progress.step)
     distributed.finish_together(cluster)
+    optimizer.zero_grad(set_to_none=True)  # the last step's gradients, which a caller's own loop would add to
     model.eval()  # as `load` returns a model: ready to use, no dropout
     return TrainResult(model=model, run_dir=run_dir, progress=progress, interrupted=interrupted)
 
@@ -456,7 +460,6 @@ def validate(model: VAE, x_valid: torch.Tensor, config: TrainConfig, progress: P
     cost = -terms.get("iwae_bound", terms["elbo"])
     progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_cost": cost, "seconds": progress.seconds})
     logger.valid(progress.step, cost, terms)
-    model.train()
     return cost
 
 
@@ -637,8 +640,9 @@ class Logger:
 
 
 def add_graph(writer: Any, model: VAE, example: torch.Tensor) -> None:
-    """Put the model's graph in TensorBoard; a tracing failure costs the picture, not the run."""
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # a failed trace prints to stdout
+    """Put the model's graph in TensorBoard; a tracing failure costs the picture, not the run. (`evaluating`
+    gives each module its mode back: add_graph's own restore puts every module in the root's mode.)"""
+    with evaluating(model), warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # a failed trace prints to stdout
         warnings.simplefilter("ignore")
         try:
             writer.add_graph(model, example)
