@@ -442,6 +442,12 @@ def test_a_run_trains_inside_a_callers_no_grad_too(small, tmp_path, context):
     assert all(p.grad is None for p in model.parameters())  # no gradient left for a loop of one's own to add to
 
 
+def test_a_model_torch_compile_wrapped_is_refused_with_the_way_to_compile(small, tmp_path):
+    with pytest.raises(VaekitError, match=r"not OptimizedModule: pass the model itself, and TrainConfig\(compile=True\)"):
+        train(torch.compile(VAE([64, 16, 2])), small, quick_config(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
 def test_images_are_due_at_epochs_on_logarithmic_time():
     from vaekit.train import images_due
 

@@ -75,6 +75,10 @@ def train(
     Ctrl-C (SIGINT) or SIGTERM stops training after the current step and saves the run, which can be resumed;
     train then returns normally, with `interrupted` True in its result. A second Ctrl-C raises KeyboardInterrupt.
     """
+    if not isinstance(model, VAE):
+        hint = (": pass the model itself, and TrainConfig(compile=True) for a compiled step" if hasattr(model, "_orig_mod")
+                else "")
+        raise VaekitError(f"train takes a vaekit.VAE (or a subclass of it), not {type(model).__name__}{hint}")
     check_training_data(data, model)
     if not isinstance(config, TrainConfig) or not isinstance(data_config, (DataConfig, type(None))):
         raise VaekitError("train takes its settings as vaekit.TrainConfig (and data_config as vaekit.DataConfig), not "
