@@ -102,8 +102,10 @@ def test_dropout_is_off_outside_training():
 
 
 def test_wrong_input_width_is_a_clear_error(vae):
-    with pytest.raises(VaekitError, match=r"expected input of shape \(N, 64\)"):
+    with pytest.raises(VaekitError, match=r"expected input of shape \(N, 64\), got \(2, 63\)$"):
         vae.encode(np.zeros((2, 63), np.float32))
+    with pytest.raises(VaekitError, match=r"got \(5, 8, 9\) \(\(5, 72\) flattened\)"):  # the shape given, not ours
+        vae.encode(torch.rand(5, 8, 9))
 
 
 def test_gradients_flow_through_the_reparameterization(vae):

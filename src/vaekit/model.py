@@ -345,12 +345,14 @@ def check_input(x: torch.Tensor, width: int, image_shape: tuple[int, ...] | None
     if image_shape is not None and x.ndim == 4 and tuple(x.shape[1:]) != tuple(image_shape):
         expected = ", ".join(map(str, image_shape))
         raise VaekitError(f"expected images of shape (N, {expected}), channels first; got {tuple(x.shape)}")
+    given = tuple(x.shape)
     if x.ndim == 1 and x.numel() == width:
         x = x.reshape(1, width)
     elif x.ndim > 2 and len(x) > 0:
         x = x.reshape(len(x), -1)
     if x.ndim != 2 or x.shape[1] != width:
-        raise VaekitError(f"expected input of shape (N, {width}), got {tuple(x.shape)}")
+        flattened = f" ({tuple(x.shape)} flattened)" if tuple(x.shape) != given else ""
+        raise VaekitError(f"expected input of shape (N, {width}), got {given}{flattened}")
     if len(x) == 0:
         raise VaekitError("expected at least one row of input, got none")
     return x
