@@ -377,6 +377,22 @@ def test_explore_command_on_a_conv_gaussian_run(tmp_path: Path) -> None:
     assert [s["type"] for s in payload["decoder"]].count("conv_transpose2d") == 2
 
 
+MARKUP = "<!--<script></script>& <b>"  # in a folder's or a run's name, as someone else may have named them
+
+
+def page_with_markup_in_its_names(tmp_path: Path) -> Path:
+    data = dataclasses.replace(tiny_data(n=30), name=MARKUP, class_names=(MARKUP, "b", "c"))
+    return write_explorer(VAE([12, 9, 2], image_shape=(1, 3, 4)), data, tmp_path / "markup.html", title=MARKUP)
+
+
+def test_markup_in_names_stays_text_in_the_pages_data(tmp_path: Path) -> None:
+    html = page_with_markup_in_its_names(tmp_path).read_text(encoding="utf-8")
+    data = re.search(r'<script type="application/json" id="vaekit-data">(.*?)</script>', html, re.S).group(1)
+    assert not set("<>&") & set(data)  # so no "<!--<script" keeps the element open past its end
+    payload = json.loads(data)
+    assert payload["title"] == MARKUP and MARKUP in json.dumps(payload, ensure_ascii=False)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     path = write_explorer(VAE([12, 9, 2], image_shape=(1, 3, 4)), tiny_data(), tmp_path / "page.html")
@@ -395,6 +411,11 @@ def test_server_serves_the_page_and_nothing_else(served: tuple[str, Path]) -> No
         assert response.read() == path.read_bytes()
     with pytest.raises(urllib.error.HTTPError, match="404"):
         urllib.request.urlopen(url.replace("page.html", "secret.txt"))
+    rebound = urllib.request.Request(url, headers={"Host": f"attacker.example:{url.split(':')[2].split('/')[0]}"})
+    with pytest.raises(urllib.error.HTTPError, match="403"):  # a page whose name resolves to 127.0.0.1 (DNS rebinding)
+        urllib.request.urlopen(rebound)
+    with urllib.request.urlopen(url.replace("127.0.0.1", "localhost")) as response:
+        assert response.status == 200
     with pytest.raises(VaekitError, match="no explorer page"):
         make_server(path.with_name("missing.html"), port=0)
     with pytest.raises(VaekitError, match="choose another --port"):
@@ -542,6 +563,12 @@ def test_javascript_decoder_matches_pytorch_for_every_activation(open_page, tmp_
     page = open_page(write_explorer(model, None, tmp_path / "explorer.html"))
     assert js_decode_error(page, model, n=200, scale=3.0) < JS_TOLERANCE
     assert page.errors == []
+
+
+def test_a_page_with_markup_in_its_names_runs(open_page, tmp_path: Path) -> None:
+    page = open_page(page_with_markup_in_its_names(tmp_path))
+    assert page.errors == [] and page.js("typeof window.vaekitExplorer") == "object"
+    assert MARKUP in page.js("document.getElementById('legend').textContent")
 
 
 def test_javascript_special_functions(open_page, tmp_path: Path) -> None:

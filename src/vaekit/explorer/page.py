@@ -192,7 +192,9 @@ def render_page(payload: dict[str, Any]) -> str:
     folder = resources.files("vaekit.explorer")
     template = folder.joinpath("template.html").read_text(encoding="utf-8")
     scripts = "\n".join(folder.joinpath(name).read_text(encoding="utf-8") for name in SCRIPTS)
-    # Inside <script>, "</" could close the element early; JSON allows the escaped form.
-    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    # Inside <script>, "</" could close the element early and "<!--<script" keep it open past its end (a folder
+    # named so): no "<", ">" or "&" at all, as JSON's escapes, which JSON.parse reads back the same
+    data = json.dumps(payload, separators=(",", ":"))
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     values = {"TITLE": html.escape(payload["title"]), "DATA": data, "SCRIPTS": scripts}
     return re.sub(r"\{\{(TITLE|DATA|SCRIPTS)\}\}", lambda match: values[match.group(1)], template)

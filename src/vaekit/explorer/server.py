@@ -27,6 +27,11 @@ class PageHandler(http.server.BaseHTTPRequestHandler):
         self.send_page(with_body=False)
 
     def send_page(self, with_body: bool) -> None:
+        port = self.server.server_address[1]
+        if self.headers.get("Host") not in (f"{HOST}:{port}", f"localhost:{port}"):
+            # a web page whose name was made to resolve to 127.0.0.1 (DNS rebinding) sends its own name here
+            self.send_error(403, "the explorer server answers requests for 127.0.0.1 and localhost only")
+            return
         path = self.path.split("?", 1)[0]
         if path not in ("/", f"/{self.page.name}"):
             self.send_error(404, "the explorer server serves only its page")
