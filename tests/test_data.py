@@ -3,9 +3,11 @@
 import functools
 import gzip
 import http.server
+import logging
 import os
 import shutil
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -264,6 +266,25 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        if self.path.startswith("/endless"):  # a reply with no end, unannounced
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"x" * 65536)
+            except OSError:  # the client hung up
+                return
+        if self.path.startswith("/trickle"):  # a byte every 0.1 s, with a length that reads as no number
+            self.send_response(200)
+            self.send_header("Content-Length", "abc")
+            self.end_headers()
+            try:
+                for _ in range(600):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                return
         if self.path.startswith("/truncated"):  # promise 1000 bytes, send 10, hang up
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -273,6 +294,16 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
             self.close_connection = True
             return
         super().do_GET()
+
+
+def test_an_endless_or_trickling_reply_is_refused_and_leaves_no_file(mirror, isolated_cache):
+    with pytest.raises(VaekitError, match="endless.*: the reply went on past 1048576 bytes"):
+        download(mirror + "endless", isolated_cache / "e.gz", "0" * 32, max_bytes=2**20)
+    started = time.monotonic()
+    with pytest.raises(VaekitError, match=r"trickle.*: \d+ bytes in 1 s, too slow to finish"):
+        download(mirror + "trickle", isolated_cache / "t.gz", "0" * 32, max_seconds=1.0)
+    assert time.monotonic() - started < 10  # not retried: a slow server stays slow
+    assert list(isolated_cache.iterdir()) == []
 
 
 def test_truncated_transfer_is_clear_and_leaves_no_file(mirror, isolated_cache):
@@ -349,11 +380,13 @@ def test_a_mirror_that_is_no_web_address_is_refused(bad):
         DataConfig(data="mnist", mirror=bad)
 
 
-def test_mnist_without_data_dir_downloads_into_the_cache(mirror, isolated_cache):
+def test_mnist_without_data_dir_downloads_into_the_cache(mirror, isolated_cache, caplog):
     # The mirror's training file is the subset, so the official checksum must stop the load.
+    caplog.set_level(logging.INFO, logger="vaekit")
     with pytest.raises(VaekitError, match="checksum mismatch"):
         load_data(DataConfig(data="mnist", mirror=mirror))
     assert sorted(p.name for p in (isolated_cache / "mnist").iterdir()) == []
+    assert f"downloading {mirror}train-images-idx3-ubyte.gz" in caplog.messages  # a command says where from
 
 
 def test_binary_data_stored_as_bytes_are_warned_of_once(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -30,6 +30,10 @@ MNIST_FILES = {
 }
 BINARIZED_MNIST_FILES = {split: f"binarized_mnist_{split}.amat" for split in SPLITS}
 IDX_MAGIC = {2049: 1, 2051: 3}  # labels: 1 dimension, images: 3 dimensions (unsigned bytes)
+MAX_DOWNLOAD_BYTES = 64 * 2**20  # the largest MNIST file is 9.9 MB
+MAX_DOWNLOAD_SECONDS = 600.0
+
+log = logging.getLogger(__name__)  # "downloading URL", which the commands print
 
 
 # -- digits ------------------------------------------------------------------------------------
@@ -146,10 +150,13 @@ class TransientError(Exception):
     """A failed download that another try may fix: a dropped connection, a timeout, a busy server."""
 
 
-def download(url: str, destination: Path, md5: str, timeout: float = 60.0, attempts: int = 3, wait: float = 1.0) -> Path:
+def download(url: str, destination: Path, md5: str, timeout: float = 60.0, attempts: int = 3, wait: float = 1.0,
+             max_bytes: int = MAX_DOWNLOAD_BYTES, max_seconds: float = MAX_DOWNLOAD_SECONDS) -> Path:
     """Fetch url to destination unless a verified copy is there; verify md5; never leave a partial file.
 
     A transient failure is tried again, up to `attempts` times in all, `wait`, then twice as long, and so on between tries.
+    `timeout` bounds each wait for the server; a reply longer than max_bytes, or a transfer longer than max_seconds,
+    is refused (the four MNIST files are 10 MB at most: an endless reply would fill the disk, a trickle never end).
     """
     from vaekit.files import atomic_write_with
 
@@ -160,9 +167,10 @@ def download(url: str, destination: Path, md5: str, timeout: float = 60.0, attem
     except OSError as error:
         raise VaekitError(f"cannot create the download folder {destination.parent}: {error.strerror} "
                           "(set $VAEKIT_CACHE to another folder, or give --data-dir)") from None
+    log.info(f"downloading {url}")
     for attempt in range(1, attempts + 1):
         try:
-            atomic_write_with(destination, lambda tmp: fetch(url, tmp, md5, timeout))
+            atomic_write_with(destination, lambda tmp: fetch(url, tmp, md5, timeout, max_bytes, max_seconds))
             return destination
         except TransientError as error:
             if attempt == attempts:
@@ -172,12 +180,23 @@ def download(url: str, destination: Path, md5: str, timeout: float = 60.0, attem
     raise AssertionError("unreachable")
 
 
-def fetch(url: str, path: Path, md5: str, timeout: float) -> None:
+def fetch(url: str, path: Path, md5: str, timeout: float, max_bytes: int = MAX_DOWNLOAD_BYTES,
+          max_seconds: float = MAX_DOWNLOAD_SECONDS) -> None:
     """Write url's bytes to path and check their md5: a VaekitError for what a retry cannot mend, a TransientError else."""
+    started = time.monotonic()
     try:
         with open(path, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            expected_length = response.headers.get("Content-Length")
-            shutil.copyfileobj(response, out)
+            expected_length = content_length(response.headers.get("Content-Length"))
+            if expected_length is not None and expected_length > max_bytes:
+                raise VaekitError(f"cannot download {url}: the server offers {expected_length} bytes, more than the "
+                                  f"{max_bytes} a data file here may have")
+            while chunk := response.read1(1 << 20):  # what has come, so that the clock is read while it trickles
+                out.write(chunk)
+                if out.tell() > max_bytes:
+                    raise VaekitError(f"cannot download {url}: the reply went on past {max_bytes} bytes, more than a "
+                                      "data file here may have")
+                if time.monotonic() - started > max_seconds:
+                    raise VaekitError(f"cannot download {url}: {out.tell()} bytes in {max_seconds:g} s, too slow to finish")
     except urllib.error.HTTPError as error:
         if error.code >= 500 or error.code == 429:
             raise TransientError(f"HTTP {error.code} {error.reason}") from None
@@ -189,11 +208,16 @@ def fetch(url: str, path: Path, md5: str, timeout: float) -> None:
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = str(getattr(error, "reason", None) or error)
         raise TransientError(reason or type(error).__name__) from None
-    if expected_length is not None and path.stat().st_size != int(expected_length):
+    if expected_length is not None and path.stat().st_size != expected_length:
         raise TransientError(f"the transfer was cut short ({path.stat().st_size} of {expected_length} bytes)")
     actual = file_md5(path)
     if actual != md5:
         raise VaekitError(f"checksum mismatch for {url}: md5 {actual}, expected {md5}")
+
+
+def content_length(header: str | None) -> int | None:
+    """The Content-Length header's number of bytes; None where there is none, or none that reads as one."""
+    return int(header) if header is not None and header.strip().isdigit() else None
 
 
 def file_md5(path: Path) -> str:
