@@ -509,9 +509,26 @@ def test_a_snapshot_cut_short_by_a_crash_does_not_stop_the_gifs(tmp_path):
     first = train_tiny(tmp_path, "run", 5, snapshots=True)
     (broken,) = first.run_dir.rglob("manifold*step0000003.png")
     broken.write_bytes(b"")  # as a SIGKILL mid-write left it before PNGs were written atomically
-    with pytest.warns(UserWarning, match="not a readable image"):
+    with pytest.warns(UserWarning, match="not a readable snapshot"):
         paths = snapshot_gifs(first.run_dir)
     assert len(paths) == 2 and gif_frames(first.run_dir / "manifold_over_training.gif") == 4
+
+
+def test_snapshots_that_are_no_files_or_far_too_large_are_left_out_of_the_gifs(tmp_path):
+    import os
+
+    from PIL import Image
+
+    first = train_tiny(tmp_path, "run", 5, snapshots=True)
+    (fifo,) = first.run_dir.rglob("manifold*step0000003.png")
+    fifo.unlink()
+    os.mkfifo(fifo)  # as a tar archive may carry one: opening it would wait for a writer for ever
+    (huge,) = first.run_dir.rglob("latent*step0000001.png")
+    Image.new("L", (5000, 10)).save(huge)  # every frame would be brought to the first one's size
+    with pytest.warns(UserWarning, match=r"step0000001.png is not a readable snapshot \(5000x10 pixels\)"):
+        snapshot_gifs(first.run_dir)
+    assert gif_frames(first.run_dir / "manifold_over_training.gif") == 4
+    assert gif_frames(first.run_dir / "latent_over_training.gif") == 4
 
 
 def test_figures_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -619,6 +636,13 @@ def test_figures_of_an_early_stopped_run_carry_the_step_of_the_weights_they_show
     best_step = next(entry["step"] for entry in progress.history if entry["epoch"] == progress.best_epoch)
     assert best_step < progress.step  # stopped after its best epoch: model.safetensors holds the best epoch's weights
     assert trained_steps(result.run_dir) == best_step
+
+    import os
+
+    checkpoint = result.run_dir / "checkpoint.safetensors"
+    checkpoint.unlink()
+    os.mkfifo(checkpoint)  # as a tar archive may carry: opening it would hang plot, past Ctrl-C
+    assert trained_steps(result.run_dir) is None  # the figures go without a step in their names
 
 
 def test_plot_options_refuse_what_no_figure_can_draw():

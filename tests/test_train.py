@@ -448,6 +448,22 @@ def test_a_model_torch_compile_wrapped_is_refused_with_the_way_to_compile(small,
     assert not list(tmp_path.iterdir())
 
 
+def test_a_lock_file_that_is_a_link_or_a_fifo_is_refused_and_nothing_written_through_it(small, tmp_path):
+    import os
+
+    first = train(VAE([64, 16, 2]), small, quick_config(tmp_path / "runs", epochs=1, batch_size=50))
+    lock, elsewhere = first.run_dir / ".lock", tmp_path / "elsewhere.txt"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(elsewhere)
+    with pytest.raises(VaekitError, match=r"\.lock is not the plain file vaekit keeps there"):
+        train(VAE([64, 16, 2]), small, quick_config(tmp_path / "runs", epochs=2, batch_size=50), run_dir=first.run_dir)
+    assert not elsewhere.exists()
+    lock.unlink()
+    os.mkfifo(lock)  # opening it would wait for a writer for ever
+    with pytest.raises(VaekitError, match="is not the plain file"):
+        train(VAE([64, 16, 2]), small, quick_config(tmp_path / "runs", epochs=2, batch_size=50), run_dir=first.run_dir)
+
+
 def test_images_are_due_at_epochs_on_logarithmic_time():
     from vaekit.train import images_due
 

@@ -36,6 +36,7 @@ SNAPSHOT_BASE, SNAPSHOT_INCREMENT = 2.0, 0.5
 SNAPSHOT_FOLDER = "snapshots"
 SNAPSHOT_KINDS = {"manifold": "manifold_ppf30", "latent": "latent_valid"}  # GIF name -> snapshot file prefix
 SNAPSHOT_FRAME_MS, LAST_FRAME_MS = 500, 2500
+MAX_FRAME_PX = 4096  # a larger snapshot was not drawn here, and every frame would be brought to its size
 MORPH_FRAME_MS, MORPH_HOLD_MS = 60, 600  # each example is held a while, so it can be recognised
 MORPH_PX = 256  # the morph's images are enlarged by a whole factor towards this size
 CAPTION_PX = 30
@@ -169,7 +170,7 @@ def snapshot_files(run_dir: str | Path, prefix: str) -> list[tuple[int, Path]]:
     found = []
     for path in (Path(run_dir) / SNAPSHOT_FOLDER).glob(f"{prefix}_step*.png"):
         match = pattern.fullmatch(path.name)
-        if match:
+        if match and path.is_file():  # (a FIFO of that name would hang the reading)
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -198,9 +199,11 @@ def snapshot_gifs(run_dir: str | Path, out_dir: str | Path | None = None) -> lis
         for _, file in files:
             try:
                 with Image.open(file) as image:
+                    if max(image.size) > MAX_FRAME_PX:  # a snapshot is about 800 pixels: this one was not written here
+                        raise ValueError(f"{image.width}x{image.height} pixels")
                     frame = image.convert("RGB")
-            except (OSError, ValueError):  # written before atomic writes, and cut short by a crash
-                warnings.warn(f"{file} is not a readable image: the GIF goes on without it", stacklevel=2)
+            except (OSError, ValueError) as error:  # written before atomic writes, and cut short by a crash
+                warnings.warn(f"{file} is not a readable snapshot ({error}): the GIF goes on without it", stacklevel=2)
                 continue
             if frames and frame.size != frames[0].size:  # a snapshot from another version of vaekit
                 frame = frame.resize(frames[0].size)

@@ -676,6 +676,8 @@ def trained_steps(run_dir: Path) -> int | None:
     from vaekit.model import read_run_config
     from vaekit.runs import BEST_FILE
 
+    if not (run_dir / CHECKPOINT_FILE).is_file():  # (a FIFO of that name would hang safetensors, past Ctrl-C)
+        return None
     try:
         with safe_open(str(run_dir / CHECKPOINT_FILE), framework="pt") as handle:
             progress = json.loads((handle.metadata() or {})["state"])["progress"]

@@ -133,7 +133,10 @@ def held_alone(run_dir: Path, cluster: Cluster) -> Iterator[None]:
     if not cluster.is_main or fcntl is None:
         yield
         return
-    with open(run_dir / LOCK_FILE, "a") as handle:  # closing it, however the run ends, releases the lock
+    lock = run_dir / LOCK_FILE
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):  # opening would write elsewhere, or hang on a FIFO
+        raise VaekitError(f"{lock} is not the plain file vaekit keeps there: remove it to train the run")
+    with open(lock, "a") as handle:  # closing it, however the run ends, releases the lock
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
