@@ -130,6 +130,23 @@ def test_help_is_useful():
         assert flag in train_help
 
 
+def test_out_of_memory_names_the_size_asked_for_and_the_commands_own_flags():
+    import torch
+
+    from vaekit.cli import MEMORY_FLAGS, build_parser, out_of_memory
+
+    assert out_of_memory("plot", MemoryError("Unable to allocate 2.00 GiB for an array with shape (268435456,)")) == (
+        "out of memory (2.00 GiB asked for): too large for this machine; ask for less with --ppf-sizes, --grid, --n, --frames, --kind")
+    assert out_of_memory("evaluate", torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")).startswith(
+        "out of memory (20.00 GiB asked for)")
+    assert out_of_memory("sample", MemoryError()) == "out of memory: too large for this machine; ask for less with -n"
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(MEMORY_FLAGS) == set(commands)
+    for command, flags in MEMORY_FLAGS.items():  # each a flag of that command
+        known = {option for action in commands[command]._actions for option in action.option_strings}
+        assert set(flags.split(", ")) <= known, command
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -147,7 +164,8 @@ def test_help_is_useful():
         (["train", "--resume", ""], "expected a run folder, got an empty name"),  # an unset "$RUN": not a new run
         (["train", "--seed", str(2**70)], "expected a whole number from 0 to 2^62 - 1"),
         (["train", "--threads", "100000"], "--threads must be between 1 and 1024"),
-        (["train", "--arch", "64,100000000000,2"], "out of memory: the model"),
+        (["train", "--arch", "64,100000000000,2"], "out of memory (23841.9 GiB asked for): too large for this machine; ask for "
+                                                    "less with --arch, --batch-size, --image-size"),
         (["sample", "/nonexistent/run", "--seed", "-1"], "expected a whole number from 0 to 2^62"),
         (["evaluate", "/nonexistent/run", "--epochs", "5"], "(see vaekit evaluate --help)"),
         (["train", "--iwae-k", "5"], "--iwae-k applies to --objective iwae only"),  # it would be ignored

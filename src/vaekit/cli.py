@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import warnings
@@ -30,7 +31,9 @@ FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
 
 
-OUT_OF_MEMORY = "out of memory: the model, the batch or the images are too large for this machine (see --arch, --batch-size, --image-size)"
+# what to make smaller when a command runs out of memory, by command
+MEMORY_FLAGS = {"train": "--arch, --batch-size, --image-size", "evaluate": "--limit, --image-size",
+                "sample": "-n", "plot": "--ppf-sizes, --grid, --n, --frames, --kind", "explore": "--points"}
 TOO_LARGE = "a number given is too large: an array of that size cannot be made (see the sizes and counts given: --grid, -n, --iwae-k, ...)"
 
 
@@ -97,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        print(f"vaekit: error: {OUT_OF_MEMORY}", file=sys.stderr)
+    except MemoryError as error:
+        print(f"vaekit: error: {out_of_memory(args.command, error)}", file=sys.stderr)
         return 1
     except OSError as error:
         print(f"vaekit: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                   "the job stops (see --dist-timeout)", file=sys.stderr)
             return 1
         if isinstance(error, RuntimeError) and any(sign in str(error) for sign in ("can't allocate memory", "out of memory")):
-            print(f"vaekit: error: {OUT_OF_MEMORY}", file=sys.stderr)  # PyTorch's allocators say it so
+            print(f"vaekit: error: {out_of_memory(args.command, error)}", file=sys.stderr)  # PyTorch's allocators say it so
             return 1
         if is_size_overflow(error):
             print(f"vaekit: error: {TOO_LARGE}", file=sys.stderr)
@@ -171,6 +174,14 @@ def info_lines_printed() -> Iterator[None]:
     finally:
         library_log.removeHandler(handler)
         library_log.setLevel(level)
+
+
+def out_of_memory(command: str, error: BaseException) -> str:
+    """The one line for a command that ran out of memory: what could not be had, and the flags that ask for less."""
+    # PyTorch: "... you tried to allocate 25600000000000 bytes", CUDA: "Tried to allocate 20.00 GiB", numpy: "Unable to allocate 2.00 GiB"
+    asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGTP]iB)", str(error), re.I)
+    size = "" if asked is None else f" ({int(asked.group(1)) / 2**30:.1f} GiB asked for)" if asked.group(1) else f" ({asked.group(2)} asked for)"
+    return f"out of memory{size}: too large for this machine; ask for less with {MEMORY_FLAGS.get(command, '--image-size')}"
 
 
 def plural(n: int, noun: str) -> str:
