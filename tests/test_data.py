@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from vaekit import DataConfig, Splits, VaekitError
-from vaekit.data import load_data
+from vaekit.data import load_data, locations
 from vaekit.data.mnist import MNIST_FILES, download, file_md5, mirror_url, parse_amat, parse_idx
 
 
@@ -173,6 +173,28 @@ def test_idx_parser_checks_the_header():
         parse_idx(b"\x00\x00\x09\x99" + data[4:], "x")
     with pytest.raises(VaekitError, match="header promises"):
         parse_idx(data[:-1], "x")
+
+
+def test_an_idx_file_longer_than_its_header_promises_is_refused_without_unpacking_it(tmp_path, monkeypatch):
+    import vaekit.data.mnist as mnist
+
+    folder = write_fake_mnist(tmp_path / "mnist", pixel=3)
+    header = (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (3, 28, 28))
+    with gzip.open(folder / "train-images-idx3-ubyte.gz", "wb") as handle:  # 3 images promised, 50 MB of zeros after them
+        handle.write(header)
+        for _ in range(50):
+            handle.write(bytes(2**20))
+    read = []
+    monkeypatch.setattr(mnist, "read_bytes", lambda path, limit=None: read.append(limit) or locations.read_bytes(path, limit))
+    with pytest.raises(VaekitError, match=r"header promises 2352 bytes for shape \(3, 28, 28\), the file holds more"):
+        load_data(DataConfig("mnist", data_dir=str(folder)))
+    assert read == [16, 16 + 3 * 784 + 1]  # the header, then no more than it promised and one byte
+
+
+def test_an_npz_member_load_arrays_does_not_use_is_never_read(tmp_path):
+    x = np.random.default_rng(0).random((20, 4), dtype=np.float32)
+    np.savez(tmp_path / "a.npz", x=x, notes=np.array([{"a": 1}], dtype=object))  # a pickle, which is never loaded
+    assert load_data(DataConfig(str(tmp_path / "a.npz"))).train.x.shape == (16, 4)
 
 
 def test_truncated_gzip_is_a_clear_error(tmp_path, shared_data):

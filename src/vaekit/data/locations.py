@@ -35,12 +35,10 @@ def find_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped if it ends in .gz, with a clear error if it is damaged."""
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The file's bytes (the first `limit` of them), gunzipped if it ends in .gz, with a clear error if it is damaged."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+            return handle.read(-1 if limit is None else limit)
     except (OSError, EOFError, zlib.error) as error:
         raise VaekitError(f"cannot read {path}: {error}") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import math
 import os
 import time
 import urllib.error
@@ -62,6 +63,17 @@ def load_digits(seed: int = 0) -> Splits:
 
 def parse_idx(data: bytes, source: str) -> np.ndarray:
     """Decode an IDX file of unsigned bytes (labels or images), checking its header."""
+    header_size, shape = idx_header(data, source)
+    expected = math.prod(shape)
+    if len(data) - header_size != expected:
+        raise VaekitError(
+            f"{source}: header promises {expected} bytes for shape {shape}, file holds {len(data) - header_size}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def idx_header(data: bytes, source: str) -> tuple[int, tuple[int, ...]]:
+    """(header size in bytes, shape) of the IDX file whose first bytes (at least its header) are data."""
     if len(data) < 8:
         raise VaekitError(f"{source} is too short to be an IDX file")
     magic = int.from_bytes(data[:4], "big")
@@ -71,19 +83,24 @@ def parse_idx(data: bytes, source: str) -> np.ndarray:
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise VaekitError(f"{source} has a truncated IDX header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape))
-    if len(data) - header_size != expected:
-        raise VaekitError(
-            f"{source}: header promises {expected} bytes for shape {shape}, file holds {len(data) - header_size}"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
+    return header_size, tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped or not), read no further than its header promises: a few bytes of header promising
+    ten images before gigabytes of gzipped zeros are refused without unpacking them."""
+    header_size, shape = idx_header(read_bytes(path, limit=16), str(path))
+    size = header_size + math.prod(shape)
+    data = read_bytes(path, limit=size + 1)
+    if len(data) > size:
+        raise VaekitError(f"{path}: header promises {size - header_size} bytes for shape {shape}, the file holds more")
+    return parse_idx(data, str(path))
 
 
 def load_mnist(config: DataConfig) -> Splits:
     """MNIST with labels: valid = the first valid_size training images (as TensorFlow's reader)."""
     paths = mnist_paths(config)
-    arrays = {key: parse_idx(read_bytes(path), str(path)) for key, path in paths.items()}
+    arrays = {key: read_idx(path) for key, path in paths.items()}
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
         if len(images) != len(labels):

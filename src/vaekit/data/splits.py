@@ -135,6 +135,9 @@ def examples_digest(*examples: torch.Tensor) -> str:
 # -- arrays to examples ------------------------------------------------------------------------------
 
 
+ARRAY_NAMES = {"x", "y", *(f"{xy}_{split}" for xy in "xy" for split in SPLITS)}  # the members load_arrays reads
+
+
 def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Splits:
     """A .npy of examples, or a .npz with `x` (and `y`), or `x_train`/`x_valid`/`x_test` (and `y_*`).
 
@@ -146,9 +149,11 @@ def load_arrays(path: Path, valid_fraction: float = 0.1, test_fraction: float = 
         raise VaekitError(f"{path} is a folder, not a .npy/.npz file" if path.is_dir() else f"no such file: {path}")
     check_numpy_magic(path)
     try:
-        loaded = np.load(path, allow_pickle=False)
-        arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {key: loaded[key] for key in loaded.files}
-    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as error:  # an .npz is a zip file
+        # a .npy mapped, not read: the splits copy what they take from it (half the memory of a copy held meanwhile)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r")
+        # of an .npz, the members used alone: an unused one of gigabytes is never unpacked
+        arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {key: loaded[key] for key in loaded.files if key in ARRAY_NAMES}
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile, SyntaxError) as error:  # an .npz is a zip file
         raise VaekitError(f"cannot read {path} as numpy arrays: {error}") from None
     if all(f"x_{split}" in arrays for split in SPLITS):
         parts = {split: (arrays[f"x_{split}"], arrays.get(f"y_{split}")) for split in SPLITS}
