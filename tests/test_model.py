@@ -163,6 +163,15 @@ def test_load_refuses_a_mismatched_weights_file(tmp_path):
         vaekit.load(tmp_path / "a")
 
 
+def test_load_checks_the_weights_against_config_json_before_building_what_it_says(tmp_path):
+    VAE([64, 20, 2]).save(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["model"]["architecture"] = [64, 10**9, 2]  # 256 GB of weights, were they built before the check
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(VaekitError, match=r"tensor decoder.hidden.0.bias is \(20,\) torch.float32, config.json needs \(1000000000,\)"):
+        vaekit.load(tmp_path)
+
+
 def test_load_refuses_a_truncated_weights_file(tmp_path):
     VAE([64, 32, 3]).save(tmp_path)
     weights = tmp_path / "model.safetensors"

@@ -426,21 +426,28 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     run_dir = Path(run_dir).expanduser()
     if run_dir.is_file():
         raise VaekitError(f"load takes the run folder, not a file in it: vaekit.load({str(run_dir.parent)!r})")
-    payload = read_run_config(run_dir)
-    with torch.random.fork_rng(devices=[]):  # the initial weights, soon replaced, leave the caller's stream as it was
-        model = VAE(config=from_dict(ModelConfig, payload["model"]))
+    config = from_dict(ModelConfig, read_run_config(run_dir)["model"])
     weights_path = run_dir / WEIGHTS_FILE
     if not weights_path.exists() and (run_dir / "checkpoint.safetensors").exists():
         raise VaekitError(f"{run_dir} has no {WEIGHTS_FILE} yet: its training stopped before the end; "
                           f"finish it with `vaekit train --resume {run_dir}` (or vaekit.train(..., run_dir=...))")
     tensors, _ = load_tensors(weights_path, "safetensors weights file")
+    with torch.device("meta"):  # the weights checked against config.json's sizes before any memory is spent on them
+        check_state(VAE(config=config).state_dict(), tensors, weights_path)
+    with torch.random.fork_rng(devices=[]):  # the initial weights, soon replaced, leave the caller's stream as it was
+        model = VAE(config=config)
     load_checked_state(model, tensors, weights_path)
     return model.to(resolve_device(device)).eval()  # ready to use: no dropout, a VampPrior's pseudo-inputs encoded as at test time
 
 
 def load_checked_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Load tensors into model after checking names, shapes, dtypes and finiteness."""
-    expected = model.state_dict()
+    check_state(model.state_dict(), tensors, source)
+    model.load_state_dict(tensors)
+
+
+def check_state(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse tensors whose names, shapes or dtypes are not the expected state's, or that hold NaN or Inf."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -453,4 +460,3 @@ def load_checked_state(model: nn.Module, tensors: dict[str, torch.Tensor], sourc
             )
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise VaekitError(f"{source}: tensor {name} holds NaN or Inf values")
-    model.load_state_dict(tensors)
