@@ -260,3 +260,20 @@ def test_a_vampprior_is_encoded_once_per_estimate_with_the_same_numbers(monkeypa
     assert calls == [5] and model.prior.held is None  # encoded once, nothing held after
     monkeypatch.setattr(vaekit.evaluate, "prior_held", lambda model: contextlib.nullcontext())
     assert estimate_nll(model, x, k=40, max_rows=16)["nll"] == held["nll"] and len(calls) == 1 + 6 * 3
+
+
+def test_a_conv_model_with_large_feature_maps_is_evaluated_in_fewer_rows_at_a_time(monkeypatch):
+    import vaekit.evaluate as evaluate
+
+    model = VAE([3 * 64 * 64, 8, 2], model="conv", image_shape=(3, 64, 64), conv_channels=(16,))
+    rows = model.rows_per_batch()
+    assert 1 < rows < evaluate.EVAL_BATCH and rows < evaluate.MAX_ROWS  # 16 maps at 64 x 64 per example: 256 rows
+    seen = []
+    real = evaluate.elbo_terms
+    monkeypatch.setattr(evaluate, "elbo_terms", lambda model, x: seen.append(len(x)) or real(model, x))
+    x = torch.rand(rows + 5, 3 * 64 * 64)
+    evaluate.average_elbo_terms(model, x)
+    assert seen == [rows, 5]
+    assert estimate_nll(model, x[:2], k=3 * rows)["max_rows"] == rows  # the codes decoded at once, too
+    dense = VAE([64, 16, 2])
+    assert estimate_nll(dense, torch.rand(2, 64).round(), k=4)["max_rows"] == evaluate.MAX_ROWS  # as before for dense models

@@ -61,9 +61,11 @@ def average_elbo_terms(model: nn.Module, x: ArrayLike, batch_size: int = EVAL_BA
     """Mean elbo, reconstruction and kl over x, in nats per example (one z per example).
 
     The noise comes from its own seeded stream, so the figure is repeatable and the
-    caller's random state (a training run's, say) is left exactly as it was.
+    caller's random state (a training run's, say) is left exactly as it was. At most batch_size rows at a
+    time, fewer where the model's activations are large (`VAE.rows_per_batch`: a conv model's feature maps).
     """
     x = model.as_examples(x)
+    batch_size = rows_at_once(model, batch_size)
     device = model_device(model)
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     with seeded(seed, device), evaluating(model), torch.no_grad(), prior_held(model):
@@ -97,11 +99,11 @@ def importance_sampled_log_px(
     """log p(x) per example of x (N, D) or (N, C, H, W) from k importance samples, with the ELBO terms averaged over the same draws.
 
     Examples are taken max(1, max_rows // k) at a time and their k draws in chunks of at
-    most max_rows (default: `default_max_rows` of the model's device), so at most max_rows
+    most max_rows (default: `default_max_rows` of the model and its device), so at most max_rows
     codes are decoded at once for any k.
     """
     device = model_device(model)
-    max_rows = default_max_rows(device) if max_rows is None else max_rows
+    max_rows = default_max_rows(model, device) if max_rows is None else max_rows
     k, max_rows, seed = whole_number(k, "k"), whole_number(max_rows, "max_rows"), whole_number(seed, "seed")
     for name, value in (("k", k), ("max_rows", max_rows)):
         if value < 1:
@@ -139,9 +141,15 @@ def prior_held(model: nn.Module) -> contextlib.AbstractContextManager:
     return prior.components_held() if isinstance(prior, VampPrior) else contextlib.nullcontext()
 
 
-def default_max_rows(device: torch.device) -> int:
-    """Codes the estimator decodes at once by default: MAX_ROWS on a CPU, MAX_ROWS_CUDA on a GPU."""
-    return MAX_ROWS_CUDA if device.type == "cuda" else MAX_ROWS
+def default_max_rows(model: nn.Module, device: torch.device) -> int:
+    """Codes the estimator decodes at once by default: MAX_ROWS on a CPU, MAX_ROWS_CUDA on a GPU, fewer where
+    the model's activations are large (`VAE.rows_per_batch`: a conv model's feature maps at full resolution)."""
+    return rows_at_once(model, MAX_ROWS_CUDA if device.type == "cuda" else MAX_ROWS)
+
+
+def rows_at_once(model: nn.Module, most: int) -> int:
+    """most, or fewer where the model says its activations are large (a VAE's `rows_per_batch`)."""
+    return min(most, model.rows_per_batch()) if hasattr(model, "rows_per_batch") else most
 
 
 def log_likelihood_of(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -196,7 +204,7 @@ def estimate_nll(
     """
     x = model.as_examples(x)
     device = model_device(model)
-    max_rows = default_max_rows(device) if max_rows is None else max_rows
+    max_rows = default_max_rows(model, device) if max_rows is None else max_rows
     peak_is_this_estimates = reset_peak_memory and reset_peak_memory_counter(device)
     started = time.perf_counter()
     result = importance_sampled_log_px(model, x, k, max_rows=max_rows, seed=seed, progress=progress, compile=compile)
