@@ -179,7 +179,7 @@ def info_lines_printed() -> Iterator[None]:
 def out_of_memory(command: str, error: BaseException) -> str:
     """The one line for a command that ran out of memory: what could not be had, and the flags that ask for less."""
     # PyTorch: "... you tried to allocate 25600000000000 bytes", CUDA: "Tried to allocate 20.00 GiB", numpy: "Unable to allocate 2.00 GiB"
-    asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGTP]iB)", str(error), re.I)
+    asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGTP]iB)", str(error), re.IGNORECASE)
     size = "" if asked is None else f" ({int(asked.group(1)) / 2**30:.1f} GiB asked for)" if asked.group(1) else f" ({asked.group(2)} asked for)"
     return f"out of memory{size}: too large for this machine; ask for less with {MEMORY_FLAGS.get(command, '--image-size')}"
 

@@ -137,7 +137,7 @@ def session_record(device: torch.device, cluster: Cluster) -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
         version = None
     return {
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "vaekit": version,
         "torch": torch.__version__,
         "python": platform.python_version(),
