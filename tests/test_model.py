@@ -207,6 +207,8 @@ def test_binary_bytes_are_warned_of_and_flipped_arrays_taken(vae):
     binary = (np.random.default_rng(0).random((5, 64)) > 0.5).astype(np.uint8)
     with pytest.warns(UserWarning, match="the input holds uint8 values 0 and 1 only"):
         vae.encode(binary)
+    with pytest.raises(VaekitError, match="expected at least one row"):
+        vae.encode(np.zeros((0, 64), np.uint8))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mu, _ = vae.encode(np.flip(binary.astype(np.float32), axis=1))  # negative strides

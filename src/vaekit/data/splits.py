@@ -93,7 +93,7 @@ def check_values(x: torch.Tensor, what: str, needs: str = "vaekit's models take 
 def warn_if_bytes_are_binary(x: np.ndarray | torch.Tensor, what: str) -> None:
     """uint8 values are pixels 0-255, scaled by 1/255: warn where they are all 0 or 1 (binary data stored in
     bytes, a common way to keep binarized MNIST), which would become 0 and 1/255, images almost black."""
-    if x.size and int(x.max()) == 1:  # (np.ndarray.size is a number, torch.Tensor.size a method: both true)
+    if x.reshape(-1).shape[0] and int(x.max()) == 1:  # (numpy and torch alike; an empty array has no max)
         warnings.warn(f"{what} holds uint8 values 0 and 1 only: uint8 values are read as pixels 0-255, so these "
                       "become 0 and 1/255 (almost black); give binary data as float32 or bool, or as 0 and 255", stacklevel=3)
 
