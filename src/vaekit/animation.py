@@ -53,7 +53,7 @@ def save_gif(frames: Sequence[Image.Image], path: str | Path, durations_ms: Sequ
     if not frames:
         raise VaekitError(f"no frames for {path}")
     path = prepare_path(path)
-    frames = [frame.convert("RGB") for frame in frames]
+    frames = [frame if frame.mode == "RGB" else frame.convert("RGB") for frame in frames]  # (no second copy of RGB ones)
     try:
         atomic_write_with(path, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
                                                            duration=list(durations_ms), loop=0, optimize=False))
