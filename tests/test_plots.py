@@ -17,6 +17,7 @@ from PIL import Image
 
 from vaekit import DataConfig, ModelConfig, TrainConfig, VaekitError, train
 from vaekit.animation import (
+    MAX_DEFAULT_MORPH_LABELS,
     SNAPSHOT_FOLDER,
     caption_font,
     is_snapshot_step,
@@ -421,10 +422,14 @@ def test_a_morph_by_label_of_one_label_is_skipped_and_of_many_labels_has_a_short
     with pytest.warns(FigureSkipped, match="no morph figure: the test split holds one label only"):
         assert all_plots(tiny_model(GRAY), one_label, tmp_path / "one", kinds=["morph", "prior"])  # the prior's still drawn
     many = Split(data.test.x, torch.arange(len(data.test.x)) * 1000)  # a file name listing them would pass 255 bytes
-    path = morph_by_label(tiny_model(GRAY), many, tmp_path, frames_per_transition=1)
+    assert len(many.x) > MAX_DEFAULT_MORPH_LABELS
+    path = morph_by_label(tiny_model(GRAY), many, tmp_path, order=many.y.tolist()[::-1], frames_per_transition=1)
     assert path.name.startswith(f"morph_{len(many.x)}_labels_") and gif_frames(path) == len(many.x)
     reversed_order = morph_by_label(tiny_model(GRAY), many, tmp_path, order=many.y.tolist(), frames_per_transition=1)
     assert reversed_order != path  # another order of as many labels: another file
+    with pytest.warns(UserWarning, match=f"the split has {len(many.x)} labels: the morph goes through the 20 highest"):
+        capped = morph_by_label(tiny_model(GRAY), many, tmp_path, frames_per_transition=1)  # unless --order names them
+    assert capped.name.startswith("morph_20_labels_") and gif_frames(capped) == 20
 
 
 def test_all_plots_refuses_unknown_kinds_and_data_of_another_size(tmp_path):

@@ -113,19 +113,26 @@ def morph_examples(model: VAE, x: torch.Tensor, path: str | Path, frames_per_tra
 
 
 MAX_NAMED_ORDER = 60  # characters of a morph's label order that its file name lists
+MAX_DEFAULT_MORPH_LABELS = 20  # labels a morph goes through unless --order names them
 
 
 def morph_by_label(model: VAE, split: Split, out_dir: str | Path, order: Sequence[int] | None = None,
                    frames_per_transition: int = 10, tag: str = "", class_names: Sequence[str] = ()) -> Path:
-    """Morph through one typical example of each label in `order` (default: every label of the split, highest first),
-    captioned with the labels (and their class names, where the data name them).
+    """Morph through one typical example of each label in `order` (default: every label of the split, highest first,
+    at most MAX_DEFAULT_MORPH_LABELS of them), captioned with the labels (and their class names, where the data name them).
 
     The typical example of a label is the one whose code lies nearest the mean code of its label.
     """
     if split.y is None:
         raise VaekitError("a morph by label needs labels, and this data has none")
     labels = split.y.numpy()
-    order = list(order) if order is not None else sorted(np.unique(labels).tolist(), reverse=True)
+    if order is None:
+        order = sorted(np.unique(labels).tolist(), reverse=True)
+        if len(order) > MAX_DEFAULT_MORPH_LABELS:  # 300 labels made 3,000 frames and 2 GB of them
+            warnings.warn(f"the split has {len(order)} labels: the morph goes through the {MAX_DEFAULT_MORPH_LABELS} highest; "
+                          "choose others with --order", stacklevel=2)
+            order = order[:MAX_DEFAULT_MORPH_LABELS]
+    order = list(order)
     present = set(labels.tolist())
     missing = [label for label in order if label not in present]
     if missing:

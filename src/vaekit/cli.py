@@ -619,7 +619,7 @@ def add_plot_command(commands: Any) -> None:
     options.add_argument("--steps", type=positive_int, default=default.steps, help=f"images in the interpolation (default: {default.steps})")
     options.add_argument("--spherical", action="store_true", default=default.spherical, help="interpolate on the great circle, not the line")
     options.add_argument("--order", type=int_list_flag(), metavar="LABEL,...", default=default.order,
-                         help="labels to morph through (default: every label, highest first: 9,8,...,0)")
+                         help="labels to morph through (default: every label, highest first: 9,8,...,0; the 20 highest of more)")
     options.add_argument("--frames", type=positive_int, default=default.frames, help=f"morph frames per transition (default: {default.frames})")
     options.add_argument("--split", choices=SPLITS, default=default.split,
                          help=f"split for the example, interpolation, morph and the grids' plane (default: {default.split})")

@@ -377,7 +377,7 @@ class PlotOptions:
     ppf_sizes: tuple[int, ...] = (24, 30, 60, 100)  # sides of the inverse-CDF grids
     steps: int = 20  # images in the interpolation strip
     spherical: bool = False  # interpolate on the great circle instead of the line
-    order: tuple[int, ...] | None = None  # labels to morph through; None: every label, highest first (9, 8, ..., 0)
+    order: tuple[int, ...] | None = None  # labels to morph through; None: every label, highest first (9, 8, ..., 0), at most 20
     frames: int = 10  # morph frames per transition
     split: SplitName = "test"  # the split for the example, the grids' plane, the interpolation and the morph
     seed: int = 0
