@@ -158,9 +158,13 @@ def test_the_decoded_folder_is_cached_and_refreshed_when_a_file_changes(
     os.utime(root / "3.png", ns=(10**18, 10**18))  # a time no earlier write can have had
     changed = load(root)
     assert (all_examples(changed)[0] == 1.0).any(dim=0).reshape(3, 4, 6)[2].all()  # the blue image is in
-    assert len(list((isolated_cache / "images").glob("*.npz"))) == 2
+    assert len(list((isolated_cache / "images").glob("*.npz"))) == 1  # the cache of the folder before it changed is gone
     load(root, image_size=(3,))
-    assert len(list((isolated_cache / "images").glob("*.npz"))) == 3  # options are part of the key
+    assert len(list((isolated_cache / "images").glob("*.npz"))) == 2  # options are part of the key: both kept
+    other = folder_of(tmp_path / "elsewhere", {f"{i}.png": GREEN for i in range(5)})  # another folder of the same name
+    assert other.name == root.name
+    load(other)
+    assert len(list((isolated_cache / "images").glob("*.npz"))) == 3
 
 
 def test_a_damaged_cache_file_is_decoded_again(tmp_path: Path, isolated_cache: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -30,15 +31,19 @@ def load_image_folder(folder: Path, config: DataConfig, seed: int = 0) -> Splits
     images found at any depth below each), or, without sub-folders, a flat folder of unlabelled
     images. Every image is brought to config.image_size (`fit`: stretched, or scaled and centre-
     cropped) and to config.channels; the decoded bytes are cached under the cache folder, keyed
-    by the files' names, sizes and times and the options, so a second load reads one file.
+    by the files' names, sizes and times and the options, so a second load reads one file. A cache
+    of the same folder and options made before its files changed is removed when the new one is written.
     """
     files, labels, class_names = list_images(folder)
-    key = image_cache_key(folder, files, config)
-    cache_path = cache_folder() / "images" / f"{folder.name}-{key}.npz"
+    reading, contents = image_cache_keys(folder, files, config)
+    cache_path = cache_folder() / "images" / f"{folder.name}-{reading}-{contents}.npz"
     cached = read_image_cache(cache_path)
     if cached is None:
         pixels = decode_images(folder, files, config)
         write_image_cache(cache_path, pixels)
+        for stale in cache_path.parent.glob(f"{glob.escape(folder.name)}-{reading}-*.npz"):  # this folder's, before it changed
+            if stale != cache_path:
+                stale.unlink(missing_ok=True)
     else:
         pixels = cached
     y = np.asarray(labels, dtype=np.int64) if class_names else None
@@ -79,15 +84,16 @@ def is_image_file(path: Path, folder: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not hidden
 
 
-def image_cache_key(folder: Path, files: list[Path], config: DataConfig) -> str:
-    """A hash of what the decoded tensor depends on: the folder, each file's name, size and time, the options."""
-    digest = hashlib.sha256()
+def image_cache_keys(folder: Path, files: list[Path], config: DataConfig) -> tuple[str, str]:
+    """Two hashes of what the decoded tensor depends on: how the folder is read (where it is, the options) and
+    what it holds (each file's name, size and time)."""
     options = {"version": IMAGE_CACHE_VERSION, "size": config.image_size, "channels": config.channels, "fit": config.fit}
-    digest.update(f"{folder.resolve()}\n{json.dumps(options, sort_keys=True)}\n".encode())
+    reading = hashlib.sha256(f"{folder.resolve()}\n{json.dumps(options, sort_keys=True)}\n".encode())
+    contents = hashlib.sha256()
     for relative in files:
         stat = (folder / relative).stat()
-        digest.update(f"{relative.as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+        contents.update(f"{relative.as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return reading.hexdigest()[:12], contents.hexdigest()[:12]
 
 
 def decode_images(folder: Path, files: list[Path], config: DataConfig) -> np.ndarray:
