@@ -144,6 +144,7 @@
     u: points.u,
     v: points.v,
     colour: (i) => (pointShown(i) ? pointColour(i) : null),
+    shown: pointShown,
   });
 
   function axisNames() {
