@@ -23,11 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
-from vaekit.config import (DEVICES, FIGURE_KINDS, SPLITS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, check_settings_apply, default_architecture, from_dict,
+from vaekit.config import (DEVICES, FIGURE_KINDS, SPLITS, RESUME_MAY_CHANGE, DataConfig, ModelConfig, TrainConfig, check_settings_apply, default_architecture, flag_of, from_dict,
                            literal_choices, parse_architecture)
 from vaekit.errors import VaekitError
 
-FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
 
 
@@ -428,10 +427,6 @@ def architecture_flag(text: str) -> tuple[int, ...]:
 # -- commands --------------------------------------------------------------------------------------------
 
 
-def flag_name(field_name: str) -> str:
-    return field_name.replace("_", "-")
-
-
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -497,10 +492,6 @@ def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if "max_steps" in values and "epochs" not in values:
         values["epochs"] = None
     return values
-
-
-def flag_of(field_name: str) -> str:
-    return "--" + FLAG_NAMES.get(field_name, field_name).replace("_", "-")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

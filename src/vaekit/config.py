@@ -44,6 +44,7 @@ MAX_DIST_TIMEOUT = 1e7  # seconds
 SEED_RULE = "a whole number from 0 to 2^62 - 1"  # what --seed takes, for every command
 MAX_THREADS = 1024  # asking OpenMP for many more crashes the process rather than failing
 MIN_SIGMA = 1e-6
+FLAG_NAMES = {"architecture": "arch"}  # field name -> flag name where the short form is the custom
 MIN_LEARNED_SIGMA = 1e-3  # a learned sigma stops here: below the 8-bit quantisation noise, 1/256/sqrt(12)
 
 # The figures `vaekit plot` draws (see plots.py); named with the other choices the CLI offers.
@@ -128,7 +129,7 @@ class ModelConfig:
             raise VaekitError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KINDS)}")
         conv_options = [name for name in ("conv_channels", "conv_kernels", "conv_strides") if getattr(self, name)]
         if self.model != "conv" and conv_options:
-            raise VaekitError(f"--{conv_options[0].replace('_', '-')} applies to --model conv only")
+            raise VaekitError(f"{flag_of(conv_options[0])} applies to --model conv only")
         validate_architecture(self.architecture, min_length=2 if self.model == "conv" else 3)
         if self.nonlinearity not in NONLINEARITIES:
             raise VaekitError(f"unknown nonlinearity {self.nonlinearity!r}; choose one of {', '.join(NONLINEARITIES)}")
@@ -163,7 +164,7 @@ class ModelConfig:
             gaussian_only = {"sigma": self.sigma is not None, "learn_sigma": self.learn_sigma, "dequantize": self.dequantize}
             for name, is_set in gaussian_only.items():
                 if is_set:
-                    raise VaekitError(f"--{name.replace('_', '-')} applies to --likelihood gaussian only")
+                    raise VaekitError(f"{flag_of(name)} applies to --likelihood gaussian only")
             return
         if self.sigma is None:
             object.__setattr__(self, "sigma", DEFAULT_SIGMA)
@@ -239,11 +240,11 @@ def validate_conv(config: ModelConfig) -> None:
     for name in ("conv_kernels", "conv_strides"):
         if len(getattr(config, name)) not in (1, n):
             raise VaekitError(
-                f"--{name.replace('_', '-')} needs 1 value or {n} (one per convolution), got {len(getattr(config, name))}"
+                f"{flag_of(name)} needs 1 value or {n} (one per convolution), got {len(getattr(config, name))}"
             )
     for name in ("conv_channels", "conv_kernels", "conv_strides"):
         if min(getattr(config, name)) < 1:
-            raise VaekitError(f"--{name.replace('_', '-')} must be positive integers, got {list(getattr(config, name))}")
+            raise VaekitError(f"{flag_of(name)} must be positive integers, got {list(getattr(config, name))}")
     conv_feature_sizes(shape, config.conv_layers)
 
 
@@ -326,9 +327,9 @@ class DataConfig:
         for name in ("data", "data_dir"):
             value = getattr(self, name)
             if value == "":  # an unset "$DATA" in a script: not the current folder
-                raise VaekitError(f"--{name.replace('_', '-')} is empty: give a data set, a file or a folder")
+                raise VaekitError(f"{flag_of(name)} is empty: give a data set, a file or a folder")
             if value is not None and "://" in value:
-                raise VaekitError(f"--{name.replace('_', '-')} takes a data set's name, a local file or a folder, not a web "
+                raise VaekitError(f"{flag_of(name)} takes a data set's name, a local file or a folder, not a web "
                                   f"address ({value}): download it first")
         # Paths are kept absolute: the run's config.json must find its data from any folder (evaluate, --resume).
         if self.data not in NAMED_DATA_SETS:
@@ -435,7 +436,7 @@ class TrainConfig:
         for name in ("epochs", "max_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise VaekitError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                raise VaekitError(f"{flag_of(name)} must be at least 1, got {value}")
         if self.batch_size < 1:
             raise VaekitError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
@@ -451,7 +452,7 @@ class TrainConfig:
         for name in ("objective", "lr_schedule", "device", "on_nonfinite"):
             choices = literal_choices(get_type_hints(TrainConfig)[name])
             if getattr(self, name) not in choices:
-                raise VaekitError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
+                raise VaekitError(f"unknown {flag_of(name)} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
         if self.iwae_k < 1:
             raise VaekitError(f"--iwae-k must be at least 1, got {self.iwae_k}")
         if self.objective == "iwae" and (self.beta != 1.0 or self.warmup_epochs or self.free_bits):
@@ -460,7 +461,7 @@ class TrainConfig:
             raise VaekitError(f"--lr-decay must be between 0 and 1, got {self.lr_decay}")
         for name in ("l2", "clip", "eval_every", "checkpoint_every", "beta", "warmup_epochs", "free_bits", "lr_patience", "min_lr", "patience"):
             if getattr(self, name) < 0:
-                raise VaekitError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+                raise VaekitError(f"{flag_of(name)} must not be negative, got {getattr(self, name)}")
 
 
 # settings that mean something under one choice only, and that choice: given without it, they would be ignored
@@ -478,7 +479,7 @@ def check_settings_apply(given: dict[str, Any]) -> None:
     plateau schedule that could never lower the rate. `given` holds the settings given, by field name."""
     for name, (choice, value) in APPLIES_ONLY_WITH.items():
         if name in given and given.get(choice) != value:
-            raise VaekitError(f"--{name.replace('_', '-')} applies to --{choice.replace('_', '-')} {value} only")
+            raise VaekitError(f"{flag_of(name)} applies to {flag_of(choice)} {value} only")
     min_lr, lr = given.get("min_lr", TrainConfig.min_lr), given.get("lr", TrainConfig.lr)
     if given.get("lr_schedule") == "plateau" and min_lr >= lr:
         raise VaekitError(f"--min-lr ({min_lr}) must be below --lr ({lr}), or the rate never drops")
@@ -487,6 +488,11 @@ def check_settings_apply(given: dict[str, Any]) -> None:
 def settings_given(config: Any) -> dict[str, Any]:
     """The fields of a config dataclass that differ from their defaults: those a caller gave, as far as can be told."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if getattr(config, f.name) != f.default}
+
+
+def flag_of(field_name: str) -> str:
+    """The command-line flag of a config field: --batch-size for batch_size, --arch for architecture."""
+    return "--" + FLAG_NAMES.get(field_name, field_name).replace("_", "-")
 
 
 def is_seed(value: int) -> bool:

@@ -436,7 +436,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
         check_state(VAE(config=config).state_dict(), tensors, weights_path)
     with torch.random.fork_rng(devices=[]):  # the initial weights, soon replaced, leave the caller's stream as it was
         model = VAE(config=config)
-    load_checked_state(model, tensors, weights_path)
+    model.load_state_dict(tensors)  # (checked above: the same names, shapes and dtypes, every value finite)
     return model.to(resolve_device(device)).eval()  # ready to use: no dropout, a VampPrior's pseudo-inputs encoded as at test time
 
 

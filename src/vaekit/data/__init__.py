@@ -19,7 +19,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from vaekit.config import NAMED_DATA_SETS, DataConfig
+from vaekit.config import NAMED_DATA_SETS, DataConfig, flag_of
 from vaekit.data.image_folder import load_image_folder
 from vaekit.data.locations import data_folder
 from vaekit.data.mnist import load_binarized_mnist, load_digits, load_mnist, shared_mnist_folder
@@ -81,4 +81,4 @@ def check_options_apply(config: DataConfig) -> None:
     for name, sources in SOURCE_OPTIONS.items():
         if source not in sources and getattr(config, name) != getattr(defaults, name):
             where = " and ".join("image folders" if s == "folder" else f"--data {s}" for s in sources)
-            raise VaekitError(f"--{name.replace('_', '-')} applies to {where} only, not to {config.data}")
+            raise VaekitError(f"{flag_of(name)} applies to {where} only, not to {config.data}")
