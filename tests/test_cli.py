@@ -121,6 +121,37 @@ def test_sample_from_a_model_built_without_an_image_shape(tmp_path):
     assert (tmp_path / "grid.png").exists()  # 8x8 images, guessed from the 64 inputs as the figures guess them
 
 
+def test_real_valued_data_train_evaluate_sample_and_plot_from_the_command_line(tmp_path):
+    """Standardised features (negative, and above 1): a Bernoulli is refused with the way out, which then works."""
+    x = np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32) @ np.diag([1, 2, 3, 0.5, 1]).astype(np.float32)
+    np.save(tmp_path / "features.npy", x)
+    import vaekit as api
+    from vaekit.model import seeded
+
+    common = ["--data", str(tmp_path / "features.npy"), "--arch", "5,16,2", "--epochs", "2", "--no-progress", "--out", str(tmp_path / "runs")]
+    refused = vaekit("train", *common, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "--likelihood gaussian --gaussian-mean identity" in refused.stderr and not (tmp_path / "runs").exists()
+    vaekit("train", *common, "--likelihood", "gaussian", "--gaussian-mean", "identity", "--learn-sigma")
+    (run,) = (tmp_path / "runs").iterdir()
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert model["gaussian_mean"] == "identity" and model["value_range"] == pytest.approx([float(x[:160].min()), float(x[:160].max())], abs=1)
+    table = vaekit("evaluate", str(run)).stdout
+    assert "densities of real values" in table and "(learned: the standard deviation of p(x|z))" in table
+    sigma = json.loads(vaekit("evaluate", str(run), "--json").stdout)["sigma"]
+    assert sigma == pytest.approx(api.load(run).likelihood_sigma) and sigma != 0.1  # learned from the starting 0.1
+    vaekit("sample", str(run), "-n", "7", "--seed", "3", "--out", str(tmp_path / "samples.npy"))
+    samples = np.load(tmp_path / "samples.npy")
+
+    loaded = api.load(run)
+    with seeded(3, loaded.device):
+        np.testing.assert_array_equal(samples, loaded.sample(7))
+    assert samples.dtype == np.float32 and samples.shape == (7, 5)
+    vaekit("plot", str(run), "--kind", "reconstructions", "--kind", "manifold", "--out", str(tmp_path / "figures"))
+    assert sorted(path.name.split("_step")[0] for path in (tmp_path / "figures").glob("*.png")) == [
+        "manifold_linear_20x20", "reconstructions_test", "reconstructions_train", "reconstructions_valid"]
+
+
 def test_help_is_useful():
     text = vaekit("--help").stdout
     for command in ("train", "evaluate", "sample"):

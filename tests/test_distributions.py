@@ -2,10 +2,11 @@
 
 import math
 
+import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaekit.distributions import Bernoulli, DiagonalGaussian, StandardNormal
+from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal
 
 
 def test_kl_matches_torch_distributions():
@@ -50,3 +51,11 @@ def test_bernoulli_is_stable_for_extreme_logits():
     log_prob = Bernoulli(logits).log_prob(torch.tensor([[0.0, 1.0]]))
     assert torch.isfinite(log_prob).all()
     assert math.isclose(log_prob.item(), -200.0, rel_tol=1e-6)
+
+
+def test_a_gaussian_with_an_identity_mean_is_the_normal_density_of_real_values():
+    logits, x, sigma = torch.tensor([[-2.5, 0.0, 3.0]]), torch.tensor([[-2.0, 0.5, 7.0]]), 0.7
+    p = Gaussian(logits, torch.tensor(math.log(sigma)), identity_mean=True)
+    expected = sum(-0.5 * ((b - a) / sigma) ** 2 - math.log(sigma * math.sqrt(2 * math.pi)) for a, b in zip([-2.5, 0.0, 3.0], [-2.0, 0.5, 7.0]))
+    assert torch.equal(p.mean, logits) and p.log_prob(x).item() == pytest.approx(expected, rel=1e-6)
+    assert torch.equal(Gaussian(logits, torch.tensor(0.0)).mean, torch.sigmoid(logits))  # the default: pixels in [0, 1]

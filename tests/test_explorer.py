@@ -271,6 +271,23 @@ def test_gaussian_likelihood_exports_its_sigmoid_mean(tmp_path: Path) -> None:
     assert page_payload(write_explorer(VAE([12, 9, 3]), None, tmp_path / "b.html"))["model"]["sigma"] is None
 
 
+def test_a_model_of_real_values_exports_its_mean_itself_and_the_range_its_page_draws(tmp_path: Path) -> None:
+    model = sharpened(VAE([12, 9, 3], image_shape=(1, 3, 4), likelihood="gaussian", gaussian_mean="identity", value_range=(-4.0, 4.0)))
+    specs = export_decoder(model)
+    assert specs[-1]["type"] == "linear"  # no sigmoid after the last layer
+    z = torch.randn(50, 3) * 3
+    assert torch.allclose(run_layers(specs, z), model.decode(z), atol=1e-5) and model.decode(z).abs().max() > 1
+    data = tiny_data(image_shape=(1, 3, 4))
+    data.train.x.mul_(8).sub_(4)  # [-4, 4], the recorded range: -4 is byte 0, 0 is 128, 4 is 255
+    payload = page_payload(write_explorer(model, data, tmp_path / "page.html"))
+    assert payload["display"] == [-4.0, 4.0]
+    shown = np.frombuffer(base64.b64decode(payload["points"]["images"]), np.uint8).reshape(-1, 12)
+    index = payload["points"]["index"]
+    expected = np.round((data.train.x[index[: len(shown)]].numpy() + 4) / 8 * 255)
+    assert np.abs(shown - expected).max() <= 1
+    assert page_payload(write_explorer(VAE([12, 9, 3]), None, tmp_path / "b.html"))["display"] == [0.0, 1.0]
+
+
 # -- the written page ------------------------------------------------------------------------------
 
 
@@ -750,6 +767,19 @@ def test_rgb_images_are_drawn_in_colour(open_page, tmp_path: Path) -> None:
     pixels = page.decoded_pixels().reshape(4, 4, 4)
     assert np.abs(pixels[..., :3] - expected).max() <= 1
     assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 0  # not grey
+    assert page.errors == []
+
+
+def test_real_values_are_drawn_on_the_range_the_figures_use(open_page, tmp_path: Path) -> None:
+    model = sharpened(VAE([12, 9, 2], image_shape=(1, 3, 4), likelihood="gaussian", gaussian_mean="identity", value_range=(-3.0, 5.0)))
+    page = open_page(write_explorer(model, None, tmp_path / "explorer.html"))
+    for u, v in [(-1.0, 0.5), (1.5, -1.0)]:
+        point = page.js(f"window.vaekitExplorer.padPoint({u}, {v})")
+        page.page.mouse.move(point["x"], point["y"])
+        page.settle()
+        z = np.array(page.js("window.vaekitExplorer.currentZ()"), dtype=np.float32)
+        expected = np.clip(np.round(255 * (model.decode(z[None]) + 3) / 8), 0, 255).reshape(3, 4)
+        assert np.abs(page.decoded_pixels().reshape(3, 4, 4)[..., 0] - expected).max() <= 1
     assert page.errors == []
 
 

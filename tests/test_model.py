@@ -233,6 +233,29 @@ def test_data_the_model_cannot_take_are_refused_clearly(vae, bad, message):
     vae.decode(np.full((2, 3), 2.0))  # latent codes have no range
 
 
+def test_real_valued_data_need_a_gaussian_with_an_identity_mean_which_decodes_to_any_value():
+    real = np.linspace(-3, 4, 2 * 6, dtype=np.float32).reshape(2, 6)
+    for pixel_model in (VAE([6, 5, 2]), VAE([6, 5, 2], likelihood="gaussian")):
+        with pytest.raises(VaekitError, match=r"values in \[-3, 4\]; .* use --likelihood gaussian --gaussian-mean identity"):
+            pixel_model.encode(real)
+    model = VAE([6, 5, 2], likelihood="gaussian", gaussian_mean="identity")
+    with torch.no_grad():
+        model.decoder.logits.bias.fill_(-5.0)
+    assert (model.decode(np.zeros((1, 2), np.float32)) < -4).all()  # the decoder's output itself, no sigmoid
+    assert np.isfinite(vaekit.elbo(model, real)).all() and model.reconstruct(real).shape == (2, 6)
+    with pytest.raises(VaekitError, match="NaN"):
+        model.encode(np.full((2, 6), np.nan))
+
+
+def test_a_vamp_prior_of_real_values_keeps_its_pseudo_inputs_unclamped():
+    real = VAE([6, 5, 2], prior="vamp", pseudo_inputs=3, likelihood="gaussian", gaussian_mean="identity")
+    pixels = VAE([6, 5, 2], prior="vamp", pseudo_inputs=3, likelihood="gaussian")
+    for model in (real, pixels):
+        with torch.no_grad():
+            model.prior.pseudo_inputs_raw.fill_(-2.0)
+    assert (real.prior.pseudo_inputs == -2.0).all() and (pixels.prior.pseudo_inputs == 0.0).all()
+
+
 def test_images_must_have_the_models_shape_for_an_mlp_too():
     vae = VAE([48, 16, 2], image_shape=(3, 4, 4))
     images = torch.rand(2, 3, 4, 4)

@@ -37,6 +37,7 @@ from vaekit.images import (
     image_grid,
     decoded_images,
     encoded_means,
+    model_images,
     to_images,
     to_pixels,
 )
@@ -219,6 +220,13 @@ def test_interpolations_run_from_one_code_to_the_other():
     for opposite in (-a, -1.0000001 * a):  # no one great circle: an error, not codes of norm 1e9
         with pytest.raises(VaekitError, match="opposite directions"):
             interpolate(a, opposite, 5, spherical=True)
+
+
+def test_an_interpolation_of_rows_of_features_is_enlarged_by_their_length_not_their_height_of_1(tmp_path):
+    model = VAE([101, 8, 2], likelihood="gaussian", image_shape=(1, 1, 101))  # 101 features: a 1 x 101 strip
+    x = torch.rand(2, 101)
+    width, height = png_size(save_interpolation(model, x[0], x[1], tmp_path / "i.png"))
+    assert width < 4000 and height < 1000  # by the height, 64 times: 153,653 x 7,996 pixels and 6 GB to draw
 
 
 def test_morph_path_loops_through_the_codes_without_repeating_frames():
@@ -664,3 +672,25 @@ def test_plot_flags_of_the_wrong_shape_are_refused_by_the_parser(flags, message,
     with pytest.raises(SystemExit):
         build_parser().parse_args(["plot", "RUN", "--all", *flags])
     assert message in capsys.readouterr().err
+
+
+def test_real_valued_data_are_drawn_from_their_lowest_value_to_their_highest():
+    real = dict(likelihood="gaussian", gaussian_mean="identity", image_shape=(1, 2, 2))
+    recorded = VAE([4, 3, 2], value_range=(-2.0, 6.0), **real)
+    assert model_images(recorded, np.array([[-2.0, 2.0, 6.0, 10.0]], np.float32)).reshape(-1).tolist() == [0.0, 0.5, 1.0, 1.5]
+    assert to_pixels(model_images(recorded, np.array([[10.0, -9.0, 2.0, 6.0]], np.float32))[0]).tolist() == [[255, 0], [128, 255]]
+    unrecorded = VAE([4, 3, 2], **real)  # built and trained outside vaekit.train: what is shown is stretched
+    assert model_images(unrecorded, np.array([[1.0, 3.0, 5.0, 9.0]], np.float32)).reshape(-1).tolist() == [0.0, 0.25, 0.5, 1.0]
+    pixels = VAE([4, 3, 2], image_shape=(1, 2, 2), likelihood="gaussian")  # values in [0, 1] are drawn as they are
+    assert model_images(pixels, np.array([[0.2, 0.4, 0.6, 0.8]], np.float32)).reshape(-1).tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8])
+
+
+def test_reconstructions_of_real_values_share_one_scale_with_their_inputs(tmp_path):
+    x = torch.linspace(-3, 5, 8 * 4).reshape(8, 4)
+    model = VAE([4, 3, 2], likelihood="gaussian", gaussian_mean="identity", image_shape=(1, 2, 2))
+    with torch.no_grad():
+        model.decoder.logits.weight.zero_()
+        model.decoder.logits.bias.fill_(3.0)  # every reconstruction is 3 everywhere: (3 - -3) / 8 of the way to white
+    path = save_reconstructions(model, x, tmp_path / "r.png", n=8)
+    canvas = np.asarray(Image.open(path).convert("L"))
+    assert (canvas == 191).sum() >= 8 * 4  # 8 tiles of 2 x 2 (each enlarged); a scale of their own would draw them mid-grey

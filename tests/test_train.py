@@ -549,3 +549,26 @@ def test_config_json_records_what_ran_each_session(small, tmp_path):
 def test_an_empty_out_is_refused():
     with pytest.raises(VaekitError, match="--out is empty"):
         TrainConfig(out="")
+
+
+def test_a_vae_of_real_values_nears_their_exact_likelihood(tmp_path):
+    """Real-valued data from a linear-Gaussian model, x = A z + 3 + e with z ~ N(0, I_2) and e ~ N(0, 0.1^2 I_10): an
+    identity-mean Gaussian VAE's -ELBO comes within a nat of the exact -log p(x) under N(3, A A^T + 0.01 I), far below
+    independent Gaussians' (13.0 against -2.4 nats), and its learned sigma near 0.1; the figures' range is the data's."""
+    from scipy.stats import multivariate_normal, norm
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(10, 2))
+    x = (rng.normal(size=(3000, 2)) @ a.T + 3.0 + 0.1 * rng.normal(size=(3000, 10))).astype(np.float32)
+    data = Splits.from_arrays(x[:2400], x[2400:2700], x[2700:])
+    test = x[2700:].astype(np.float64)
+    exact = -multivariate_normal(np.full(10, 3.0), a @ a.T + 0.01 * np.eye(10)).logpdf(test).mean()
+    independent = -norm.logpdf(test, x[:2400].mean(0), x[:2400].std(0)).sum(1).mean()
+    model = VAE([10, 64, 2], likelihood="gaussian", gaussian_mean="identity", learn_sigma=True, sigma=1.0)
+    result = train(model, data, quick_config(tmp_path, epochs=30, lr=3e-3, threads=1))
+    neg_elbo = -float(vaekit.elbo(result.model, data.test).mean())
+    assert exact < independent - 10 and neg_elbo < exact + 1.0
+    assert 0.08 < float(result.model.likelihood_log_sigma.detach().exp()) < 0.15
+    low, high = float(data.train.x.min()), float(data.train.x.max())
+    assert result.model.config.value_range == (low, high) and low < 0 and high > 5  # far outside [0, 1]
+    assert vaekit.load(result.run_dir).config.value_range == (low, high)

@@ -27,7 +27,7 @@ from vaekit.config import (DEVICES, FIGURE_KINDS, SPLITS, RESUME_MAY_CHANGE, Dat
                            literal_choices, parse_architecture)
 from vaekit.errors import VaekitError
 
-CLI_HIDDEN = {"image_shape"}  # set from the data, not by the user
+CLI_HIDDEN = {"image_shape", "value_range"}  # set from the data, not by the user
 
 
 # what to make smaller when a command runs out of memory, by command
@@ -222,16 +222,18 @@ def build_parser() -> Parser:
     evaluate.add_argument("--k", type=positive_int, default=5000, help="importance samples per example for --nll (default: 5000)")
     evaluate.add_argument("--limit", type=positive_int, help="only the first N examples of the split (default: all)")
     evaluate.add_argument("--seed", type=seed_flag, default=0, help="random seed of the estimate (default: 0)")
-    evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar for --nll")
+    evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar for --nll (on a terminal)")
     evaluate.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                           help="--nll with log p(x|z) through torch.compile: the same draws, faster (README, Performance), "
                                "after 5-10 s of compiling; without a working compiler it goes on uncompiled")
     evaluate.set_defaults(handler=run_evaluate)
 
-    sample = commands.add_parser("sample", help="decode draws from the prior into a PNG grid")
+    sample = commands.add_parser("sample", help="decode draws from the prior into a PNG grid, or a .npy array")
     sample.add_argument("run", metavar="RUN", type=run_folder, help="a run folder written by 'vaekit train'")
     sample.add_argument("-n", type=positive_int, default=64, help="how many samples (default: 64)")
-    sample.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
+    sample.add_argument("--out", default="samples.png",
+                        help="PNG file to write, or a .npy file for the decoded values themselves, float32 (N, D) or "
+                             "(N, C, H, W) for a conv model (default: samples.png)")
     sample.add_argument("--seed", type=seed_flag, default=0, help="random seed (default: 0)")
     sample.set_defaults(handler=run_sample)
 
@@ -513,6 +515,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report.update(split=args.split, data=data_config.data, units="nats per example")
     if model.config.likelihood == "bernoulli":
         report["binary_data"] = binary = is_binary(x)  # false: a Bernoulli on grey levels, whose nll is no -log p(x)
+    else:
+        report["sigma"] = model.likelihood_sigma  # as learned: far above the data's spread, the latent goes unused
     bits = model.bits_per_dim(report["nll"] if args.nll else -report["elbo"], x)  # from -ELBO: an upper bound
     if bits is not None:
         report["bits_per_dim"] = bits
@@ -533,7 +537,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         memory = "" if report["peak_memory_mb"] is None else f"{report['peak_memory_mb']:.0f} MB: "
         print(f"  ({report['seconds']:.1f} s, peak memory {memory}{report['memory_measure']})")
     if model.config.likelihood == "gaussian":
-        print("  (a Gaussian gives densities of pixel values in [0, 1]: the elbo may be positive)")
+        values = "pixel values in [0, 1]" if model.config.takes_unit_interval else "real values, in the data's units"
+        learned = "learned" if model.config.learn_sigma else "fixed"
+        print(f"  {'sigma':<15} {report['sigma']:10.4g}  ({learned}: the standard deviation of p(x|z))")
+        print(f"  (a Gaussian gives densities of {values}: the elbo may be positive)")
     elif model.config.likelihood == "bernoulli" and not binary:
         print("  (a Bernoulli on grey levels is no distribution of them: these are cross-entropies, not log p(x), "
               "comparable with published figures only on binary data such as binarized-mnist)")
@@ -541,15 +548,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from vaekit.images import image_shape_of, save_image_grid
+    from vaekit.images import model_images, save_image_grid, save_values
     from vaekit.model import load, seeded
 
-    if Path(args.out).suffix.lower() != ".png":
-        raise VaekitError(f"--out is the PNG file to write: give a name ending in .png, not {args.out}")
+    if Path(args.out).suffix.lower() not in (".png", ".npy"):
+        raise VaekitError(f"--out is the PNG (or .npy) file to write: give a name ending in .png or .npy, not {args.out}")
     model = load(args.run)
     with seeded(args.seed, model.device):
-        images = model.sample(args.n)
-    path = save_image_grid(images, image_shape_of(model), args.out)
+        samples = model.sample(args.n)
+    if Path(args.out).suffix.lower() == ".npy":
+        path = save_values(samples, args.out)
+    else:
+        path = save_image_grid(model_images(model, samples), args.out)
     print(f"vaekit: wrote {path}")
     return 0
 

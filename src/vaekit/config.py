@@ -22,11 +22,13 @@ from vaekit.errors import VaekitError
 Nonlinearity = Literal["elu", "relu", "tanh", "softplus", "sigmoid", "leaky_relu", "gelu", "silu"]
 ModelKind = Literal["mlp", "conv"]
 Likelihood = Literal["bernoulli", "gaussian"]
+GaussianMean = Literal["sigmoid", "identity"]  # the Gaussian's mean: in [0, 1] (pixels), or any real value
 PriorKind = Literal["standard", "vamp"]
 Objective = Literal["elbo", "iwae"]
 NONLINEARITIES: tuple[str, ...] = get_args(Nonlinearity)
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
+GAUSSIAN_MEANS: tuple[str, ...] = get_args(GaussianMean)
 PRIORS: tuple[str, ...] = get_args(PriorKind)
 SplitName = Literal["train", "valid", "test"]
 SPLITS: tuple[str, ...] = get_args(SplitName)
@@ -106,11 +108,16 @@ class ModelConfig:
         default=(),
     )
     likelihood: Likelihood = _help(
-        "p(x|z): bernoulli (pixels in [0, 1] as probabilities) or gaussian (mean sigmoid(decoder), sd --sigma)",
+        "p(x|z): bernoulli (pixels in [0, 1] as probabilities) or gaussian (mean from --gaussian-mean, sd --sigma)",
         default="bernoulli",
     )
+    gaussian_mean: GaussianMean = _help(
+        "gaussian: the mean of p(x|z) is sigmoid(decoder), for data in [0, 1] such as pixels, or the decoder's "
+        "output itself (identity), for real-valued data of any range (standardised features, embeddings)",
+        default="sigmoid",
+    )
     sigma: float | None = _help(
-        "gaussian: standard deviation of p(x|z) in pixel units, fixed, or the starting value with --learn-sigma",
+        "gaussian: standard deviation of p(x|z) in the data's units, fixed, or the starting value with --learn-sigma",
         shown_default=f"{DEFAULT_SIGMA} with --likelihood gaussian",
         default=None,
     )
@@ -120,9 +127,14 @@ class ModelConfig:
         "so that the ELBO bounds the likelihood of the 8-bit values and bits per dimension are reported",
         default=False,
     )
+    value_range: tuple[float, ...] = _help(
+        "(lowest, highest) value of the training data, which figures draw black and white; set from the data "
+        "for --gaussian-mean identity (figures of a model without it stretch what they show)", default=()
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
+        object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
         for name in ("architecture", "image_shape", "conv_channels", "conv_kernels", "conv_strides"):
             object.__setattr__(self, name, tuple(int(a) for a in getattr(self, name)))
         if self.model not in MODEL_KINDS:
@@ -160,8 +172,13 @@ class ModelConfig:
     def _check_likelihood(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise VaekitError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if self.gaussian_mean not in GAUSSIAN_MEANS:
+            raise VaekitError(f"unknown gaussian mean {self.gaussian_mean!r}; choose one of {', '.join(GAUSSIAN_MEANS)}")
+        if self.value_range and (len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]):
+            raise VaekitError(f"value_range must be (lowest, highest) with lowest < highest, got {list(self.value_range)}")
         if self.likelihood != "gaussian":
-            gaussian_only = {"sigma": self.sigma is not None, "learn_sigma": self.learn_sigma, "dequantize": self.dequantize}
+            gaussian_only = {"sigma": self.sigma is not None, "learn_sigma": self.learn_sigma, "dequantize": self.dequantize,
+                             "gaussian_mean": self.gaussian_mean != "sigmoid"}
             for name, is_set in gaussian_only.items():
                 if is_set:
                     raise VaekitError(f"{flag_of(name)} applies to --likelihood gaussian only")
@@ -170,12 +187,19 @@ class ModelConfig:
             object.__setattr__(self, "sigma", DEFAULT_SIGMA)
         if not MIN_SIGMA <= self.sigma < float("inf"):  # a smaller one overflows float32 in 1 / sigma^2 or underflows to 0
             raise VaekitError(f"--sigma must be a number of at least {MIN_SIGMA}, got {self.sigma}")
+        if self.dequantize and self.gaussian_mean != "sigmoid":
+            raise VaekitError("--dequantize models 8-bit pixels, values in [0, 1]: it takes --gaussian-mean sigmoid, not identity")
         if self.learn_sigma and self.sigma < MIN_LEARNED_SIGMA:
             raise VaekitError(f"--learn-sigma keeps sigma at least {MIN_LEARNED_SIGMA}; start it there or above (--sigma), not at {self.sigma}")
 
     @property
     def input_size(self) -> int:
         return self.architecture[0]
+
+    @property
+    def takes_unit_interval(self) -> bool:
+        """Whether the model's data must lie in [0, 1]: a Bernoulli's probabilities, or a Gaussian's sigmoid mean."""
+        return self.likelihood == "bernoulli" or self.gaussian_mean == "sigmoid"
 
     @property
     def latent_size(self) -> int:
@@ -390,7 +414,7 @@ class TrainConfig:
     seed: int = _help("random seed; the same seed gives the same run on CPU", default=0)
     device: Device = _help("where to train", default="auto")
     out: str = _help("folder in which the run's own folder is created", default="runs")
-    progress: bool = _help("show a progress bar", default=True)
+    progress: bool = _help("show a progress bar (on a terminal: a log file gets the epoch lines alone)", default=True)
     dist_timeout: float = _help(
         "torchrun: seconds a process waits for the others before the whole job fails", default=300.0
     )

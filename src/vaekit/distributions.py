@@ -101,21 +101,24 @@ class StandardNormal(nn.Module):
 class VampPrior(nn.Module):
     """p(z) = 1/K sum_k q(z | u_k): the encoder's posteriors at K learned pseudo-inputs u_k.
 
-    The pseudo-inputs live in data space, clamped to [0, 1] like the images, and start near
-    0.05 as in the paper's code. The encoder is the VAE's own: this prior holds a function that
-    encodes with it (`model.make_prior`: without dropout), not a copy of its weights.
+    The pseudo-inputs live in data space, clamped to [0, 1] like the images (unless `unit_interval`
+    is false: real-valued data), and start near 0.05 as in the paper's code. The encoder is the VAE's
+    own: this prior holds a function that encodes with it (`model.make_prior`: without dropout), not
+    a copy of its weights.
     """
 
-    def __init__(self, encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], n_pseudo_inputs: int, input_size: int):
+    def __init__(self, encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], n_pseudo_inputs: int, input_size: int,
+                 unit_interval: bool = True):
         super().__init__()
         self.encode = encode
         self.pseudo_inputs_raw = nn.Parameter(0.05 + 0.01 * torch.randn(n_pseudo_inputs, input_size))
+        self.unit_interval = unit_interval
         self.held: DiagonalGaussian | None = None  # the components, while `components_held`
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:
-        """The K pseudo-inputs u_k, (K, input_size), in [0, 1]."""
-        return self.pseudo_inputs_raw.clamp(0.0, 1.0)
+        """The K pseudo-inputs u_k, (K, input_size), in [0, 1] for data there."""
+        return self.pseudo_inputs_raw.clamp(0.0, 1.0) if self.unit_interval else self.pseudo_inputs_raw
 
     def components(self) -> DiagonalGaussian:
         """q(z | u_k) for the K pseudo-inputs: mu and log_sigma of shape (K, D)."""
@@ -169,16 +172,18 @@ class Bernoulli:
 class Gaussian(DiagonalGaussian):
     """p(x|z) = N(x; sigmoid(logits), sigma^2) for independent pixels, logits of shape (..., D).
 
-    The mean goes through a sigmoid so that decoded images lie in [0, 1] as with the Bernoulli;
+    The mean goes through a sigmoid so that decoded images lie in [0, 1] as with the Bernoulli, or,
+    with `identity_mean`, is the decoder's output itself, for real-valued data of any range;
     log_sigma is one value shared by all pixels (a tensor that broadcasts: fixed, or a learned
     parameter as in Rybkin et al. 2021, "Simple and Effective VAE Training with Calibrated Decoders").
     With `levels`, log_prob first dequantises x (see `dequantize`): the density is then that of
     continuous data in [0, 1], from which `bits_per_dim` gives a bound for the discrete pixels.
     """
 
-    def __init__(self, logits: torch.Tensor, log_sigma: torch.Tensor, levels: int | None = None):
+    def __init__(self, logits: torch.Tensor, log_sigma: torch.Tensor, levels: int | None = None, identity_mean: bool = False):
         logits = full_precision(logits)
-        super().__init__(torch.sigmoid(logits), log_sigma.to(logits.dtype).expand_as(logits))
+        mean = logits if identity_mean else torch.sigmoid(logits)
+        super().__init__(mean, log_sigma.to(logits.dtype).expand_as(logits))
         self.logits = logits
         self.levels = levels
 

@@ -2,13 +2,15 @@
 
 Examples are flat (N, D) in [0, 1] with a (C, H, W) image shape; images here are (N, H, W, C)
 floats, a canvas one (H, W, C) float array. Pixel values are drawn as they are, 0 black and
-1 white, so MNIST digits are white on black, and photos and RGB look right. Figures are
+1 white, so MNIST digits are white on black, and photos and RGB look right; real-valued data
+are drawn from their lowest value to their highest (`display_range`). Figures are
 matplotlib `Figure` objects, never pyplot's: nothing is shown, no backend is switched, and
 each figure is freed once saved.
 """
 
 from __future__ import annotations
 
+import io
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from vaekit.errors import VaekitError
-from vaekit.files import atomic_write_with
+from vaekit.files import atomic_write_bytes, atomic_write_with
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -78,19 +80,28 @@ def to_pixels(canvas: np.ndarray) -> np.ndarray:
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
 
-def save_image_grid(
-    x: np.ndarray | torch.Tensor, image_shape: tuple[int, ...], path: str | Path, columns: int | None = None, scale: int = 4
-) -> Path:
-    """Save flat examples as a bare PNG grid (no axes), each pixel enlarged `scale` times."""
+def save_image_grid(images: np.ndarray, path: str | Path, columns: int | None = None, scale: int = 4) -> Path:
+    """Save images (N, H, W, C) in [0, 1] (`to_images`, `model_images`) as a bare PNG grid (no axes), each pixel
+    enlarged `scale` times."""
     from PIL import Image
 
-    image = Image.fromarray(to_pixels(image_grid(to_images(x, image_shape), columns)))
+    image = Image.fromarray(to_pixels(image_grid(images, columns)))
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     path = prepare_path(path)
     try:
         atomic_write_with(path, lambda tmp: image.save(tmp, format="PNG"))  # a killed run leaves no half a PNG
     except ValueError as error:
         raise VaekitError(f"cannot write {path}: {error}") from None
+    return path
+
+
+def save_values(x: np.ndarray | torch.Tensor, path: str | Path) -> Path:
+    """Save an array as float32 .npy (written whole or not at all)."""
+    x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+    buffer = io.BytesIO()
+    np.save(buffer, x.astype(np.float32, copy=False))
+    path = prepare_path(path)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -103,7 +114,30 @@ def image_shape_of(model: VAE) -> tuple[int, int, int]:
 
 def decoded_images(model: VAE, z: np.ndarray | torch.Tensor) -> np.ndarray:
     """Pixel means of p(x|z) as images (N, H, W, C)."""
-    return to_images(model.decode(torch.as_tensor(z, dtype=torch.float32)), image_shape_of(model))
+    return model_images(model, model.decode(torch.as_tensor(z, dtype=torch.float32)))
+
+
+def model_images(model: VAE, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A model's examples (or decoded means) as images (N, H, W, C) in [0, 1]: its `display_range` drawn black to white."""
+    x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+    low, high = display_range(model, x)
+    shown = x if (low, high) == (0.0, 1.0) else (x.astype(np.float32) - low) / (high - low)
+    return to_images(shown, image_shape_of(model))
+
+
+def display_range(model: VAE, shown: np.ndarray | torch.Tensor | None = None) -> tuple[float, float]:
+    """The values figures draw black and white: [0, 1] for a model of data there (pixels); for real-valued data
+    (a Gaussian with an identity mean) the training data's range that `train` records in the config, or, for a
+    model trained elsewhere, the range of what is shown."""
+    if model.config.takes_unit_interval:
+        return 0.0, 1.0
+    if model.config.value_range:
+        low, high = model.config.value_range
+        return low, high
+    if shown is None or np.size(shown) == 0:
+        return 0.0, 1.0
+    low, high = float(shown.min()), float(shown.max())
+    return (low, high) if high > low else (low - 0.5, low + 0.5)  # a constant shows mid-grey
 
 
 def encoded_means(model: VAE, x: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -96,8 +96,18 @@ class VAE(nn.Module):
                 log_sigma = self.likelihood_log_sigma  # a fixed sigma is the one asked for; a learned one has a floor
                 if self.config.learn_sigma:
                     log_sigma = log_sigma.clamp(min=math.log(MIN_LEARNED_SIGMA))
-                return Gaussian(logits, log_sigma, levels=PIXEL_LEVELS if self.config.dequantize else None)
+                return Gaussian(logits, log_sigma, levels=PIXEL_LEVELS if self.config.dequantize else None,
+                                identity_mean=self.config.gaussian_mean == "identity")
         raise VaekitError(f"no likelihood {self.config.likelihood!r} here")  # a name added to config.Likelihood alone
+
+    @property
+    def likelihood_sigma(self) -> float | None:
+        """The standard deviation of a Gaussian p(x|z) in the data's units, fixed or as learned; None for a Bernoulli."""
+        if self.config.likelihood != "gaussian":
+            return None
+        with torch.no_grad():
+            likelihood = self.likelihood(torch.zeros(1, self.latent_size, device=self.device))
+        return float(likelihood.sigma.flatten()[0])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One stochastic pass: (logits of p(x|z) over flat x (N, D), mu, log_sigma) with z drawn from q(z|x);
@@ -281,7 +291,8 @@ def make_prior(config: ModelConfig, encoder: nn.Module) -> StandardNormal | Vamp
     distribution, the same in training as in evaluation, not a new random mixture at every step."""
     match config.prior:
         case "vamp":  # a partial, not a closure: a deep copy of the model then uses the copy's encoder
-            return VampPrior(functools.partial(encoded_without_dropout, encoder), config.pseudo_inputs, config.input_size)
+            return VampPrior(functools.partial(encoded_without_dropout, encoder), config.pseudo_inputs, config.input_size,
+                             unit_interval=config.takes_unit_interval)
         case "standard":
             return StandardNormal(config.latent_size)
     raise VaekitError(f"no prior {config.prior!r} here")  # a name added to config.PriorKind alone
@@ -296,9 +307,10 @@ def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
     """Data as the model's examples: (N, D) float32 on data's device, as `data.load_data` gives them.
 
     Bytes (uint8) are pixels 0-255 and are scaled to [0, 1], as the data loader scales them; every
-    value must then lie in [0, 1] (a Bernoulli's probabilities, a Gaussian's pixel values), or the
-    model's numbers would be meaningless (a positive Bernoulli ELBO, say). Images (N, C, H, W), or one
-    image (C, H, W), must have the model's image shape.
+    value must then be finite, and lie in [0, 1] unless the model is a Gaussian with an identity mean
+    (a Bernoulli's probabilities, a sigmoid's range), or the model's numbers would be meaningless (a
+    positive Bernoulli ELBO, say). Images (N, C, H, W), or one image (C, H, W), must have the model's
+    image shape.
     """
     if hasattr(data, "x") and not torch.is_tensor(data):  # a Split of a data set: its examples
         data = data.x
@@ -309,9 +321,20 @@ def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
     if config.image_shape and tuple(x.shape) == tuple(config.image_shape):
         x = x.unsqueeze(0)  # one image
     x = check_input(x, config.input_size, config.image_shape or None)
-    check_values(x, "the input", needs="the model takes values in [0, 1] (pixels 0-255 as uint8 are scaled for you)")
+    check_values_fit(x, config, "the input")
     check_dequantizable(x, config)
     return x
+
+
+def check_values_fit(x: torch.Tensor, config: ModelConfig, what: str) -> None:
+    """Refuse examples a model of this config cannot take: NaN, Inf, and values outside [0, 1] where it needs them there."""
+    why = None
+    if config.takes_unit_interval:
+        model = "a Bernoulli's probabilities" if config.likelihood == "bernoulli" else "the range of a Gaussian's sigmoid mean"
+        why = (f"the model takes values in [0, 1] ({model}; uint8 pixels are scaled for you): for real-valued data use "
+               "--likelihood gaussian --gaussian-mean identity (likelihood='gaussian', gaussian_mean='identity' from "
+               "Python), or scale the data to [0, 1]")
+    check_values(x, what, why)
 
 
 def numeric_tensor(data: ArrayLike) -> torch.Tensor:

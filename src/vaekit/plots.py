@@ -29,12 +29,14 @@ from vaekit.images import (
     NO_MARGINS,
     canvas_figure,
     decoded_images,
+    display_range,
     encoded_means,
     enlarged,
     heading,
     image_grid,
     image_shape_of,
     label_name,
+    model_images,
     save_figure,
     to_images,
 )
@@ -80,13 +82,14 @@ def save_reconstructions(model: VAE, x: torch.Tensor, path: str | Path, n: int =
     x = model.as_examples(x)  # the inputs as the model sees them: uint8 pixels scaled, say
     with seeded(0, model.device):
         recon = model.reconstruct(x, sample=sample)
-    shape = image_shape_of(model)
     columns = min(columns or max(10, math.ceil(math.sqrt(2 * len(x)))), len(x))
-    blank = np.ones((1, *to_images(x[:1], shape).shape[1:]), np.float32)
+    images = model_images(model, torch.cat([x.cpu(), torch.as_tensor(recon).reshape(len(x), -1).cpu()]))  # one scale for both
+    inputs, recons = images[: len(x)], images[len(x) :]
+    blank = np.ones((1, *images.shape[1:]), np.float32)
     rows = []
     for start in range(0, len(x), columns):
-        for part in (x[start : start + columns], recon[start : start + columns]):
-            rows.append(np.concatenate([to_images(part, shape)] + [blank] * (columns - len(part))))
+        for part in (inputs[start : start + columns], recons[start : start + columns]):
+            rows.append(np.concatenate([part] + [blank] * (columns - len(part))))
     canvas = image_grid(np.concatenate(rows), columns)
     which = "a draw from q(z|x)" if sample else "the mean of q(z|x)"
     fig, ax = canvas_figure(canvas, heading(title, f"inputs above their reconstructions, decoded from {which}"), margins=(130, 20))
@@ -236,8 +239,9 @@ def save_interpolation(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, path: s
     """A strip of n images decoded on the way from the mean of q(z|x_a) to that of q(z|x_b), the inputs at its ends."""
     x = model.as_examples(torch.stack([torch.as_tensor(x_a), torch.as_tensor(x_b)]))
     mu = encoded_means(model, x)
-    factor = math.ceil(MIN_STRIP_TILE_PX / image_shape_of(model)[1])  # a long strip is not enlarged to fit the page: its tiles are
-    inputs = enlarged(to_images(x, image_shape_of(model)), factor)
+    # a long strip is not enlarged to fit the page: its tiles are, by their longer side (a 1 x D row of features by 64 would be a gigapixel)
+    factor = max(1, math.ceil(MIN_STRIP_TILE_PX / max(image_shape_of(model)[1:])))
+    inputs = enlarged(model_images(model, x), factor)
     strip = image_grid(enlarged(decoded_images(model, interpolate(mu[0], mu[1], n, spherical)), factor), columns=n)
     ends = [image_grid(inputs[i : i + 1]) for i in (0, 1)]
     spacer = np.ones((strip.shape[0], max(2, inputs.shape[2] // 2), strip.shape[2]), np.float32)
@@ -255,8 +259,9 @@ def save_interpolation(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, path: s
 # -- 7. one example (justMNIST) and draws from the prior ---------------------------------------------------
 
 
-def save_example(x: torch.Tensor | np.ndarray, image_shape: tuple[int, ...], path: str | Path, title: str = "") -> Path:
-    """One example with pixel rows and columns on its axes and a colour bar of pixel values."""
+def save_example(x: torch.Tensor | np.ndarray, image_shape: tuple[int, ...], path: str | Path, title: str = "",
+                 value_range: tuple[float, float] = (0.0, 1.0)) -> Path:
+    """One example with pixel rows and columns on its axes and a colour bar of its values, value_range black to white."""
     from matplotlib import ticker
     from matplotlib.figure import Figure
 
@@ -266,13 +271,14 @@ def save_example(x: torch.Tensor | np.ndarray, image_shape: tuple[int, ...], pat
         raise VaekitError(f"one example of {x.size} values is no image of shape {tuple(image_shape)}")
     (image,) = to_images(x.reshape(1, -1), image_shape)
     _, height, width = image_shape
+    low, high = value_range
     fig = Figure(figsize=EXAMPLE_SIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     if image.shape[-1] == 1:  # ticks at pixel centres, row 0 on top
-        shown = ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        fig.colorbar(shown, ax=ax, label="pixel value")
+        shown = ax.imshow(image[..., 0], cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+        fig.colorbar(shown, ax=ax, label="pixel value" if value_range == (0.0, 1.0) else "value")
     else:
-        ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
+        ax.imshow(np.clip((image - low) / (high - low), 0, 1), interpolation="nearest")
     spacing = max(1, round(max(height, width) / 7))  # every 4 pixels for 28 x 28, as the original
     ax.xaxis.set_major_locator(ticker.MultipleLocator(spacing))
     ax.yaxis.set_major_locator(ticker.MultipleLocator(spacing))
@@ -345,9 +351,9 @@ def training_images(model: VAE, x: torch.Tensor, n: int = TRAINING_IMAGES) -> di
         recon = model.reconstruct(x, sample=False)
         samples = model.sample(n * n)
     factor = max(1, math.ceil(MIN_TRAINING_TILE_PX / max(shape[1:])))  # 8x8 digits would be specks
-    pairs = enlarged(np.concatenate([to_images(x, shape), to_images(recon, shape)]), factor)
+    pairs = enlarged(np.concatenate([model_images(model, x), model_images(model, recon)]), factor)
     return {"reconstructions": image_grid(pairs, columns=len(x)),
-            "samples": image_grid(enlarged(to_images(samples, shape), factor), columns=n)}
+            "samples": image_grid(enlarged(model_images(model, samples), factor), columns=n)}
 
 
 def snapshot_plane(model: VAE, x: torch.Tensor) -> LatentPlane:
@@ -529,7 +535,8 @@ def write_training(model: VAE, data: Splits, out: Path, options: PlotOptions, ta
 def write_example(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:
     split = data[options.split]
     label = "" if split.y is None else f" (label {label_name(int(split.y[0]), data.class_names)})"
-    return [save_example(split.x[0], data.image_shape, out / f"example_{options.split}_0.png", f"{named(data, options.split)} example #0{label}")]
+    return [save_example(split.x[0], data.image_shape, out / f"example_{options.split}_0.png", f"{named(data, options.split)} example #0{label}",
+                         display_range(model, split.x[0]))]
 
 
 def write_prior(model: VAE, data: Splits, out: Path, options: PlotOptions, tag: str, run_dir: Any) -> list[Path]:

@@ -15,12 +15,13 @@ import io
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,10 @@ import torch
 from vaekit import animation, distributed, fused, plots
 from vaekit.checkpoint import CHECKPOINT_FILE
 from vaekit.config import DataConfig, TrainConfig, check_settings_apply, settings_given
-from vaekit.data import Splits, check_values
+from vaekit.data import Splits, value_range
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
-from vaekit.model import VAE, check_dequantizable, evaluating, resolve_device, seeded
+from vaekit.model import VAE, check_dequantizable, check_values_fit, evaluating, resolve_device, seeded
 from vaekit.distributed import Cluster, SharedNoise, any_rank, from_main_rank, local_slice
 from vaekit.objectives import l2_penalty, loss
 from vaekit.runs import (BEST_FILE, Progress, check_resumable, check_same_epochs, check_same_settings, create_run_dir, load_weights,
@@ -70,7 +71,8 @@ def train(
     The run's config.json records data_config, by default the one load_data read the data from (so that the
     CLI can evaluate, plot and resume the run). Pass the run_dir of an earlier run to resume it from its checkpoint.
     Returns the trained model (on its device, in eval mode), the run folder and the final progress. The
-    caller's random streams and thread count are as they were before.
+    caller's random streams and thread count are as they were before. A model of real-valued data (a Gaussian
+    with an identity mean) without a `value_range` gets the training data's, for its figures.
 
     Ctrl-C (SIGINT) or SIGTERM stops training after the current step and saves the run, which can be resumed;
     train then returns normally, with `interrupted` True in its result. A second Ctrl-C raises KeyboardInterrupt.
@@ -80,6 +82,8 @@ def train(
                 else "")
         raise VaekitError(f"train takes a vaekit.VAE (or a subclass of it), not {type(model).__name__}{hint}")
     check_training_data(data, model)
+    if not model.config.takes_unit_interval and not model.config.value_range:  # real values: figures draw their range
+        model.config = replace(model.config, value_range=value_range(data.train.x))
     if not isinstance(config, TrainConfig) or not isinstance(data_config, (DataConfig, type(None))):
         raise VaekitError("train takes its settings as vaekit.TrainConfig (and data_config as vaekit.DataConfig), not "
                           f"{type(config).__name__} (and {type(data_config).__name__})")
@@ -101,8 +105,8 @@ def train(
 
 def check_training_data(data: Splits, model: VAE) -> None:
     """Refuse, before any run folder is made, data the model cannot be trained on: Splits whose training or
-    validation examples are not flat float32 rows of the model's width with values in [0, 1] (as load_data and
-    Splits.from_arrays make them), or whose image shape does not hold that many values."""
+    validation examples are not flat float32 rows of the model's width (as load_data and Splits.from_arrays make
+    them) with values it takes, or whose image shape does not hold that many values."""
     if not isinstance(data, Splits):
         raise VaekitError(f"train takes the data as vaekit.Splits (from vaekit.load_data, or Splits.from_arrays for your "
                           f"own arrays), not {type(data).__name__}")
@@ -120,8 +124,7 @@ def check_training_data(data: Splits, model: VAE) -> None:
         raise VaekitError(f"the data's image shape {tuple(data.image_shape)} holds {math.prod(data.image_shape)} values; "
                           f"its examples have {model.input_size}")
     for split in ("train", "valid"):
-        check_values(getattr(data, split).x, f"the {split} split",
-                     needs="the model takes values in [0, 1] (Splits.from_arrays scales uint8 pixels for you)")
+        check_values_fit(getattr(data, split).x, model.config, f"the {split} split")
     check_dequantizable(data.train.x, model.config)
 
 
@@ -571,7 +574,8 @@ class Logger:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
             if start_step == 0:
                 add_graph(self.writer, model, example)
-        self.bar = tqdm(total=total_steps, initial=start_step, disable=not (show_bar and enabled), unit="step", dynamic_ncols=True)
+        shown = show_bar and enabled and sys.stderr.isatty()  # redrawn into a log file, a bar is a line per redraw
+        self.bar = tqdm(total=total_steps, initial=start_step, disable=not shown, unit="step", dynamic_ncols=True, file=sys.stderr)
         self.sums = torch.zeros(4, device=example.device)  # cost, reconstruction, kl, steps: since the last flush
         self.epoch_sums = torch.zeros(4, device=example.device)  # the same since the epoch began
         self.last_valid, self.last_valid_terms = math.nan, {"elbo": math.nan}

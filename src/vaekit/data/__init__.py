@@ -1,6 +1,6 @@
 """Data sets as in-memory tensors with train / valid / test splits.
 
-Every loader returns a `Splits` (splits.py): float32 examples flattened to (N, D) in [0, 1], optional
+Every loader returns a `Splits` (splits.py): float32 examples flattened to (N, D) (images in [0, 1]), optional
 integer labels, and the (channels, height, width) shape of one example for figures. `load_data` reads:
 
 - `digits`: scikit-learn's bundled 8x8 handwritten digits, the default that works offline (mnist.py);
@@ -24,16 +24,16 @@ from vaekit.data.image_folder import load_image_folder
 from vaekit.data.locations import data_folder
 from vaekit.data.mnist import load_binarized_mnist, load_digits, load_mnist, shared_mnist_folder
 from vaekit.data.splits import (Split, Splits, check_all_values, check_values, examples_digest, image_shape_of, is_8bit, is_binary,
-                                load_arrays, warn_if_bytes_are_binary)
+                                load_arrays, value_range, warn_if_bytes_are_binary)
 from vaekit.errors import VaekitError
 
 __all__ = ["Split", "Splits", "check_values", "examples_digest", "image_shape_of", "is_8bit", "is_binary", "load_data",
-           "warn_if_bytes_are_binary"]
+           "value_range", "warn_if_bytes_are_binary"]
 
 
 def load_data(config: DataConfig | str) -> Splits:
     """The data set that config names (or a DataConfig's `data` alone: "digits", a path), checked for shape and
-    for values in [0, 1]."""
+    for NaN and Inf (whether its values suit a model, a model checks: see `model.as_examples`)."""
     config = DataConfig(config) if isinstance(config, str) else config
     source = config.data
     check_options_apply(config)

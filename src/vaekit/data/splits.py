@@ -1,5 +1,5 @@
 """`Splits`, the one form every data set takes, and the way there from arrays: your own (`Splits.from_arrays`)
-or a .npy / .npz file's; and the checks every loader shares (values in [0, 1], none NaN)."""
+or a .npy / .npz file's; and the checks every loader shares (examples there, none NaN or Inf)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from vaekit.errors import VaekitError
 
 @dataclass
 class Split:
-    """One split: x (N, D) float32 in [0, 1], y (N,) int64 labels or None."""
+    """One split: x (N, D) float32 (in [0, 1] for images), y (N,) int64 labels or None."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
@@ -32,7 +32,8 @@ class Split:
 
 @dataclass
 class Splits:
-    """A data set as vaekit trains on it: train, valid and test splits of flat float32 examples in [0, 1].
+    """A data set as vaekit trains on it: train, valid and test splits of flat float32 examples, finite (in [0, 1]
+    where they are images: bytes are scaled by 1/255; real-valued data keep their values).
 
     `load_data` reads the named sets, files and folders; `Splits.from_arrays` takes your own arrays.
     """
@@ -55,7 +56,7 @@ class Splits:
                     x_test: np.ndarray | torch.Tensor | None = None, *, y_train: Any = None, y_valid: Any = None,
                     y_test: Any = None, name: str = "arrays", seed: int = 0) -> Splits:
         """Your own examples, read as a .npy/.npz file is: images (N, H, W), (N, H, W, C), (N, C, H, W) or flat
-        rows (N, D), uint8 scaled by 1/255, every value checked to lie in [0, 1]; optional integer labels.
+        rows (N, D), uint8 scaled by 1/255, every value checked to be finite; optional integer labels.
         Without x_valid and x_test, x_train is split 80 / 10 / 10 with the seed."""
         given = {"train": (x_train, y_train), "valid": (x_valid, y_valid), "test": (x_test, y_test)}
         if (x_valid is None) != (x_test is None):
@@ -79,15 +80,20 @@ class Splits:
         if self.input_size != input_size:
             raise VaekitError(f"{self.name or 'the data'} has {self.input_size} values per example; the model takes {input_size}")
 
-def check_values(x: torch.Tensor, what: str, needs: str = "vaekit's models take values in [0, 1] (both likelihoods)") -> None:
-    """Refuse NaN/Inf and values outside [0, 1], which a Bernoulli likelihood cannot model."""
+def check_values(x: torch.Tensor, what: str, unit_interval_needed: str | None = None) -> None:
+    """Refuse empty data and NaN/Inf; and values outside [0, 1] where `unit_interval_needed` says why they must lie there."""
     if x.numel() == 0:
         raise VaekitError(f"{what} holds no examples, or examples of size 0")
-    low, high = (float(v) for v in torch.aminmax(x))  # one pass; a NaN makes both NaN, an infinity shows in one
+    low, high = value_range(x)
     if not (math.isfinite(low) and math.isfinite(high)):
         raise VaekitError(f"{what} contains NaN or Inf values")
-    if low < 0 or high > 1:
-        raise VaekitError(f"{what} has values in [{low:g}, {high:g}]; {needs}")
+    if unit_interval_needed and (low < 0 or high > 1):
+        raise VaekitError(f"{what} has values in [{low:g}, {high:g}]; {unit_interval_needed}")
+
+
+def value_range(x: torch.Tensor) -> tuple[float, float]:
+    """(lowest, highest) value, in one pass; NaN in both where x holds one."""
+    return tuple(float(v) for v in torch.aminmax(x))  # type: ignore[return-value]
 
 
 def warn_if_bytes_are_binary(x: np.ndarray | torch.Tensor, what: str) -> None:
@@ -276,6 +282,8 @@ def to_labels(y: np.ndarray | None, n: int, what: str) -> torch.Tensor | None:
     if y is None:
         return None
     y = np.asarray(y)
+    if y.shape == (n, 1):  # a column, as pandas and scikit-learn often give them
+        y = y[:, 0]
     if y.dtype.kind == "f" and y.shape == (n,) and (np.abs(y) < 2**53).all() and (y == np.round(y)).all():
         y = y.astype(np.int64)  # whole numbers stored as floats (pandas' habit) are labels all the same
     if y.shape != (n,) or y.dtype.kind not in "iub":

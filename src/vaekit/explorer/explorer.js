@@ -20,10 +20,19 @@
   if (decoder.outputSize !== EXAMPLE_SIZE) throw new Error(`the decoder gives ${decoder.outputSize} values, images hold ${EXAMPLE_SIZE}`);
   const pixels = VaekitPixels.imageWriter(DATA.model.image_shape);
   const TILE = pixels.tile;
+  const [SHOWN_LOW, SHOWN_HIGH] = DATA.display; // the values drawn black and white (images.display_range in Python)
   const UNLABELLED = "#1f77b4"; // the PNG scatter's colour for unlabelled points (matplotlib's tab:blue)
   const PICK_RADIUS = 8; // css pixels from a shown example for a click to pick it
   const GRID_SLICE_MS = 12; // the grid decodes for about this long before it lets the browser draw a frame or take input
   const SLIDER_SPREAD = 3; // sliders reach this many standard deviations (at least the prior's) either side
+
+  // Decoded values as the pixels take them, 0 black to 1 white: real-valued data are stretched from
+  // their lowest value to their highest, as in the PNG figures (in place: a decode is drawn before the next).
+  function shown(values) {
+    if (SHOWN_LOW === 0 && SHOWN_HIGH === 1) return values;
+    for (let i = 0; i < values.length; i++) values[i] = (values[i] - SHOWN_LOW) / (SHOWN_HIGH - SHOWN_LOW);
+    return values;
+  }
 
   // -- the plane and the data on it ---------------------------------------------------------------
 
@@ -318,7 +327,7 @@
     framePending = false;
     framesDrawn++;
     const start = performance.now();
-    pixels.paint($("decoded"), decoder.decode(state.z), 0, 255);
+    pixels.paint($("decoded"), shown(decoder.decode(state.z)), 0, 255);
     const took = performance.now() - start;
     decodeMs = decodeMs ? 0.9 * decodeMs + 0.1 * took : took;
     frameTimes.push(now);
@@ -417,7 +426,7 @@
     const ctx = strip.getContext("2d");
     const image = pixels.sheet(ctx, layout.width, layout.height);
     const cells = layout.lefts.slice(layout.originals ? 1 : 0);
-    state.strip.forEach((z, i) => pixels.write(image, decoder.decode(z), 0, 255, cells[i], 1));
+    state.strip.forEach((z, i) => pixels.write(image, shown(decoder.decode(z)), 0, 255, cells[i], 1));
     if (layout.originals) {
       pixels.write(image, points.images, a.example * EXAMPLE_SIZE, 1, layout.lefts[0], 1);
       pixels.write(image, points.images, b.example * EXAMPLE_SIZE, 1, layout.lefts[layout.lefts.length - 1], 1);
@@ -472,7 +481,7 @@
     for (let cell = 0; cell < cells; cell++) {
       const row = Math.floor(cell / columns), column = cell % columns;
       onPlane(axes.us[column], axes.vs[row], z);
-      pixels.write(image, decoder.decode(z), 0, 255, 1 + column * (TILE.w + 1), 1 + row * (TILE.h + 1));
+      pixels.write(image, shown(decoder.decode(z)), 0, 255, 1 + column * (TILE.w + 1), 1 + row * (TILE.h + 1));
       // A conv decoder takes milliseconds a code: after each short slice (checked after every cell)
       // give the browser a turn, so that the pad's frames and input come in while a large grid fills.
       if (performance.now() - sliceStart > GRID_SLICE_MS && cell < cells - 1) {
@@ -575,7 +584,7 @@
       const start = performance.now();
       for (let f = 0; f < frames; f++) {
         onPlane(view.cu + view.half * Math.sin(f), view.cv + view.half * Math.cos(f), z);
-        pixels.paint($("decoded"), decoder.decode(z), 0, 255);
+        pixels.paint($("decoded"), shown(decoder.decode(z)), 0, 255);
       }
       return (performance.now() - start) / frames;
     },

@@ -28,7 +28,7 @@ from vaekit.nn import ConvDecoder, MLPDecoder
 
 Spec = dict[str, Any]
 
-CHECK_TOLERANCE = 1e-4  # max |difference| in pixel means between the export and model.decode
+CHECK_TOLERANCE = 1e-4  # max |difference| in pixel means between the export and model.decode (relative past 1)
 CHECK_Z_SCALE = 3.0  # check codes drawn from N(0, 3^2): past the data, into the saturating regions
 
 
@@ -137,9 +137,12 @@ LAYER_EXPORTERS: dict[type[nn.Module], Callable[[Any], Spec | None]] = {
 
 
 def mean_layers(model: nn.Module) -> list[Spec]:
-    """The map from the decoder's output to the pixel means of p(x|z): a sigmoid for both likelihoods."""
+    """The map from the decoder's output to the pixel means of p(x|z): a sigmoid for both likelihoods, or none for
+    a Gaussian with an identity mean (real-valued data)."""
     with torch.no_grad():
         likelihood = model.likelihood(torch.zeros(1, model.latent_size, device=model.device))
+    if isinstance(likelihood, Gaussian) and not model.config.takes_unit_interval:
+        return []
     if isinstance(likelihood, (Bernoulli, Gaussian)):  # Bernoulli(logits).mean and Gaussian's mean: sigmoid(logits)
         return [{"type": "activation", "name": "sigmoid"}]
     raise VaekitError(f"the explorer cannot draw the means of a {type(likelihood).__name__} likelihood")
@@ -197,7 +200,8 @@ def check_export(model: nn.Module, specs: list[Spec], n: int = 8) -> None:
     except RuntimeError as error:  # shapes that do not chain: the walk missed or misordered a layer
         raise VaekitError(f"the explorer's export of this decoder does not run: {error}") from None
     expected = model.decode(z.to(model.device)).cpu().reshape(n, -1)  # an image model gives (N, C, H, W)
-    if exported.shape != expected.shape or (exported - expected).abs().max() > CHECK_TOLERANCE:
+    tolerance = CHECK_TOLERANCE * max(1.0, float(expected.abs().max()))  # real-valued data may be far from [0, 1]
+    if exported.shape != expected.shape or not (exported - expected).abs().max() <= tolerance:
         raise VaekitError("the explorer's export of this decoder does not reproduce model.decode; its forward pass is not a plain chain of layers")
 
 

@@ -22,7 +22,9 @@ from vaekit.data import Splits, image_shape_of
 from vaekit.errors import VaekitError
 from vaekit.explorer.layers import export_decoder, float32_base64
 from vaekit.files import atomic_write_bytes
+from vaekit.images import display_range
 from vaekit.latent import principal_axes
+from vaekit.model import seeded
 
 DEFAULT_MAX_POINTS = 2000
 IMAGE_BYTES_BUDGET = 3_000_000  # example images on the page, one byte a value; past it only the first few have theirs
@@ -65,7 +67,7 @@ def explorer_payload(
     image_shape = tuple(config.image_shape) or image_shape_of((config.input_size,))
     if int(np.prod(image_shape)) != config.input_size:
         raise VaekitError(f"image shape {image_shape} does not hold the model's {config.input_size} inputs")
-    points = encoded_points(model, data, split, max_points, seed)
+    points, display = encoded_points(model, data, split, max_points, seed)
     kind = "conv vae" if config.model == "conv" else "vae"
     return {
         "title": title or f"{kind} {'-'.join(map(str, config.architecture))}",
@@ -75,31 +77,25 @@ def explorer_payload(
             "conv_channels": list(config.conv_channels),
             "nonlinearity": config.nonlinearity,
             "likelihood": config.likelihood.capitalize(),
-            "sigma": likelihood_sigma(model),
+            "sigma": model.likelihood_sigma,
             "image_shape": list(image_shape),
             "latent_size": config.latent_size,
         },
         "data": {"name": data.name if data is not None else "", "split": split if data is not None else ""},
         "decoder": export_decoder(model),
+        "display": list(display),  # the values drawn black and white (images.display_range)
         **points,
     }
 
 
-def likelihood_sigma(model: nn.Module) -> float | None:
-    """The standard deviation of a Gaussian p(x|z) in pixel units (fixed or learned); None for a Bernoulli."""
-    if model.config.likelihood != "gaussian":
-        return None
-    with torch.no_grad():
-        likelihood = model.likelihood(torch.zeros(1, model.latent_size, device=model.device))
-    return float(likelihood.sigma.flatten()[0])
-
-
-def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points: int, seed: int) -> dict[str, Any]:
-    """The pad's points (codes, labels, images, indices in the split) and the plane they are shown on; the page projects them."""
+def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points: int,
+                   seed: int) -> tuple[dict[str, Any], tuple[float, float]]:
+    """The pad's points (codes, labels, images, indices in the split) and the plane they are shown on (the page
+    projects them), and the values its images draw black and white."""
     latent = model.config.latent_size
     if data is None:
         origin, basis, explained = np.zeros(latent, np.float32), identity_plane(latent), None
-        return {"plane": plane_json(origin, basis, explained), "points": None}
+        return {"plane": plane_json(origin, basis, explained), "points": None}, display_range(model, decoded_draws(model, seed))
     data.check_fits(model.config.input_size)
     part = data[split]
     index = chosen_indices(len(part), max_points, seed)
@@ -109,6 +105,7 @@ def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points
     mu = np.asarray(mu, dtype=np.float32)
     origin, basis, explained = principal_plane(mu)
     with_images = min(len(x), IMAGE_BYTES_BUDGET // x.shape[1])
+    display = display_range(model, x.numpy())
     return {
         "plane": plane_json(origin, basis, explained),
         "points": {
@@ -118,10 +115,10 @@ def encoded_points(model: nn.Module, data: Splits | None, split: str, max_points
             "labels": None if y is None else y.tolist(),
             "colours": None if y is None else css_label_colours(part.y.numpy()),
             "names": None if y is None else label_names(part.y.numpy(), data.class_names),
-            "images": uint8_base64(x[:with_images]),
+            "images": uint8_base64(x[:with_images], display),
             "n_images": with_images,
         },
-    }
+    }, display
 
 
 def label_names(labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, str] | None:
@@ -174,13 +171,23 @@ def identity_plane(latent: int) -> np.ndarray:
     return np.eye(2, latent, dtype=np.float32)
 
 
+def decoded_draws(model: nn.Module, seed: int, n: int = 64) -> np.ndarray | None:
+    """n draws from a model of real values without a recorded range (trained elsewhere), decoded, to stretch the page's
+    images over; None for any other model, which has a range of its own."""
+    if model.config.takes_unit_interval or model.config.value_range:
+        return None
+    with seeded(seed, model.device):
+        return model.sample(n).cpu().numpy()
+
+
 def plane_json(origin: np.ndarray, basis: np.ndarray, explained: list[float] | None) -> dict[str, Any]:
     return {"origin": origin.tolist(), "basis": basis.tolist(), "explained": explained}
 
 
-def uint8_base64(x: torch.Tensor) -> str:
-    """Values in [0, 1] as bytes 0..255, base64."""
-    values = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+def uint8_base64(x: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> str:
+    """Values in value_range as bytes 0..255, base64."""
+    low, high = value_range
+    values = ((x - low) / (high - low)).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
     return base64.b64encode(values.tobytes()).decode("ascii")
 
 
