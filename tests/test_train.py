@@ -572,3 +572,15 @@ def test_a_vae_of_real_values_nears_their_exact_likelihood(tmp_path):
     low, high = float(data.train.x.min()), float(data.train.x.max())
     assert result.model.config.value_range == (low, high) and low < 0 and high > 5  # far outside [0, 1]
     assert vaekit.load(result.run_dir).config.value_range == (low, high)
+
+
+def test_a_fixed_sigma_above_the_datas_spread_is_warned_of(tmp_path):
+    x = (0.5 + 0.025 * np.random.default_rng(0).normal(size=(300, 16))).astype(np.float32)  # spread 0.025, as embeddings
+    with pytest.warns(UserWarning, match=r"--sigma 0.1 \(fixed\) is above the data's spread, 0.025"):
+        train(VAE([16, 8, 2], likelihood="gaussian"), Splits.from_arrays(x), quick_config(tmp_path, epochs=1))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a learned sigma, or one below the spread: no warning
+        train(VAE([16, 8, 2], likelihood="gaussian", learn_sigma=True), Splits.from_arrays(x), quick_config(tmp_path, epochs=1))
+        train(VAE([16, 8, 2], likelihood="gaussian", sigma=0.01), Splits.from_arrays(x), quick_config(tmp_path, epochs=1))

@@ -182,6 +182,8 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     if global_batch > len(x_train):
         warnings.warn(f"the batch ({global_batch} examples) is larger than the {len(x_train)} training examples: "
                       f"each epoch is one step on all of them", stacklevel=2)
+    if not resumed:
+        warn_if_sigma_hides_the_data(model, data.train.x)
     check_same_epochs(progress, len(x_train), global_batch, steps_per_epoch)
     progress.epoch_shape = (len(x_train), global_batch)
     total_steps = planned_steps(config, steps_per_epoch)
@@ -272,6 +274,19 @@ def write_final_files(run_dir: Path, model: VAE, data: Splits, config: TrainConf
     model.save(run_dir, overwrite=True)
     if config.snapshots:
         animation.snapshot_gifs(run_dir)
+
+
+def warn_if_sigma_hides_the_data(model: VAE, x: torch.Tensor) -> None:
+    """Warn where a fixed Gaussian sigma exceeds the data's own spread: p(x|z) then explains the data as noise and
+    the latent code goes unused (the KL term wins), as on embeddings of spread 0.025 under the default 0.1."""
+    if model.config.likelihood != "gaussian" or model.config.learn_sigma or len(x) < 2:
+        return
+    spread = float(x.var(dim=0).mean().sqrt())  # the root mean square of each value's standard deviation
+    sigma = model.config.sigma
+    if sigma > spread:
+        warnings.warn(f"--sigma {sigma:g} (fixed) is above the data's spread, {spread:.3g} (the root mean square of each "
+                      "value's standard deviation): p(x|z) would call the data noise and leave the latent code unused; "
+                      "learn sigma (--learn-sigma) or give a smaller --sigma", stacklevel=3)
 
 
 def resume_or_start(run_dir: str | Path | None, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any,
