@@ -134,7 +134,9 @@ def test_real_valued_data_train_evaluate_sample_and_plot_from_the_command_line(t
     assert "--likelihood gaussian --gaussian-mean identity" in refused.stderr and not (tmp_path / "runs").exists()
     vaekit("train", *common, "--likelihood", "gaussian", "--gaussian-mean", "identity", "--learn-sigma")
     (run,) = (tmp_path / "runs").iterdir()
-    model = json.loads((run / "config.json").read_text())["model"]
+    saved = json.loads((run / "config.json").read_text())
+    model = saved["model"]
+    assert saved["train"]["progress"] is False  # stderr was no terminal: no bar redrawn into the log
     assert model["gaussian_mean"] == "identity" and model["value_range"] == pytest.approx([float(x[:160].min()), float(x[:160].max())], abs=1)
     table = vaekit("evaluate", str(run)).stdout
     assert "densities of real values" in table and "(learned: the standard deviation of p(x|z))" in table
@@ -150,6 +152,17 @@ def test_real_valued_data_train_evaluate_sample_and_plot_from_the_command_line(t
     vaekit("plot", str(run), "--kind", "reconstructions", "--kind", "manifold", "--out", str(tmp_path / "figures"))
     assert sorted(path.name.split("_step")[0] for path in (tmp_path / "figures").glob("*.png")) == [
         "manifold_linear_20x20", "reconstructions_test", "reconstructions_train", "reconstructions_valid"]
+
+
+def test_a_run_for_the_unit_interval_given_real_values_says_to_train_another(run_dir, tmp_path, capsys):
+    from vaekit.cli import main
+
+    np.save(tmp_path / "real.npy", np.linspace(-2, 2, 20 * 64, dtype=np.float32).reshape(20, 64))
+    for command in ("evaluate", "plot"):
+        extra = ["--kind", "reconstructions", "--out", str(tmp_path / "f")] if command == "plot" else []
+        assert main([command, str(run_dir), "--data", str(tmp_path / "real.npy"), *extra]) == 1
+        err = capsys.readouterr().err
+        assert "takes values in [0, 1]" in err and "train a model with --likelihood gaussian --gaussian-mean identity" in err
 
 
 def test_help_is_useful():

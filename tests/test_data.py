@@ -225,6 +225,18 @@ def test_labels_stored_as_whole_floats_are_labels_and_others_are_refused(tmp_pat
             load_data(DataConfig(data=str(tmp_path / f"{name}.npz")))
 
 
+def test_check_values_still_refuses_values_outside_the_unit_interval_and_check_finite_takes_them():
+    from vaekit.data import check_finite, check_values
+
+    with pytest.raises(VaekitError, match=r"x has values in \[-2, 3\]; the model takes values in \[0, 1\]"):
+        check_values(torch.tensor([[-2.0, 3.0]]), "x")
+    with pytest.raises(VaekitError, match="has values in .*; mine needs them"):
+        check_values(torch.tensor([[-2.0, 3.0]]), "x", needs="mine needs them")
+    assert check_finite(torch.tensor([[-2.0, 3.0]]), "x") == (-2.0, 3.0)
+    with pytest.raises(VaekitError, match="contains NaN or Inf"):
+        check_finite(torch.tensor([[float("inf")]]), "x")
+
+
 def test_labels_as_a_column_are_labels():
     x, y = np.random.default_rng(0).random((40, 4), dtype=np.float32), (np.arange(40) % 3)[:, None]  # (N, 1), as pandas gives
     data = Splits.from_arrays(x, y_train=y)

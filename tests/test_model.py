@@ -236,7 +236,7 @@ def test_data_the_model_cannot_take_are_refused_clearly(vae, bad, message):
 def test_real_valued_data_need_a_gaussian_with_an_identity_mean_which_decodes_to_any_value():
     real = np.linspace(-3, 4, 2 * 6, dtype=np.float32).reshape(2, 6)
     for pixel_model in (VAE([6, 5, 2]), VAE([6, 5, 2], likelihood="gaussian")):
-        with pytest.raises(VaekitError, match=r"values in \[-3, 4\]; .* use --likelihood gaussian --gaussian-mean identity"):
+        with pytest.raises(VaekitError, match=r"values in \[-3, 4\]; .* train a model with --likelihood gaussian --gaussian-mean identity"):
             pixel_model.encode(real)
     model = VAE([6, 5, 2], likelihood="gaussian", gaussian_mean="identity")
     with torch.no_grad():

@@ -584,3 +584,13 @@ def test_a_fixed_sigma_above_the_datas_spread_is_warned_of(tmp_path):
         warnings.simplefilter("error")  # a learned sigma, or one below the spread: no warning
         train(VAE([16, 8, 2], likelihood="gaussian", learn_sigma=True), Splits.from_arrays(x), quick_config(tmp_path, epochs=1))
         train(VAE([16, 8, 2], likelihood="gaussian", sigma=0.01), Splits.from_arrays(x), quick_config(tmp_path, epochs=1))
+
+
+def test_constant_real_values_train_and_values_far_from_unit_scale_are_warned_of(tmp_path):
+    real = dict(likelihood="gaussian", gaussian_mean="identity", learn_sigma=True)
+    constant = Splits.from_arrays(np.full((50, 4), 2.5, np.float32))
+    result = train(VAE([4, 8, 2], **real), constant, quick_config(tmp_path, epochs=1))
+    assert result.model.config.value_range == (2.0, 3.0)  # drawn mid-grey, not an error about a setting never given
+    large = Splits.from_arrays(1000 * np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32))
+    with pytest.warns(UserWarning, match=r"the data's spread is \S+ .* standardise each value, \(x - mean\) / std"):
+        train(VAE([4, 8, 2], **real), large, quick_config(tmp_path, epochs=1, on_nonfinite="skip"))

@@ -456,6 +456,8 @@ def run_train(args: argparse.Namespace) -> int:
         data.check_fits(model_values["architecture"][0])  # before the model's image shape would disagree
         with seeded(train_config.seed, torch.device("cpu")):  # the initial weights come from the seed too
             model = VAE(config=ModelConfig(**model_values, image_shape=data.image_shape))
+    if not hasattr(args, "progress"):  # by default a bar on a terminal alone: redrawn into a log file, a line per redraw
+        train_config = dataclasses.replace(train_config, progress=sys.stderr.isatty())
     main_process = is_main_process()  # under torchrun, rank 0 alone speaks
     if main_process:
         print(f"vaekit: training {model.config.model} {'-'.join(map(str, model.config.architecture))} on {data.name} "
@@ -508,7 +510,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split = data[args.split]
     x = split.x[: args.limit] if args.limit else split.x
     if args.nll:
-        report = estimate_nll(model, x, k=args.k, seed=args.seed, progress=args.progress and not args.json, compile=args.compile,
+        report = estimate_nll(model, x, k=args.k, seed=args.seed, progress=args.progress and not args.json and sys.stderr.isatty(), compile=args.compile,
                               reset_peak_memory=True)
     else:
         report = average_elbo_terms(model, x, seed=args.seed)
@@ -529,6 +531,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"  {'nll':<15} {report['nll']:10.3f}  ({spread}k = {args.k})")
     for key in ("elbo", "reconstruction", "kl"):
         print(f"  {key:<15} {report[key]:10.3f}")
+    if "sigma" in report:
+        learned = "learned" if model.config.learn_sigma else "fixed"
+        print(f"  {'sigma':<15} {report['sigma']:10.4g}  ({learned}: the standard deviation of p(x|z))")
     if bits is not None:
         print(f"  {'bits per dim':<15} {bits:10.4f}  ({'from the nll' if args.nll else 'upper bound, from -elbo'})")
     if args.nll:
@@ -538,8 +543,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"  ({report['seconds']:.1f} s, peak memory {memory}{report['memory_measure']})")
     if model.config.likelihood == "gaussian":
         values = "pixel values in [0, 1]" if model.config.takes_unit_interval else "real values, in the data's units"
-        learned = "learned" if model.config.learn_sigma else "fixed"
-        print(f"  {'sigma':<15} {report['sigma']:10.4g}  ({learned}: the standard deviation of p(x|z))")
         print(f"  (a Gaussian gives densities of {values}: the elbo may be positive)")
     elif model.config.likelihood == "bernoulli" and not binary:
         print("  (a Bernoulli on grey levels is no distribution of them: these are cross-entropies, not log p(x), "

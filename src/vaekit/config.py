@@ -176,6 +176,8 @@ class ModelConfig:
             raise VaekitError(f"unknown gaussian mean {self.gaussian_mean!r}; choose one of {', '.join(GAUSSIAN_MEANS)}")
         if self.value_range and (len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]):
             raise VaekitError(f"value_range must be (lowest, highest) with lowest < highest, got {list(self.value_range)}")
+        if self.value_range and self.takes_unit_interval:  # such a model's figures draw [0, 1]
+            raise VaekitError("value_range applies to --likelihood gaussian --gaussian-mean identity only")
         if self.likelihood != "gaussian":
             gaussian_only = {"sigma": self.sigma is not None, "learn_sigma": self.learn_sigma, "dequantize": self.dequantize,
                              "gaussian_mean": self.gaussian_mean != "sigmoid"}
@@ -414,7 +416,7 @@ class TrainConfig:
     seed: int = _help("random seed; the same seed gives the same run on CPU", default=0)
     device: Device = _help("where to train", default="auto")
     out: str = _help("folder in which the run's own folder is created", default="runs")
-    progress: bool = _help("show a progress bar (on a terminal: a log file gets the epoch lines alone)", default=True)
+    progress: bool = _help("show a progress bar (the vaekit command: on a terminal only; a log file gets the epoch lines)", default=True)
     dist_timeout: float = _help(
         "torchrun: seconds a process waits for the others before the whole job fails", default=300.0
     )

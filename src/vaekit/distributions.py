@@ -170,7 +170,7 @@ class Bernoulli:
 
 
 class Gaussian(DiagonalGaussian):
-    """p(x|z) = N(x; sigmoid(logits), sigma^2) for independent pixels, logits of shape (..., D).
+    """p(x|z) = N(x; sigmoid(logits), sigma^2) (or N(x; logits, sigma^2)) for independent values, logits (..., D).
 
     The mean goes through a sigmoid so that decoded images lie in [0, 1] as with the Bernoulli, or,
     with `identity_mean`, is the decoder's output itself, for real-valued data of any range;

@@ -120,7 +120,7 @@ def importance_sampled_log_px(
     # The results go into tensors allocated once: thousands of small per-batch tensors kept alive
     # between the chunks' large ones fragmented the heap until it grew without bound (23 GB at k = 5000).
     columns: list[torch.Tensor] = []  # log_px, reconstruction, kl, mu
-    bar = tqdm(total=len(x), unit="example", disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=len(x), unit="example", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     with seeded(seed, device), evaluating(model), torch.no_grad(), torch.autocast(device.type, enabled=False), prior_held(model):
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device, torch.float32, non_blocking=True)

@@ -1,6 +1,6 @@
 """Pixels and canvases for figures: flat examples to images, images to grids, grids to exact PNG figures.
 
-Examples are flat (N, D) in [0, 1] with a (C, H, W) image shape; images here are (N, H, W, C)
+Examples are flat (N, D) with a (C, H, W) image shape; images here are (N, H, W, C)
 floats, a canvas one (H, W, C) float array. Pixel values are drawn as they are, 0 black and
 1 white, so MNIST digits are white on black, and photos and RGB look right; real-valued data
 are drawn from their lowest value to their highest (`display_range`). Figures are
@@ -136,8 +136,12 @@ def display_range(model: VAE, shown: np.ndarray | torch.Tensor | None = None) ->
         return low, high
     if shown is None or np.size(shown) == 0:
         return 0.0, 1.0
-    low, high = float(shown.min()), float(shown.max())
-    return (low, high) if high > low else (low - 0.5, low + 0.5)  # a constant shows mid-grey
+    return range_to_draw(float(shown.min()), float(shown.max()))
+
+
+def range_to_draw(low: float, high: float) -> tuple[float, float]:
+    """The values drawn black and white for data from low to high: those, or around a constant, which shows mid-grey."""
+    return (low, high) if high > low else (low - 0.5, low + 0.5)
 
 
 def encoded_means(model: VAE, x: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vaekit.config import MIN_LEARNED_SIGMA, ModelConfig, from_dict, to_dict, write_json
-from vaekit.data import check_values, is_8bit, is_binary, warn_if_bytes_are_binary
+from vaekit.data import check_finite, check_values, is_8bit, is_binary, warn_if_bytes_are_binary
 from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, StandardNormal, VampPrior, bits_per_dim
 from vaekit.errors import VaekitError
 from vaekit.nn import NETWORKS
@@ -49,6 +49,7 @@ class VAE(nn.Module):
     >>> x_mean = vae.decode(mu)                  # (N, 784) pixel probabilities
     >>> conv = VAE([3072, 16], model="conv", image_shape=(3, 32, 32), likelihood="gaussian", learn_sigma=True)
     >>> conv.sample(8).shape                     # torch.Size([8, 3, 32, 32]), pixel means in [0, 1]
+    >>> real = VAE([30, 128, 8], likelihood="gaussian", gaussian_mean="identity", learn_sigma=True)  # any real values
 
     Options (keyword arguments) are the fields of `vaekit.ModelConfig`. `encode`, `decode`, `reconstruct`
     and `sample` run without gradients, in eval mode, in batches; for a loss of your own through the
@@ -128,7 +129,8 @@ class VAE(nn.Module):
         return mu, log_sigma
 
     def decode(self, z: ArrayLike | None = None) -> ArrayLike:
-        """Pixel means of p(x|z) in [0, 1]: (N, C, H, W) for an image model, else (N, D).
+        """Means of p(x|z), pixels in [0, 1] (any real values for an identity-mean Gaussian): (N, C, H, W) for an image
+        model, else (N, D).
 
         With no z, decode one draw from the prior.
         """
@@ -153,7 +155,7 @@ class VAE(nn.Module):
         return self._as_images(x_mean)
 
     def sample(self, n: int) -> torch.Tensor:
-        """n images decoded from draws of the prior on the CPU: (n, C, H, W) for an image model, else (n, D)."""
+        """n draws of the prior decoded (the means of p(x|z)), on the CPU: (n, C, H, W) for an image model, else (n, D)."""
         n = whole_number(n, "number of samples")
         if n < 1:
             raise VaekitError(f"number of samples must be a whole number of at least 1, got {n!r}")
@@ -328,13 +330,13 @@ def as_examples(data: ArrayLike, config: ModelConfig) -> torch.Tensor:
 
 def check_values_fit(x: torch.Tensor, config: ModelConfig, what: str) -> None:
     """Refuse examples a model of this config cannot take: NaN, Inf, and values outside [0, 1] where it needs them there."""
-    why = None
-    if config.takes_unit_interval:
-        model = "a Bernoulli's probabilities" if config.likelihood == "bernoulli" else "the range of a Gaussian's sigmoid mean"
-        why = (f"the model takes values in [0, 1] ({model}; uint8 pixels are scaled for you): for real-valued data use "
-               "--likelihood gaussian --gaussian-mean identity (likelihood='gaussian', gaussian_mean='identity' from "
-               "Python), or scale the data to [0, 1]")
-    check_values(x, what, why)
+    if not config.takes_unit_interval:
+        check_finite(x, what)
+        return
+    model = "a Bernoulli's probabilities" if config.likelihood == "bernoulli" else "the range of a Gaussian's sigmoid mean"
+    check_values(x, what, needs=f"the model takes values in [0, 1] ({model}; uint8 pixels are scaled for you): for "
+                 "real-valued data train a model with --likelihood gaussian --gaussian-mean identity (likelihood='gaussian', "
+                 "gaussian_mean='identity' from Python), or scale the data to [0, 1]")
 
 
 def numeric_tensor(data: ArrayLike) -> torch.Tensor:

@@ -241,8 +241,9 @@ def save_interpolation(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, path: s
     mu = encoded_means(model, x)
     # a long strip is not enlarged to fit the page: its tiles are, by their longer side (a 1 x D row of features by 64 would be a gigapixel)
     factor = max(1, math.ceil(MIN_STRIP_TILE_PX / max(image_shape_of(model)[1:])))
-    inputs = enlarged(model_images(model, x), factor)
-    strip = image_grid(enlarged(decoded_images(model, interpolate(mu[0], mu[1], n, spherical)), factor), columns=n)
+    decoded = model.decode(torch.as_tensor(interpolate(mu[0], mu[1], n, spherical), dtype=torch.float32))
+    images = enlarged(model_images(model, torch.cat([x.cpu(), decoded.reshape(n, -1).cpu()])), factor)  # one scale for all
+    inputs, strip = images[:2], image_grid(images[2:], columns=n)
     ends = [image_grid(inputs[i : i + 1]) for i in (0, 1)]
     spacer = np.ones((strip.shape[0], max(2, inputs.shape[2] // 2), strip.shape[2]), np.float32)
     canvas = np.concatenate([ends[0], spacer, strip, spacer, ends[1]], axis=1)

@@ -15,7 +15,6 @@ import io
 import logging
 import math
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -29,10 +28,11 @@ import torch
 
 from vaekit import animation, distributed, fused, plots
 from vaekit.checkpoint import CHECKPOINT_FILE
-from vaekit.config import DataConfig, TrainConfig, check_settings_apply, settings_given
+from vaekit.config import MIN_LEARNED_SIGMA, DataConfig, TrainConfig, check_settings_apply, settings_given
 from vaekit.data import Splits, value_range
 from vaekit.errors import VaekitError
 from vaekit.evaluate import average_elbo_terms, average_iwae_bound
+from vaekit.images import range_to_draw
 from vaekit.model import VAE, check_dequantizable, check_values_fit, evaluating, resolve_device, seeded
 from vaekit.distributed import Cluster, SharedNoise, any_rank, from_main_rank, local_slice
 from vaekit.objectives import l2_penalty, loss
@@ -49,6 +49,7 @@ LOCK_FILE = ".lock"  # held by the process training the run
 log = logging.getLogger(__name__)  # one line per epoch at INFO, which `vaekit train` prints
 
 LOG_EVERY = 20  # steps between host syncs for the progress bar and TensorBoard
+UNIT_SCALE = (0.01, 100.0)  # the spreads of real-valued data trained without a warning to standardise them
 
 
 @dataclass
@@ -83,7 +84,7 @@ def train(
         raise VaekitError(f"train takes a vaekit.VAE (or a subclass of it), not {type(model).__name__}{hint}")
     check_training_data(data, model)
     if not model.config.takes_unit_interval and not model.config.value_range:  # real values: figures draw their range
-        model.config = replace(model.config, value_range=value_range(data.train.x))
+        model.config = replace(model.config, value_range=range_to_draw(*value_range(data.train.x)))
     if not isinstance(config, TrainConfig) or not isinstance(data_config, (DataConfig, type(None))):
         raise VaekitError("train takes its settings as vaekit.TrainConfig (and data_config as vaekit.DataConfig), not "
                           f"{type(config).__name__} (and {type(data_config).__name__})")
@@ -278,12 +279,18 @@ def write_final_files(run_dir: Path, model: VAE, data: Splits, config: TrainConf
 
 def warn_if_sigma_hides_the_data(model: VAE, x: torch.Tensor) -> None:
     """Warn where a fixed Gaussian sigma exceeds the data's own spread: p(x|z) then explains the data as noise and
-    the latent code goes unused (the KL term wins), as on embeddings of spread 0.025 under the default 0.1."""
-    if model.config.likelihood != "gaussian" or model.config.learn_sigma or len(x) < 2:
+    the latent code goes unused (the KL term wins), as on embeddings of spread 0.025 under the default 0.1. And
+    where real values are far from unit scale, which the networks' first steps and sigma's floor are made for."""
+    if model.config.likelihood != "gaussian" or len(x) < 2:
         return
     spread = float(x.var(dim=0).mean().sqrt())  # the root mean square of each value's standard deviation
+    if not model.config.takes_unit_interval and spread > 0 and not UNIT_SCALE[0] <= spread <= UNIT_SCALE[1]:
+        warnings.warn(f"the data's spread is {spread:.3g} (the root mean square of each value's standard deviation): the "
+                      "networks train on values of order 1 (far larger ones overflow in the first steps, and a learned sigma "
+                      f"stops at {MIN_LEARNED_SIGMA:g}); standardise each value, (x - mean) / std over the training split",
+                      stacklevel=3)
     sigma = model.config.sigma
-    if sigma > spread:
+    if not model.config.learn_sigma and sigma > spread:
         warnings.warn(f"--sigma {sigma:g} (fixed) is above the data's spread, {spread:.3g} (the root mean square of each "
                       "value's standard deviation): p(x|z) would call the data noise and leave the latent code unused; "
                       "learn sigma (--learn-sigma) or give a smaller --sigma", stacklevel=3)
@@ -589,8 +596,7 @@ class Logger:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
             if start_step == 0:
                 add_graph(self.writer, model, example)
-        shown = show_bar and enabled and sys.stderr.isatty()  # redrawn into a log file, a bar is a line per redraw
-        self.bar = tqdm(total=total_steps, initial=start_step, disable=not shown, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(total=total_steps, initial=start_step, disable=not (show_bar and enabled), unit="step", dynamic_ncols=True)
         self.sums = torch.zeros(4, device=example.device)  # cost, reconstruction, kl, steps: since the last flush
         self.epoch_sums = torch.zeros(4, device=example.device)  # the same since the epoch began
         self.last_valid, self.last_valid_terms = math.nan, {"elbo": math.nan}

@@ -23,11 +23,11 @@ from vaekit.config import NAMED_DATA_SETS, DataConfig, flag_of
 from vaekit.data.image_folder import load_image_folder
 from vaekit.data.locations import data_folder
 from vaekit.data.mnist import load_binarized_mnist, load_digits, load_mnist, shared_mnist_folder
-from vaekit.data.splits import (Split, Splits, check_all_values, check_values, examples_digest, image_shape_of, is_8bit, is_binary,
+from vaekit.data.splits import (Split, Splits, check_all_values, check_finite, check_values, examples_digest, image_shape_of, is_8bit, is_binary,
                                 load_arrays, value_range, warn_if_bytes_are_binary)
 from vaekit.errors import VaekitError
 
-__all__ = ["Split", "Splits", "check_values", "examples_digest", "image_shape_of", "is_8bit", "is_binary", "load_data",
+__all__ = ["Split", "Splits", "check_finite", "check_values", "examples_digest", "image_shape_of", "is_8bit", "is_binary", "load_data",
            "value_range", "warn_if_bytes_are_binary"]
 
 

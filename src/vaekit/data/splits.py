@@ -80,15 +80,21 @@ class Splits:
         if self.input_size != input_size:
             raise VaekitError(f"{self.name or 'the data'} has {self.input_size} values per example; the model takes {input_size}")
 
-def check_values(x: torch.Tensor, what: str, unit_interval_needed: str | None = None) -> None:
-    """Refuse empty data and NaN/Inf; and values outside [0, 1] where `unit_interval_needed` says why they must lie there."""
+def check_values(x: torch.Tensor, what: str, needs: str = "the model takes values in [0, 1]") -> None:
+    """Refuse empty data, NaN/Inf, and values outside [0, 1] (saying what `needs` them there)."""
+    low, high = check_finite(x, what)
+    if low < 0 or high > 1:
+        raise VaekitError(f"{what} has values in [{low:g}, {high:g}]; {needs}")
+
+
+def check_finite(x: torch.Tensor, what: str) -> tuple[float, float]:
+    """Refuse empty data and NaN/Inf; the (lowest, highest) value of the rest."""
     if x.numel() == 0:
         raise VaekitError(f"{what} holds no examples, or examples of size 0")
     low, high = value_range(x)
     if not (math.isfinite(low) and math.isfinite(high)):
         raise VaekitError(f"{what} contains NaN or Inf values")
-    if unit_interval_needed and (low < 0 or high > 1):
-        raise VaekitError(f"{what} has values in [{low:g}, {high:g}]; {unit_interval_needed}")
+    return low, high
 
 
 def value_range(x: torch.Tensor) -> tuple[float, float]:
@@ -110,9 +116,9 @@ def pixels_in_unit_range(pixels: np.ndarray) -> torch.Tensor:
 
 
 def check_all_values(splits: Splits, source: str) -> None:
-    """check_values for every split, naming it."""
+    """check_finite for every split, naming it: whether a model takes the values, the model says (model.as_examples)."""
     for split in SPLITS:
-        check_values(splits[split].x, f"{source} ({split})")
+        check_finite(splits[split].x, f"{source} ({split})")
 
 
 def is_binary(x: torch.Tensor) -> bool:
@@ -228,7 +234,7 @@ def to_examples(x: np.ndarray, what: str) -> tuple[torch.Tensor, tuple[int, int,
         raise VaekitError(f"{what} has dtype {x.dtype}; expected numbers")
     if x.ndim < 2 or len(x) == 0:
         raise VaekitError(f"{what} must be an array of examples (N, ...), got shape {x.shape}")
-    with np.errstate(over="ignore"):  # huge values become Inf here and are refused by check_values
+    with np.errstate(over="ignore"):  # huge values become Inf here and are refused by check_finite
         values = np.divide(x, 255, dtype=np.float32) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
     shape = image_shape_of(x.shape[1:])
     if x.ndim == 4 and is_channels_last(x.shape[1:]):

@@ -530,7 +530,7 @@
     const sigma = m.sigma ? ` (σ ${m.sigma.toPrecision(2)})` : "";
     const architecture = DATA.title.includes(m.architecture.join("-")) ? "" : `${m.architecture.join("-")} · `; // the default title holds it
     $("subtitle").textContent = `${DATA.title} · ${network}${architecture}${m.nonlinearity} · `
-      + `${m.likelihood} pixels${sigma}${data}`;
+      + `${m.likelihood} ${SHOWN_LOW === 0 && SHOWN_HIGH === 1 ? "pixels" : "values"}${sigma}${data}`;
     const chips = [[`z ∈ ℝ${superscript(LATENT)}`, "end"]];
     for (const spec of DATA.decoder) chips.push(layerChip(spec));
     chips.push([`x: ${CHANNELS}×${HEIGHT}×${WIDTH}`, "end"]);
