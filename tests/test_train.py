@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import sys
 
 import numpy as np
@@ -594,3 +595,10 @@ def test_constant_real_values_train_and_values_far_from_unit_scale_are_warned_of
     large = Splits.from_arrays(1000 * np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32))
     with pytest.warns(UserWarning, match=r"the data's spread is \S+ .* standardise each value, \(x - mean\) / std"):
         train(VAE([4, 8, 2], **real), large, quick_config(tmp_path, epochs=1, on_nonfinite="skip"))
+
+
+def test_the_spread_warned_of_is_the_root_mean_square_of_each_values_standard_deviation():
+    from vaekit.train import root_mean_square_spread
+
+    x = torch.tensor([[1e6, 0.0], [1e6 + 2, 4.0], [1e6 + 4, 8.0]], dtype=torch.float64)  # sds 2 and 4, about a huge mean
+    assert root_mean_square_spread(x, rows=2) == pytest.approx(math.sqrt((4 + 16) / 2), rel=1e-12)

@@ -510,8 +510,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split = data[args.split]
     x = split.x[: args.limit] if args.limit else split.x
     if args.nll:
-        report = estimate_nll(model, x, k=args.k, seed=args.seed, progress=args.progress and not args.json and sys.stderr.isatty(), compile=args.compile,
-                              reset_peak_memory=True)
+        progress = args.progress and not args.json and sys.stderr.isatty()  # a bar redrawn into a log file is a line per redraw
+        report = estimate_nll(model, x, k=args.k, seed=args.seed, progress=progress, compile=args.compile, reset_peak_memory=True)
     else:
         report = average_elbo_terms(model, x, seed=args.seed)
     report.update(split=args.split, data=data_config.data, units="nats per example")

@@ -183,7 +183,7 @@ def train_on(cluster: Cluster, device: torch.device, model: VAE, data: Splits, c
     if global_batch > len(x_train):
         warnings.warn(f"the batch ({global_batch} examples) is larger than the {len(x_train)} training examples: "
                       f"each epoch is one step on all of them", stacklevel=2)
-    if not resumed:
+    if not resumed and cluster.is_main:
         warn_if_sigma_hides_the_data(model, data.train.x)
     check_same_epochs(progress, len(x_train), global_batch, steps_per_epoch)
     progress.epoch_shape = (len(x_train), global_batch)
@@ -283,7 +283,7 @@ def warn_if_sigma_hides_the_data(model: VAE, x: torch.Tensor) -> None:
     where real values are far from unit scale, which the networks' first steps and sigma's floor are made for."""
     if model.config.likelihood != "gaussian" or len(x) < 2:
         return
-    spread = float(x.var(dim=0).mean().sqrt())  # the root mean square of each value's standard deviation
+    spread = root_mean_square_spread(x)
     if not model.config.takes_unit_interval and spread > 0 and not UNIT_SCALE[0] <= spread <= UNIT_SCALE[1]:
         warnings.warn(f"the data's spread is {spread:.3g} (the root mean square of each value's standard deviation): the "
                       "networks train on values of order 1 (far larger ones overflow in the first steps, and a learned sigma "
@@ -294,6 +294,20 @@ def warn_if_sigma_hides_the_data(model: VAE, x: torch.Tensor) -> None:
         warnings.warn(f"--sigma {sigma:g} (fixed) is above the data's spread, {spread:.3g} (the root mean square of each "
                       "value's standard deviation): p(x|z) would call the data noise and leave the latent code unused; "
                       "learn sigma (--learn-sigma) or give a smaller --sigma", stacklevel=3)
+
+
+def root_mean_square_spread(x: torch.Tensor, rows: int = 4096) -> float:
+    """The root mean square of each value's standard deviation over the examples x (N, D), a chunk of rows at a
+    time (x.var(0) would hold a copy of the whole data set)."""
+    total, total_squares = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
+    shift = x[0].double().cpu()  # sums about one example, not about 0: no cancellation where the mean dwarfs the spread
+    for chunk in x.split(rows):
+        chunk = chunk.double().cpu() - shift
+        total += chunk.sum(0)
+        total_squares += chunk.square().sum(0)
+    mean = total / len(x)
+    variance = (total_squares / len(x) - mean.square()).clamp(min=0) * len(x) / (len(x) - 1)
+    return float(variance.mean().sqrt())
 
 
 def resume_or_start(run_dir: str | Path | None, model: VAE, optimizer: torch.optim.Optimizer, scheduler: Any,
