@@ -94,21 +94,19 @@ class VAE(nn.Module):
             case "bernoulli":
                 return Bernoulli(logits)
             case "gaussian":
-                log_sigma = self.likelihood_log_sigma  # a fixed sigma is the one asked for; a learned one has a floor
-                if self.config.learn_sigma:
-                    log_sigma = log_sigma.clamp(min=math.log(MIN_LEARNED_SIGMA))
-                return Gaussian(logits, log_sigma, levels=PIXEL_LEVELS if self.config.dequantize else None,
+                return Gaussian(logits, self.gaussian_log_sigma(), levels=PIXEL_LEVELS if self.config.dequantize else None,
                                 identity_mean=self.config.gaussian_mean == "identity")
         raise VaekitError(f"no likelihood {self.config.likelihood!r} here")  # a name added to config.Likelihood alone
+
+    def gaussian_log_sigma(self) -> torch.Tensor:
+        """log sigma of a Gaussian p(x|z): a fixed sigma is the one asked for; a learned one has a floor."""
+        log_sigma = self.likelihood_log_sigma
+        return log_sigma.clamp(min=math.log(MIN_LEARNED_SIGMA)) if self.config.learn_sigma else log_sigma
 
     @property
     def likelihood_sigma(self) -> float | None:
         """The standard deviation of a Gaussian p(x|z) in the data's units, fixed or as learned; None for a Bernoulli."""
-        if self.config.likelihood != "gaussian":
-            return None
-        with torch.no_grad():
-            likelihood = self.likelihood(torch.zeros(1, self.latent_size, device=self.device))
-        return float(likelihood.sigma.flatten()[0])
+        return float(self.gaussian_log_sigma().detach().exp()) if self.config.likelihood == "gaussian" else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One stochastic pass: (logits of p(x|z) over flat x (N, D), mu, log_sigma) with z drawn from q(z|x);
