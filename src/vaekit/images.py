@@ -120,9 +120,13 @@ def decoded_images(model: VAE, z: np.ndarray | torch.Tensor) -> np.ndarray:
 def model_images(model: VAE, x: np.ndarray | torch.Tensor) -> np.ndarray:
     """A model's examples (or decoded means) as images (N, H, W, C) in [0, 1]: its `display_range` drawn black to white."""
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
-    low, high = display_range(model, x)
-    shown = x if (low, high) == (0.0, 1.0) else (x.astype(np.float32) - low) / (high - low)
-    return to_images(shown, image_shape_of(model))
+    return to_images(in_unit_range(x, display_range(model, x)), image_shape_of(model))
+
+
+def in_unit_range(x: Any, value_range: tuple[float, float]) -> Any:
+    """Values (a numpy array or a tensor) mapped from value_range to [0, 1], lowest to 0 and highest to 1."""
+    low, high = value_range
+    return x if (low, high) == (0.0, 1.0) else (x - low) / (high - low)
 
 
 def display_range(model: VAE, shown: np.ndarray | torch.Tensor | None = None) -> tuple[float, float]:

@@ -35,6 +35,7 @@ from vaekit.images import (
     heading,
     image_grid,
     image_shape_of,
+    in_unit_range,
     label_name,
     model_images,
     save_figure,
@@ -279,7 +280,7 @@ def save_example(x: torch.Tensor | np.ndarray, image_shape: tuple[int, ...], pat
         shown = ax.imshow(image[..., 0], cmap="gray", vmin=low, vmax=high, interpolation="nearest")
         fig.colorbar(shown, ax=ax, label="pixel value" if value_range == (0.0, 1.0) else "value")
     else:
-        ax.imshow(np.clip((image - low) / (high - low), 0, 1), interpolation="nearest")
+        ax.imshow(np.clip(in_unit_range(image, value_range), 0, 1), interpolation="nearest")
     spacing = max(1, round(max(height, width) / 7))  # every 4 pixels for 28 x 28, as the original
     ax.xaxis.set_major_locator(ticker.MultipleLocator(spacing))
     ax.yaxis.set_major_locator(ticker.MultipleLocator(spacing))

@@ -22,7 +22,7 @@ from vaekit.data import Splits, image_shape_of
 from vaekit.errors import VaekitError
 from vaekit.explorer.layers import export_decoder, float32_base64
 from vaekit.files import atomic_write_bytes
-from vaekit.images import display_range
+from vaekit.images import display_range, in_unit_range
 from vaekit.latent import principal_axes
 from vaekit.model import seeded
 
@@ -186,8 +186,7 @@ def plane_json(origin: np.ndarray, basis: np.ndarray, explained: list[float] | N
 
 def uint8_base64(x: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> str:
     """Values in value_range as bytes 0..255, base64."""
-    low, high = value_range
-    values = ((x - low) / (high - low)).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+    values = in_unit_range(x, value_range).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
     return base64.b64encode(values.tobytes()).decode("ascii")
 
 
